@@ -1,0 +1,4 @@
+#include "tests/check.h"
+
+int check_failures;
+int check_count;
