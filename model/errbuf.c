@@ -26,6 +26,8 @@ int err_prefix(struct errbuf *e, const char *fmt, ...)
     va_end(ap);
     char old[sizeof e->msg];
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
+    /* a message too long for the buffer keeps its beginning, where the context is */
+    if (snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old) >= (int)sizeof e->msg)
+        e->msg[sizeof e->msg - 1] = 0;
     return -1;
 }

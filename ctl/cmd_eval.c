@@ -1,0 +1,168 @@
+/* bitnetctl eval | perplexity: teacher-forced passes over given tokens. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl/args.h"
+#include "ctl/commands.h"
+#include "ctl/session.h"
+
+int cmd_eval(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"ids", required_argument, 0, 'i'},
+        {"logits-out", required_argument, 0, 'o'}, {0, 0, 0, 0},
+    };
+    const char *model = NULL, *ids_arg = NULL, *out = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'i': ids_arg = optarg; break;
+        case 'o': out = optarg; break;
+        default: return 2;
+        }
+    }
+    if (!model || !ids_arg || !out || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl eval --model FILE --ids 1,2,3 --logits-out OUT\n");
+        return 2;
+    }
+    int32_t *ids;
+    size_t n;
+    if (arg_ids("--ids", ids_arg, &ids, &n) < 0)
+        return 2;
+    struct session s;
+    if (session_open(&s, model, (int)n) < 0) {
+        free(ids);
+        return 1;
+    }
+    FILE *fp = fopen(out, "wb");
+    int rc = 0;
+    if (!fp) {
+        fprintf(stderr, "bitnetctl eval: %s: %s\n", out, strerror(errno));
+        rc = 1;
+    }
+    double t0 = now_seconds();
+    struct errbuf e = {{0}};
+    uint32_t vocab = s.model.hp.n_vocab;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const float *logits = forward_token(&s.model, &s.st, ids[i], (int)i, &e);
+        if (!logits) {
+            fprintf(stderr, "bitnetctl eval: --ids: %s\n", e.msg);
+            rc = 1;
+        } else if (fwrite(logits, sizeof(float), vocab, fp) != vocab) {
+            fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
+            rc = 1;
+        }
+    }
+    if (fp && fclose(fp) != 0 && rc == 0) {
+        fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
+        rc = 1;
+    }
+    if (rc == 0)
+        fprintf(stderr, "eval: %zu positions x %u logits -> %s (%.2fs, kernel %s)\n", n, vocab, out,
+                now_seconds() - t0, kops.name);
+    else if (fp)
+        remove(out);
+    free(ids);
+    session_close(&s);
+    return rc;
+}
+
+/* -log softmax(logits)[target], in double so long texts do not drift. */
+static double nll_of(const float *logits, uint32_t n, int32_t target)
+{
+    float max = logits[0];
+    for (uint32_t i = 1; i < n; i++)
+        max = logits[i] > max ? logits[i] : max;
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += exp((double)logits[i] - max);
+    return log(sum) - ((double)logits[target] - max);
+}
+
+int cmd_perplexity(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"text-file", required_argument, 0, 'f'},
+        {"ctx", required_argument, 0, 'c'},   {"chunks", required_argument, 0, 'k'},
+        {0, 0, 0, 0},
+    };
+    const char *model = NULL, *file = NULL;
+    long n_ctx = 0, max_chunks = -1;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'f': file = optarg; break;
+        case 'c': if (arg_int("--ctx", optarg, 4, 1 << 20, &n_ctx) < 0) return 2; break;
+        case 'k': if (arg_int("--chunks", optarg, 1, 1 << 30, &max_chunks) < 0) return 2; break;
+        default: return 2;
+        }
+    }
+    if (!model || !file || !n_ctx || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl perplexity --model FILE --text-file F --ctx N [--chunks K]\n");
+        return 2;
+    }
+    size_t len;
+    char *text = read_text_file(file, &len);
+    if (!text)
+        return 1;
+    struct session s;
+    if (session_open(&s, model, (int)n_ctx) < 0) {
+        free(text);
+        return 1;
+    }
+    int32_t *tok = NULL;
+    size_t n_tok = 0;
+    struct errbuf e = {{0}};
+    int rc = 1;
+    if (tokenizer_encode(s.tok, text, len, tokenizer_add_bos(s.tok), false, &tok, &n_tok, &e) < 0) {
+        fprintf(stderr, "bitnetctl perplexity: %s: %s\n", file, e.msg);
+        goto out;
+    }
+    /* As llama-perplexity: whole chunks of n_ctx tokens, each starting with BOS, the
+     * second half of each chunk scored so every scored token has context behind it. */
+    long n_chunks = (long)(n_tok / (size_t)n_ctx);
+    if (max_chunks > 0 && max_chunks < n_chunks)
+        n_chunks = max_chunks;
+    if (n_chunks < 1) {
+        fprintf(stderr, "bitnetctl perplexity: %s: %zu tokens, need at least --ctx %ld\n", file,
+                n_tok, n_ctx);
+        goto out;
+    }
+    int first = (int)n_ctx / 2;
+    double nll = 0.0;
+    long count = 0;
+    double t0 = now_seconds();
+    fprintf(stderr, "perplexity: %zu tokens, %ld chunks of %ld\n", n_tok, n_chunks, n_ctx);
+    for (long ch = 0; ch < n_chunks; ch++) {
+        int32_t *chunk = tok + ch * n_ctx;
+        for (int j = 0; j < n_ctx - 1; j++) {
+            int32_t t = j == 0 && tokenizer_bos(s.tok) >= 0 ? tokenizer_bos(s.tok) : chunk[j];
+            if (forward_advance(&s.model, &s.st, t, j, &e) < 0) {
+                fprintf(stderr, "bitnetctl perplexity: %s\n", e.msg);
+                goto out;
+            }
+            if (j < first)
+                continue;
+            forward_output(&s.model, &s.st);
+            nll += nll_of(s.st.logits, s.model.hp.n_vocab, chunk[j + 1]);
+            count++;
+        }
+        fprintf(stderr, "[%ld/%ld] PPL so far %.4f (%.1fs)\n", ch + 1, n_chunks, exp(nll / count),
+                now_seconds() - t0);
+    }
+    printf("PPL = %.4f\n", exp(nll / count));
+    rc = 0;
+out:
+    free(tok);
+    free(text);
+    session_close(&s);
+    return rc;
+}

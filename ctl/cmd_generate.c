@@ -1,0 +1,184 @@
+/* bitnetctl generate --model FILE: in-process generation streamed to stdout. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "ctl/args.h"
+#include "ctl/commands.h"
+#include "ctl/session.h"
+#include "model/chat.h"
+#include "model/sample.h"
+
+struct generate_opts {
+    const char *model, *prompt, *chat, *system;
+    long n_predict, n_ctx;
+    bool ids_out, seed_given;
+    struct sampler_params sp;
+};
+
+static int parse_generate(int argc, char **argv, struct generate_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
+        {"chat", required_argument, 0, 'c'},    {"system", required_argument, 0, 'y'},
+        {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, 't'},
+        {"seed", required_argument, 0, 's'},    {"top-k", required_argument, 0, 'k'},
+        {"top-p", required_argument, 0, 'P'},   {"min-p", required_argument, 0, 'M'},
+        {"repeat-penalty", required_argument, 0, 'r'}, {"repeat-last-n", required_argument, 0, 'R'},
+        {"ids", no_argument, 0, 'i'},           {"ctx", required_argument, 0, 'C'},
+        {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    sampler_params_default(&o->sp);
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'p': o->prompt = optarg; break;
+        case 'c': o->chat = optarg; break;
+        case 'y': o->system = optarg; break;
+        case 'n': if (arg_int("-n", optarg, 0, 1 << 20, &o->n_predict) < 0) return -1; break;
+        case 'C': if (arg_int("--ctx", optarg, 1, 1 << 20, &o->n_ctx) < 0) return -1; break;
+        case 't': if (arg_float("--temp", optarg, 0, 100, &o->sp.temp) < 0) return -1; break;
+        case 's': if (arg_u64("--seed", optarg, &o->sp.seed) < 0) return -1; o->seed_given = true; break;
+        case 'k': if (arg_int("--top-k", optarg, 0, 1 << 24, &v) < 0) return -1; o->sp.top_k = (int)v; break;
+        case 'P': if (arg_float("--top-p", optarg, 0, 1, &o->sp.top_p) < 0) return -1; break;
+        case 'M': if (arg_float("--min-p", optarg, 0, 1, &o->sp.min_p) < 0) return -1; break;
+        case 'r': if (arg_float("--repeat-penalty", optarg, 0.01f, 100, &o->sp.repeat_penalty) < 0) return -1; break;
+        case 'R': if (arg_int("--repeat-last-n", optarg, 0, 1 << 16, &v) < 0) return -1; o->sp.repeat_last_n = (int)v; break;
+        case 'i': o->ids_out = true; break;
+        default: return -1;
+        }
+    }
+    if (!o->model || !!o->prompt == !!o->chat || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl generate --model FILE (--prompt S | --chat S) [-n N] "
+                        "[--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] "
+                        "[--repeat-penalty R] [--ids] [--ctx N]\n");
+        return -1;
+    }
+    if (!o->seed_given && getrandom(&o->sp.seed, sizeof o->sp.seed, 0) != sizeof o->sp.seed)
+        o->sp.seed = (uint64_t)(now_seconds() * 1e9);
+    return 0;
+}
+
+static int encode_prompt(const struct session *s, const struct generate_opts *o, int32_t **ids,
+                         size_t *n)
+{
+    struct errbuf e = {{0}};
+    int rc;
+    if (o->chat) {
+        char *text = chat_prompt(o->system, o->chat);
+        if (!text) {
+            fprintf(stderr, "bitnetctl generate: out of memory\n");
+            return -1;
+        }
+        rc = tokenizer_encode(s->tok, text, strlen(text), false, true, ids, n, &e);
+        free(text);
+    } else {
+        rc = tokenizer_encode(s->tok, o->prompt, strlen(o->prompt), tokenizer_add_bos(s->tok),
+                              true, ids, n, &e);
+    }
+    if (rc < 0)
+        fprintf(stderr, "bitnetctl generate: prompt: %s\n", e.msg);
+    else if (*n == 0) {
+        fprintf(stderr, "bitnetctl generate: the prompt is empty\n");
+        free(*ids);
+        rc = -1;
+    }
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    struct generate_opts o;
+    if (parse_generate(argc, argv, &o) < 0)
+        return 2;
+    double t_load = now_seconds();
+    struct session s;
+    if (session_open(&s, o.model, 0) < 0)
+        return 1;
+    double load_s = now_seconds() - t_load;
+    int32_t *prompt;
+    size_t n_prompt;
+    if (encode_prompt(&s, &o, &prompt, &n_prompt) < 0) {
+        session_close(&s);
+        return 1;
+    }
+    /* by default just enough for this prompt and reply, capped at the trained context */
+    long n_ctx = o.n_ctx;
+    if (n_ctx == 0) {
+        n_ctx = (long)n_prompt + o.n_predict;
+        if (n_ctx > (long)s.model.hp.n_ctx_train)
+            n_ctx = s.model.hp.n_ctx_train;
+    }
+    if ((long)n_prompt >= n_ctx) {
+        fprintf(stderr, "bitnetctl generate: prompt of %zu tokens does not fit the context of %ld\n",
+                n_prompt, n_ctx);
+        free(prompt);
+        session_close(&s);
+        return 1;
+    }
+    if (session_set_context(&s, (int)n_ctx) < 0) {
+        free(prompt);
+        session_close(&s);
+        return 1;
+    }
+    struct sampler smp;
+    struct errbuf e = {{0}};
+    if (sampler_init(&smp, &o.sp, s.model.hp.n_vocab, &e) < 0) {
+        fprintf(stderr, "bitnetctl generate: %s\n", e.msg);
+        free(prompt);
+        session_close(&s);
+        return 1;
+    }
+    for (size_t i = 0; i < n_prompt; i++)
+        sampler_accept(&smp, prompt[i]);
+
+    double t0 = now_seconds();
+    const float *logits = session_feed(&s, prompt, n_prompt, 0);
+    double t_prompt = now_seconds() - t0;
+    int rc = logits ? 0 : 1;
+    long n_gen = 0;
+    struct tok_stream ts = {{0}, 0};
+    char buf[512];
+    int pos = (int)n_prompt;
+    t0 = now_seconds();
+    while (rc == 0 && n_gen < o.n_predict && pos < n_ctx) {
+        int32_t id = sampler_sample(&smp, logits);
+        if (tokenizer_is_eog(s.tok, id))
+            break;
+        sampler_accept(&smp, id);
+        n_gen++;
+        if (o.ids_out) {
+            printf(n_gen > 1 ? " %d" : "%d", id);
+        } else {
+            size_t nb = tok_stream_push(s.tok, &ts, id, buf, sizeof buf);
+            fwrite(buf, 1, nb, stdout);
+        }
+        fflush(stdout);
+        if (n_gen == o.n_predict || pos + 1 >= n_ctx)
+            break;
+        logits = session_feed(&s, &id, 1, pos++);
+        if (!logits)
+            rc = 1;
+    }
+    if (!o.ids_out)
+        fwrite(buf, 1, tok_stream_flush(&ts, buf, sizeof buf), stdout);
+    putchar('\n');
+    double t_gen = now_seconds() - t0;
+    fprintf(stderr,
+            "prompt: %zu tokens in %.2fs (%.2f tok/s) | generated: %ld tokens in %.2fs (%.2f tok/s)"
+            " | load %.2fs | kernel %s | seed %llu\n",
+            n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
+            n_gen / (t_gen > 0 ? t_gen : 1e-9), load_s, kops.name,
+            (unsigned long long)o.sp.seed);
+    sampler_free(&smp);
+    free(prompt);
+    session_close(&s);
+    return rc;
+}

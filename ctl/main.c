@@ -1,0 +1,55 @@
+/* bitnetctl: the command-line front end. Commands given --model run in-process. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl/commands.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: bitnetctl COMMAND [options]\n"
+          "\n"
+          "In-process commands (given --model FILE):\n"
+          "  model synth --out FILE [--shape tiny|2b4t] [--embd N --layers N --heads N\n"
+          "              --kv-heads N --ffn N --ctx N] [--seed N] [--tokenizer tokenizer.json]\n"
+          "              [--weight-type i2_s|tq2_0|tq1_0] [--embd-type f16|f32|bf16|q8_0] [--untied]\n"
+          "  model inspect FILE [--json]\n"
+          "  tokenize --model FILE (--text S | --text-file F) [--bos] [--no-special]\n"
+          "  detokenize --model FILE --ids \"1 2 3\"\n"
+          "  eval --model FILE --ids 1,2,3 --logits-out OUT\n"
+          "  perplexity --model FILE --text-file F --ctx N [--chunks K]\n"
+          "  generate --model FILE (--prompt S | --chat S) [-n N] [--temp T] [--seed S]\n"
+          "           [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ids] [--ctx N]\n"
+          "\n"
+          "Environment: BITNET_KERNEL=scalar|auto chooses the compute kernels.\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "model") == 0) {
+        if (argc >= 3 && strcmp(argv[2], "synth") == 0)
+            return cmd_model_synth(argc - 2, argv + 2);
+        if (argc >= 3 && strcmp(argv[2], "inspect") == 0)
+            return cmd_model_inspect(argc - 2, argv + 2);
+        fprintf(stderr, "bitnetctl: model: expected 'synth' or 'inspect'\n");
+        return 2;
+    }
+    if (strcmp(cmd, "tokenize") == 0)
+        return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "detokenize") == 0)
+        return cmd_detokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0)
+        return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "perplexity") == 0)
+        return cmd_perplexity(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(argc - 1, argv + 1);
+    fprintf(stderr, "bitnetctl: unknown command '%s' (try bitnetctl --help)\n", cmd);
+    return 2;
+}

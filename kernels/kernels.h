@@ -1,0 +1,62 @@
+/* The kernel dispatch table: every hot operation of the forward pass goes through kops,
+ * the one global of the engine, filled once by kernels_init() from the CPU's features
+ * (or BITNET_KERNEL=scalar|avx2|avx512 to force one). The scalar entries are the
+ * reference that every optimized kernel must match bit for bit on integer results. */
+#ifndef BITNET_KERNELS_H
+#define BITNET_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A ternary weight matrix as it sits in the file: `rows` rows of `cols` values. */
+struct ternary_matrix {
+    uint32_t type;      /* GGML_TYPE_I2_S, GGML_TYPE_TQ2_0 or GGML_TYPE_TQ1_0 */
+    int rows;
+    int cols;
+    const uint8_t *data;
+    size_t row_bytes;   /* bytes of one row's codes (I2_S: cols/4) */
+    float scale;        /* I2_S: the per-tensor scale; 1 for the block-scaled types */
+};
+
+/* A dense matrix (embedding / output projection) in F32, F16, BF16 or Q8_0. */
+struct dense_matrix {
+    uint32_t type;
+    int rows;
+    int cols;
+    const uint8_t *data;
+    size_t row_bytes;
+};
+
+struct kernel_ops {
+    const char *name;
+    /* out[r - r0] = sum_c W[r][c] * xq[c] for rows [r0, r1) of an I2_S matrix: exact. */
+    void (*i2s_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
+                         int32_t *out);
+    /* Same for TQ1_0/TQ2_0, whose block scales make the row sums float:
+     * out = sum_blocks d_b * (integer dot of block b). */
+    void (*tq_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
+                        float *out);
+    /* out[r - r0] = dot(dense row r, x) for rows [r0, r1). */
+    void (*dense_dot_rows)(const struct dense_matrix *m, const float *x, int r0, int r1,
+                           float *out);
+};
+
+extern struct kernel_ops kops;
+
+/* Chooses kernels for this CPU; honours BITNET_KERNEL. Returns -1 (and leaves the
+ * scalar kernels in place) if BITNET_KERNEL names a kernel this CPU cannot run. */
+int kernels_init(void);
+
+extern const struct kernel_ops kernels_scalar;
+
+/* Space-separated names of the kernel sets this CPU can run, scalar first. */
+const char *kernels_supported(void);
+
+/* Per-token activation quantization of the spec: s = 127 / max|x| (max floored at
+ * 1e-5), xq = clamp(round-half-even(x * s), -128, 127). Returns s. */
+float quantize_act_i8(const float *x, int n, int8_t *xq);
+
+/* One dense row converted to float (embedding lookup). */
+void dense_row_to_f32(const struct dense_matrix *m, int row, float *out);
+
+#endif

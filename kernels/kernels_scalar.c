@@ -1,0 +1,117 @@
+/* The scalar twins: plain loops that state what each kernel computes. */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels/f16.h"
+#include "kernels/ternary_formats.h"
+#include "model/ggml_types.h"
+
+static void i2s_dot_rows_scalar(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
+                                int32_t *out)
+{
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+        int32_t sum = 0;
+        for (int b = 0; b < w->cols / 128; b++) {
+            const uint8_t *q = row + b * 32;
+            const int8_t *x = xq + b * 128;
+            for (int p = 0; p < 32; p++) {
+                sum += (((q[p] >> 6) & 3) - 1) * x[p];
+                sum += (((q[p] >> 4) & 3) - 1) * x[32 + p];
+                sum += (((q[p] >> 2) & 3) - 1) * x[64 + p];
+                sum += ((q[p] & 3) - 1) * x[96 + p];
+            }
+        }
+        out[r - r0] = sum;
+    }
+}
+
+static void tq_dot_rows_scalar(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
+                               float *out)
+{
+    size_t block_bytes = w->type == GGML_TYPE_TQ2_0 ? TQ2_0_BYTES : TQ1_0_BYTES;
+    int8_t vals[QK_TQ];
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+        float sum = 0.0f;
+        for (int b = 0; b < w->cols / QK_TQ; b++) {
+            const uint8_t *blk = row + b * block_bytes;
+            if (w->type == GGML_TYPE_TQ2_0)
+                tq2_unpack_block(blk, vals);
+            else
+                tq1_unpack_block(blk, vals);
+            int32_t dot = 0;
+            for (int i = 0; i < QK_TQ; i++)
+                dot += vals[i] * xq[b * QK_TQ + i];
+            sum += f16_to_f32(tq_block_scale_bits(blk, block_bytes)) * (float)dot;
+        }
+        out[r - r0] = sum;
+    }
+}
+
+void dense_row_to_f32(const struct dense_matrix *m, int row, float *out)
+{
+    const uint8_t *p = m->data + (size_t)row * m->row_bytes;
+    switch (m->type) {
+    case GGML_TYPE_F32:
+        memcpy(out, p, (size_t)m->cols * sizeof(float));
+        break;
+    case GGML_TYPE_F16:
+        for (int i = 0; i < m->cols; i++)
+            out[i] = f16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+        break;
+    case GGML_TYPE_BF16:
+        for (int i = 0; i < m->cols; i++)
+            out[i] = bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+        break;
+    case GGML_TYPE_Q8_0:
+        for (int b = 0; b < m->cols / QK8_0; b++) {
+            const uint8_t *blk = p + b * Q8_0_BYTES;
+            float d = f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+            for (int i = 0; i < QK8_0; i++)
+                out[b * QK8_0 + i] = d * (float)(int8_t)blk[2 + i];
+        }
+        break;
+    default:
+        memset(out, 0, (size_t)m->cols * sizeof(float));
+        break;
+    }
+}
+
+static void dense_dot_rows_scalar(const struct dense_matrix *m, const float *x, int r0, int r1,
+                                  float *out)
+{
+    float buf[m->cols];
+    for (int r = r0; r < r1; r++) {
+        dense_row_to_f32(m, r, buf);
+        float sum = 0.0f;
+        for (int i = 0; i < m->cols; i++)
+            sum += buf[i] * x[i];
+        out[r - r0] = sum;
+    }
+}
+
+float quantize_act_i8(const float *x, int n, int8_t *xq)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    if (amax < 1e-5f)
+        amax = 1e-5f;
+    float s = 127.0f / amax;
+    for (int i = 0; i < n; i++) {
+        /* rintf rounds half to even in the default rounding mode, as the reference does */
+        float v = rintf(x[i] * s);
+        xq[i] = (int8_t)(v > 127.0f ? 127 : v < -128.0f ? -128 : v);
+    }
+    return s;
+}
+
+const struct kernel_ops kernels_scalar = {
+    .name = "scalar",
+    .i2s_dot_rows = i2s_dot_rows_scalar,
+    .tq_dot_rows = tq_dot_rows_scalar,
+    .dense_dot_rows = dense_dot_rows_scalar,
+};

@@ -1,0 +1,243 @@
+#include "model/bitnet_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/ggml_types.h"
+
+static int get_hp_u32(const struct gguf_file *f, const char *suffix, uint32_t *out,
+                      struct errbuf *e)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", BITNET_ARCH, suffix);
+    return gguf_get_u32(f, key, out, e);
+}
+
+static int get_hp_f32(const struct gguf_file *f, const char *suffix, float *out, struct errbuf *e)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", BITNET_ARCH, suffix);
+    return gguf_get_f32(f, key, out, e);
+}
+
+static int check_arch(const struct gguf_file *f, struct errbuf *e)
+{
+    struct strview arch;
+    if (gguf_get_str(f, "general.architecture", &arch, e) < 0)
+        return -1;
+    if (!strview_eq(arch, BITNET_ARCH))
+        return err_set(e, "architecture '%.*s' is not supported (this engine runs '%s')",
+                       (int)(arch.len > 64 ? 64 : arch.len), arch.ptr, BITNET_ARCH);
+    return 0;
+}
+
+static int read_hparams(const struct gguf_file *f, struct bitnet_hparams *hp, struct errbuf *e)
+{
+    memset(hp, 0, sizeof *hp);
+    if (get_hp_u32(f, "embedding_length", &hp->n_embd, e) < 0 ||
+        get_hp_u32(f, "block_count", &hp->n_layer, e) < 0 ||
+        get_hp_u32(f, "attention.head_count", &hp->n_head, e) < 0 ||
+        get_hp_u32(f, "feed_forward_length", &hp->n_ff, e) < 0 ||
+        get_hp_u32(f, "context_length", &hp->n_ctx_train, e) < 0)
+        return -1;
+    struct errbuf ignore;
+    if (get_hp_u32(f, "attention.head_count_kv", &hp->n_head_kv, &ignore) < 0)
+        hp->n_head_kv = hp->n_head;
+    if (get_hp_f32(f, "rope.freq_base", &hp->rope_base, &ignore) < 0)
+        hp->rope_base = 10000.0f;
+    if (get_hp_f32(f, "attention.layer_norm_rms_epsilon", &hp->norm_eps, &ignore) < 0)
+        hp->norm_eps = 1e-5f;
+
+    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_head == 0 || hp->n_head_kv == 0 ||
+        hp->n_ff == 0)
+        return err_set(e, "hyperparameters must be non-zero (embd %u, layers %u, heads %u, "
+                          "kv heads %u, ffn %u)",
+                       hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
+    if (hp->n_embd > 65536 || hp->n_ff > 262144 || hp->n_layer > 1024 || hp->n_head > 1024)
+        return err_set(e, "hyperparameters out of range (embd %u, ffn %u, layers %u, heads %u)",
+                       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head);
+    if (hp->n_embd % hp->n_head != 0)
+        return err_set(e, "embedding length %u is not a multiple of the head count %u",
+                       hp->n_embd, hp->n_head);
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if (hp->head_dim % 2 != 0)
+        return err_set(e, "head dimension %u is odd (RoPE needs pairs)", hp->head_dim);
+    if (hp->n_head % hp->n_head_kv != 0)
+        return err_set(e, "head count %u is not a multiple of the KV head count %u", hp->n_head,
+                       hp->n_head_kv);
+    if (!(hp->norm_eps > 0.0f) || !(hp->rope_base > 0.0f))
+        return err_set(e, "RMSNorm epsilon and RoPE base must be positive");
+    return 0;
+}
+
+/* Finds a tensor and checks its shape: ne0 x ne1 (ne1 = 1 for vectors). */
+static const struct gguf_tensor *want_tensor(const struct gguf_file *f, const char *name,
+                                             uint64_t ne0, uint64_t ne1, struct errbuf *e)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t) {
+        err_set(e, "tensor '%s' is missing", name);
+        return NULL;
+    }
+    uint64_t rest = 1;
+    for (uint32_t d = 2; d < t->n_dims; d++)
+        rest *= t->ne[d];
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || rest != 1) {
+        err_set(e, "tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", name,
+                (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                (unsigned long long)ne0, (unsigned long long)ne1);
+        return NULL;
+    }
+    return t;
+}
+
+static int bind_norm(const struct gguf_file *f, const char *name, uint64_t n, const float **out,
+                     struct errbuf *e)
+{
+    const struct gguf_tensor *t = want_tensor(f, name, n, 1, e);
+    if (!t)
+        return -1;
+    if (t->type != GGML_TYPE_F32)
+        return err_set(e, "tensor '%s' is %s, expected F32", name, ggml_type_name(t->type));
+    *out = (const float *)t->data;
+    return 0;
+}
+
+static int bind_ternary(const struct gguf_file *f, const char *name, uint64_t cols, uint64_t rows,
+                        struct ternary_matrix *w, struct errbuf *e)
+{
+    const struct gguf_tensor *t = want_tensor(f, name, cols, rows, e);
+    if (!t)
+        return -1;
+    if (!ggml_type_is_ternary(t->type))
+        return err_set(e, "tensor '%s' is %s, expected a ternary type (I2_S, TQ1_0, TQ2_0)", name,
+                       ggml_type_name(t->type) ? ggml_type_name(t->type) : "unknown");
+    w->type = t->type;
+    w->rows = (int)rows;
+    w->cols = (int)cols;
+    w->data = t->data;
+    if (t->type == GGML_TYPE_I2_S) {
+        w->row_bytes = cols / 4;
+        memcpy(&w->scale, t->data + rows * cols / 4, sizeof w->scale);
+    } else {
+        w->row_bytes = ggml_tensor_nbytes(t->type, cols, cols);
+        w->scale = 1.0f;
+    }
+    return 0;
+}
+
+static int bind_dense(const struct gguf_file *f, const char *name, uint64_t cols, uint64_t rows,
+                      struct dense_matrix *m, struct errbuf *e)
+{
+    const struct gguf_tensor *t = want_tensor(f, name, cols, rows, e);
+    if (!t)
+        return -1;
+    if (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 &&
+        t->type != GGML_TYPE_Q8_0)
+        return err_set(e, "tensor '%s' is %s, expected F32, F16, BF16 or Q8_0", name,
+                       ggml_type_name(t->type) ? ggml_type_name(t->type) : "unknown");
+    m->type = t->type;
+    m->rows = (int)rows;
+    m->cols = (int)cols;
+    m->data = t->data;
+    m->row_bytes = ggml_tensor_nbytes(t->type, cols, cols);
+    return 0;
+}
+
+static int bind_layer(const struct gguf_file *f, const struct bitnet_hparams *hp, uint32_t il,
+                      struct bitnet_layer *L, struct errbuf *e)
+{
+    char n[96];
+    uint64_t embd = hp->n_embd, kv = (uint64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
+    if (bind_norm(f, NAME("attn_norm.weight"), embd, &L->attn_norm, e) < 0 ||
+        bind_norm(f, NAME("attn_sub_norm.weight"), embd, &L->attn_sub_norm, e) < 0 ||
+        bind_norm(f, NAME("ffn_norm.weight"), embd, &L->ffn_norm, e) < 0 ||
+        bind_norm(f, NAME("ffn_sub_norm.weight"), ff, &L->ffn_sub_norm, e) < 0 ||
+        bind_ternary(f, NAME("attn_q.weight"), embd, embd, &L->wq, e) < 0 ||
+        bind_ternary(f, NAME("attn_k.weight"), embd, kv, &L->wk, e) < 0 ||
+        bind_ternary(f, NAME("attn_v.weight"), embd, kv, &L->wv, e) < 0 ||
+        bind_ternary(f, NAME("attn_output.weight"), embd, embd, &L->wo, e) < 0 ||
+        bind_ternary(f, NAME("ffn_gate.weight"), embd, ff, &L->wgate, e) < 0 ||
+        bind_ternary(f, NAME("ffn_up.weight"), embd, ff, &L->wup, e) < 0 ||
+        bind_ternary(f, NAME("ffn_down.weight"), ff, embd, &L->wdown, e) < 0)
+        return -1;
+#undef NAME
+    return 0;
+}
+
+int bitnet_model_load(struct bitnet_model *m, const char *path, struct errbuf *e)
+{
+    memset(m, 0, sizeof *m);
+    if (gguf_open(&m->file, path, e) < 0)
+        return -1;
+    const struct gguf_file *f = &m->file;
+    struct bitnet_hparams *hp = &m->hp;
+    if (check_arch(f, e) < 0 || read_hparams(f, hp, e) < 0)
+        goto fail;
+
+    const struct gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd) {
+        err_set(e, "tensor 'token_embd.weight' is missing");
+        goto fail;
+    }
+    if (embd->ne[1] == 0 || embd->ne[1] > (1u << 24)) {
+        err_set(e, "tensor 'token_embd.weight' has an implausible vocabulary of %llu rows",
+                (unsigned long long)embd->ne[1]);
+        goto fail;
+    }
+    hp->n_vocab = (uint32_t)embd->ne[1];
+    uint32_t vocab_key;
+    struct errbuf ignore;
+    if (get_hp_u32(f, "vocab_size", &vocab_key, &ignore) == 0 && vocab_key != hp->n_vocab) {
+        err_set(e, "%s.vocab_size is %u but token_embd.weight has %u rows", BITNET_ARCH, vocab_key,
+                hp->n_vocab);
+        goto fail;
+    }
+    if (bind_dense(f, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->tok_embd, e) < 0 ||
+        bind_norm(f, "output_norm.weight", hp->n_embd, &m->output_norm, e) < 0)
+        goto fail;
+    if (gguf_find_tensor(f, "output.weight")) {
+        if (bind_dense(f, "output.weight", hp->n_embd, hp->n_vocab, &m->output, e) < 0)
+            goto fail;
+    } else {
+        m->output = m->tok_embd;
+        m->tied_output = true;
+    }
+
+    m->layers = calloc(hp->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        err_set(e, "out of memory");
+        goto fail;
+    }
+    for (uint32_t il = 0; il < hp->n_layer; il++)
+        if (bind_layer(f, hp, il, &m->layers[il], e) < 0)
+            goto fail;
+    return 0;
+
+fail:
+    err_prefix(e, "%s", path);
+    bitnet_model_free(m);
+    return -1;
+}
+
+void bitnet_model_free(struct bitnet_model *m)
+{
+    free(m->layers);
+    gguf_close(&m->file);
+    memset(m, 0, sizeof *m);
+}
+
+uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m)
+{
+    uint64_t total = 0;
+    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+        const struct bitnet_layer *L = &m->layers[il];
+        const struct ternary_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                             &L->wgate, &L->wup, &L->wdown};
+        for (int i = 0; i < 7; i++)
+            total += (uint64_t)ws[i]->rows * ws[i]->row_bytes;
+    }
+    return total;
+}

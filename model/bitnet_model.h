@@ -1,0 +1,53 @@
+/* A BitNet b1.58 model bound to its GGUF mapping: hyperparameters read from the
+ * metadata, every tensor found, shape-checked and typed, nothing copied. */
+#ifndef BITNET_MODEL_H
+#define BITNET_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "model/errbuf.h"
+#include "model/gguf.h"
+
+#define BITNET_ARCH "bitnet-b1.58"
+
+struct bitnet_hparams {
+    uint32_t n_embd;
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t head_dim;
+    uint32_t n_ff;
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    float rope_base;
+    float norm_eps;
+};
+
+struct bitnet_layer {
+    const float *attn_norm;     /* [n_embd] */
+    const float *attn_sub_norm; /* [n_embd] */
+    const float *ffn_norm;      /* [n_embd] */
+    const float *ffn_sub_norm;  /* [n_ff] */
+    struct ternary_matrix wq, wk, wv, wo, wgate, wup, wdown;
+};
+
+struct bitnet_model {
+    struct gguf_file file;
+    struct bitnet_hparams hp;
+    struct dense_matrix tok_embd;  /* n_vocab rows of n_embd */
+    struct dense_matrix output;    /* the output projection: tok_embd when tied */
+    bool tied_output;
+    const float *output_norm;
+    struct bitnet_layer *layers;
+};
+
+/* Opens path, checks it is a bitnet-b1.58 model this engine can run, binds tensors. */
+int bitnet_model_load(struct bitnet_model *m, const char *path, struct errbuf *e);
+void bitnet_model_free(struct bitnet_model *m);
+
+/* Bytes of all ternary weights, and of the output projection (for roofline figures). */
+uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m);
+
+#endif
