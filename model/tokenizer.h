@@ -47,6 +47,9 @@ bool tokenizer_add_bos(const struct tokenizer *t);
 bool tokenizer_is_eog(const struct tokenizer *t, int32_t id);
 /* Looks a token up by its exact vocabulary string; -1 when absent. */
 int32_t tokenizer_find(const struct tokenizer *t, const char *piece);
+/* The most bytes any one token decodes to (128 for Llama-3); a tok_stream_push buffer of
+ * this + 8 bytes is always enough. */
+size_t tokenizer_max_token_bytes(const struct tokenizer *t);
 
 /* Encodes len bytes of text. With parse_special, control and user-defined tokens
  * written literally in the text become their ids; otherwise they are plain text.
@@ -60,7 +63,8 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bo
 int tokenizer_token_bytes(const struct tokenizer *t, int32_t id, bool render_special, char *buf,
                           size_t cap);
 
-/* Decodes a whole id sequence into a malloc'd NUL-terminated string. */
+/* Decodes a whole id sequence into a malloc'd NUL-terminated string; NULL for an id
+ * outside the vocabulary (or no memory). */
 char *tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool render_special);
 
 /* Streaming decoder: a UTF-8 character split across tokens is held back until it is
@@ -75,6 +79,11 @@ size_t tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int32_t 
                        size_t cap);
 /* Emits whatever is still held (as U+FFFD for an incomplete character). */
 size_t tok_stream_flush(struct tok_stream *s, char *out, size_t cap);
+
+/* The GPT-2 byte-level alphabet that vocabulary strings are written in: the code point
+ * standing for a byte, and back (-1 for a code point that stands for no byte). */
+uint32_t tok_byte_to_codepoint(uint8_t b);
+int tok_codepoint_to_byte(uint32_t cp);
 
 /* A vocabulary loaded from a Hugging Face tokenizer.json, owning its strings. */
 struct tok_source_owned {
