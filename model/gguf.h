@@ -69,12 +69,19 @@ struct gguf_file {
     struct gguf_kv *kv;
     uint64_t n_tensors;
     struct gguf_tensor *tensors;
+    bool mapped;                /* map is gguf_open's own mmap, unmapped by gguf_close */
 };
 
 /* Opens and validates path. On failure fills e with "path: what is wrong", returns -1,
  * and leaves f closed (gguf_close on it is harmless). */
 int gguf_open(struct gguf_file *f, const char *path, struct errbuf *e);
 void gguf_close(struct gguf_file *f);
+
+/* Same checks over size bytes the caller owns and keeps alive until gguf_close (which
+ * leaves them alone); name stands for the path in messages. Tests use it to hold a file
+ * in an allocation of exactly its size, where any read past the end is caught. */
+int gguf_open_mem(struct gguf_file *f, const void *data, size_t size, const char *name,
+                  struct errbuf *e);
 
 const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key);
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
