@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# bitnetctl's in-process commands end to end on a synthesized model, and their errors:
+# every bad input must give a message naming the problem and a non-zero exit.
+set -u
+cd "$(dirname "$0")/.."
+CTL=build/bitnetctl
+T=build/test-tmp/cli
+rm -rf "$T"; mkdir -p "$T"
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# expect_error DESCRIPTION PATTERN CMD...: CMD must exit non-zero with PATTERN on stderr
+expect_error() {
+    local what=$1 pat=$2; shift 2
+    local err
+    if err=$("$@" 2>&1 >/dev/null); then fail "$what: exited 0"; return; fi
+    grep -qE -- "$pat" <<<"$err" || fail "$what: message '$err' lacks /$pat/"
+}
+
+M=$T/model.gguf
+$CTL model synth --out $M --shape tiny --seed 7 2>$T/synth.err || fail "synth tiny"
+grep -q "100%" $T/synth.err || fail "synth shows no progress"
+[ -z "$(ls $T | grep tmp)" ] || fail "synth left a temporary file"
+
+# inspect, text and JSON
+out=$($CTL model inspect $M) || fail "inspect"
+grep -q "^layers: *4$" <<<"$out" || fail "inspect: layers"
+grep -q "46 tensors" <<<"$out" || fail "inspect: tensor count"
+grep -q "blk.3.ffn_down.weight *I2_S *\[512, 256\]" <<<"$out" || fail "inspect: ffn_down row"
+json=$($CTL model inspect $M --json) || fail "inspect --json"
+node -e 'const j=JSON.parse(require("fs").readFileSync(0));
+  if (j.n_tensors!==46||j.hparams.n_layer!==4||j.hparams.n_head_kv!==1||j.tensors.length!==46||!j.tied_output) process.exit(1)' <<<"$json" \
+  || fail "inspect --json content"
+
+# the same seed writes the same bytes; another seed does not
+$CTL model synth --out $T/again.gguf --shape tiny --seed 7 2>/dev/null
+cmp -s $M $T/again.gguf || fail "synth is not deterministic for a seed"
+$CTL model synth --out $T/other.gguf --shape tiny --seed 8 2>/dev/null
+cmp -s $M $T/other.gguf && fail "synth ignores the seed"
+
+# tokenize / detokenize through the GGUF's own tokenizer
+ids=$($CTL tokenize --model $M --text "Hello world") || fail "tokenize"
+[ "$ids" = "9906 1917" ] || fail "tokenize 'Hello world' gave '$ids'"
+ids=$($CTL tokenize --model $M --text "Hello world" --bos)
+[ "$ids" = "128000 9906 1917" ] || fail "tokenize --bos gave '$ids'"
+ids=$($CTL tokenize --model $M --text "a<|eot_id|>b")
+[ "$ids" = "64 128009 65" ] || fail "special token in text gave '$ids'"
+txt=$($CTL detokenize --model $M --ids "9906 1917 0")
+[ "$txt" = "Hello world!" ] || fail "detokenize gave '$txt'"
+
+# generation: greedy is deterministic, sampling follows the seed, --ids prints ids
+g1=$($CTL generate --model $M --prompt "Once upon a time" -n 12 --temp 0 --ids 2>$T/gen.err) || fail "generate"
+g2=$($CTL generate --model $M --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null)
+[ -n "$g1" ] && [ "$g1" = "$g2" ] || fail "greedy generation not repeatable ('$g1' vs '$g2')"
+[ "$(wc -w <<<"$g1")" -eq 12 ] || fail "-n 12 gave $(wc -w <<<"$g1") tokens"
+grep -q "generated: 12 tokens" $T/gen.err || fail "no stats line: $(cat $T/gen.err)"
+s1=$($CTL generate --model $M --prompt "Once" -n 8 --temp 1 --seed 5 --ids 2>/dev/null)
+s2=$($CTL generate --model $M --prompt "Once" -n 8 --temp 1 --seed 5 --ids 2>/dev/null)
+s3=$($CTL generate --model $M --prompt "Once" -n 8 --temp 1 --seed 6 --ids 2>/dev/null)
+[ "$s1" = "$s2" ] || fail "same seed, different samples"
+[ "$s1" != "$s3" ] || fail "different seeds, same samples"
+$CTL generate --model $M --chat "Hi" --system "Be brief" -n 4 --top-k 5 --top-p 0.9 --min-p 0.1 \
+    --repeat-penalty 1.2 >/dev/null 2>&1 || fail "generate --chat with every sampler"
+text=$($CTL generate --model $M --prompt "Once upon a time" -n 12 --temp 0 2>/dev/null)
+[ -n "$text" ] || fail "generate printed no text"
+
+# perplexity counts like llama-perplexity and prints PPL = X
+for i in $(seq 1 40); do echo "The quick brown fox jumps over the lazy dog number $i."; done > $T/text.txt
+ppl=$($CTL perplexity --model $M --text-file $T/text.txt --ctx 64 --chunks 2 2>/dev/null) || fail "perplexity"
+grep -qE "^PPL = [0-9]+\.[0-9]+$" <<<"$ppl" || fail "perplexity output '$ppl'"
+
+# eval writes positions x vocab floats
+$CTL eval --model $M --ids 128000,9906,1917 --logits-out $T/l.f32 2>/dev/null || fail "eval"
+[ "$(stat -c %s $T/l.f32)" -eq $((3 * 128256 * 4)) ] || fail "eval output size"
+
+# errors: clear message, non-zero exit
+expect_error "missing model" "nope.gguf: .*No such file" $CTL model inspect $T/nope.gguf
+printf 'GGUF\3\0\0\0' > $T/short.gguf
+expect_error "short header" "short.gguf: .*(truncated|short|end)" $CTL model inspect $T/short.gguf
+echo "not a model" > $T/text.gguf
+expect_error "not gguf" "text.gguf: bad magic" $CTL tokenize --model $T/text.gguf --text hi
+head -c 5000000 $M > $T/cut.gguf
+expect_error "truncated model" "cut.gguf: " $CTL generate --model $T/cut.gguf --prompt hi
+expect_error "bad id" "outside the vocabulary" $CTL eval --model $M --ids 1,999999 --logits-out $T/x.f32
+[ -e $T/x.f32 ] && fail "failed eval left its output file"
+expect_error "bad id list" "bad token id" $CTL eval --model $M --ids 1,x --logits-out $T/x.f32
+expect_error "bad -n" "-n: 'abc'" $CTL generate --model $M --prompt hi -n abc
+expect_error "bad top-p" "top-p" $CTL generate --model $M --prompt hi --top-p 2
+expect_error "prompt and chat" "usage" $CTL generate --model $M --prompt hi --chat hi
+expect_error "unknown command" "unknown command" $CTL frobnicate
+expect_error "unknown shape" "unknown shape" $CTL model synth --out $T/y.gguf --shape huge
+expect_error "bad heads" "multiple of --kv-heads" $CTL model synth --out $T/y.gguf --heads 4 --kv-heads 3
+expect_error "bad tokenizer" "nope.json" $CTL model synth --out $T/y.gguf --tokenizer $T/nope.json
+[ -e $T/y.gguf ] && fail "failed synth left a file"
+expect_error "ppl text too short" "need at least" $CTL perplexity --model $M --text-file $T/text.txt --ctx 4096
+expect_error "bad kernel" "BITNET_KERNEL=bogus" env BITNET_KERNEL=bogus $CTL eval --model $M --ids 1 --logits-out $T/x.f32
+
+echo "t_cli: $fails failures"
+[ $fails -eq 0 ]
