@@ -26,9 +26,10 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_SUPPORT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(filter-out $(TEST_SRC),$(wildcard tests/*.c)))
 BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test clean demo
-all: $(B)/bitnetctl $(TEST_BIN)
+.PHONY: all deps test clean demo bench-kernels
+all: $(B)/bitnetctl $(TEST_BIN) $(BENCH_BIN)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -44,6 +45,14 @@ $(B)/bitnetctl: $(CTL_OBJ) $(B)/libbitnet.a
 $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(B)/libbitnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/bench/%: $(B)/obj/bench/%.o $(B)/libbitnet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Per-kernel GB/s and GOPS on the 2B-4T shapes, each against its scalar twin.
+bench-kernels: $(B)/bench/bench_kernels
+	$(B)/bench/bench_kernels
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev

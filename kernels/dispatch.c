@@ -1,25 +1,110 @@
-/* Picks the kernel set once at start-up. Optimized sets register here as they are
- * written; a CPU without their features never calls them. */
+/* Picks the kernel set once at start-up: the best the CPU supports, or the one named by
+ * BITNET_KERNEL. Entries a set leaves NULL come from the set below it. */
 #include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu_features.h"
+#include "kernels/kernels_x86.h"
+
 struct kernel_ops kops = {0};
+
+/* Sets written in parallel may not be linked yet; a weak reference lets the build go on
+ * and dispatch simply not offer what is missing. */
+extern const struct kernel_ops kernels_avx2 __attribute__((weak));
+extern const struct kernel_ops kernels_avx512 __attribute__((weak));
+extern __typeof__(i2s_gemm_avx512) i2s_gemm_avx512 __attribute__((weak));
+extern __typeof__(i2s_gemm_amx) i2s_gemm_amx __attribute__((weak));
+
+enum level { LEVEL_SCALAR, LEVEL_AVX2, LEVEL_AVX512, LEVEL_AMX, LEVEL_COUNT };
+static const char *const level_names[LEVEL_COUNT] = {"scalar", "avx2", "avx512", "amx"};
+
+static void overlay(struct kernel_ops *ops, const struct kernel_ops *set)
+{
+    if (!set)
+        return;
+    ops->name = set->name;
+    if (set->i2s_dot_rows) ops->i2s_dot_rows = set->i2s_dot_rows;
+    if (set->tq_dot_rows) ops->tq_dot_rows = set->tq_dot_rows;
+    if (set->dense_dot_rows) ops->dense_dot_rows = set->dense_dot_rows;
+    if (set->q8_dot_rows) ops->q8_dot_rows = set->q8_dot_rows;
+    if (set->i2s_gemm) ops->i2s_gemm = set->i2s_gemm;
+}
+
+static bool level_available(enum level l, const struct cpu_features *f)
+{
+    switch (l) {
+    case LEVEL_SCALAR:
+        return true;
+    case LEVEL_AVX2:
+        return &kernels_avx2 && f->avx2 && f->fma && f->f16c;
+    case LEVEL_AVX512:
+        return &kernels_avx512 && level_available(LEVEL_AVX2, f) && f->avx512f && f->avx512bw &&
+               f->avx512vl && f->avx512vnni;
+    case LEVEL_AMX:
+        return i2s_gemm_amx && level_available(LEVEL_AVX512, f) && f->amx_tile && f->amx_int8 &&
+               amx_request();
+    default:
+        return false;
+    }
+}
+
+static void build(struct kernel_ops *ops, enum level l)
+{
+    *ops = kernels_scalar;
+    if (l >= LEVEL_AVX2)
+        overlay(ops, &kernels_avx2);
+    if (l >= LEVEL_AVX512) {
+        overlay(ops, &kernels_avx512);
+        if (i2s_gemm_avx512)
+            ops->i2s_gemm = i2s_gemm_avx512;
+    }
+    if (l >= LEVEL_AMX) {
+        ops->i2s_gemm = i2s_gemm_amx;
+        ops->name = level_names[LEVEL_AMX];
+    }
+}
 
 int kernels_init(void)
 {
-    kops = kernels_scalar;
+    struct cpu_features f;
+    cpu_features_detect(&f);
     const char *want = getenv("BITNET_KERNEL");
-    if (want && *want && strcmp(want, "auto") != 0 && strcmp(want, kernels_scalar.name) != 0) {
-        fprintf(stderr, "BITNET_KERNEL=%s: no such kernel on this build/CPU (have: scalar)\n", want);
+    if (want && *want && strcmp(want, "auto") != 0) {
+        for (int l = 0; l < LEVEL_COUNT; l++) {
+            if (strcmp(want, level_names[l]) != 0)
+                continue;
+            if (!level_available((enum level)l, &f))
+                break;
+            build(&kops, (enum level)l);
+            return 0;
+        }
+        build(&kops, LEVEL_SCALAR);
+        fprintf(stderr, "BITNET_KERNEL=%s: not available on this CPU or build (available: %s)\n",
+                want, kernels_supported());
         return -1;
     }
+    enum level best = LEVEL_SCALAR;
+    for (int l = LEVEL_COUNT - 1; l > 0; l--)
+        if (level_available((enum level)l, &f)) {
+            best = (enum level)l;
+            break;
+        }
+    build(&kops, best);
     return 0;
 }
 
 const char *kernels_supported(void)
 {
-    return "scalar";
+    static char list[64];
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    list[0] = 0;
+    for (int l = 0; l < LEVEL_COUNT; l++)
+        if (level_available((enum level)l, &f))
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", l ? " " : "",
+                     level_names[l]);
+    return list;
 }

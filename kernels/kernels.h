@@ -1,7 +1,10 @@
 /* The kernel dispatch table: every hot operation of the forward pass goes through kops,
  * the one global of the engine, filled once by kernels_init() from the CPU's features
- * (or BITNET_KERNEL=scalar|avx2|avx512 to force one). The scalar entries are the
- * reference that every optimized kernel must match bit for bit on integer results. */
+ * (or BITNET_KERNEL=scalar|avx2|avx512|amx to force one). The scalar entries are the
+ * reference that every optimized kernel must match bit for bit on integer results.
+ *
+ * Row ranges: every kernel computes rows [r0, r1) and writes them at their absolute
+ * index (out[r], out[t * ldo + r]), so threads can share one output array. */
 #ifndef BITNET_KERNELS_H
 #define BITNET_KERNELS_H
 
@@ -27,24 +30,43 @@ struct dense_matrix {
     size_t row_bytes;
 };
 
+/* An int8 copy of a dense matrix made at load (--lm-head q8): one float scale per row,
+ * value = q * scale[r]. row_sum[r] = sum of the row's q, for kernels that need an
+ * unsigned operand and correct for the offset. */
+struct q8_matrix {
+    int rows;
+    int cols;
+    const int8_t *q;
+    const float *scale;
+    const int32_t *row_sum;
+};
+
 struct kernel_ops {
     const char *name;
-    /* out[r - r0] = sum_c W[r][c] * xq[c] for rows [r0, r1) of an I2_S matrix: exact. */
+    /* Decode. out[r] = sum_c W[r][c] * xq[c] (trits), exact. */
     void (*i2s_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
                          int32_t *out);
-    /* Same for TQ1_0/TQ2_0, whose block scales make the row sums float:
-     * out = sum_blocks d_b * (integer dot of block b). */
+    /* TQ1_0/TQ2_0, whose block scales make the row sums float:
+     * out[r] = sum_blocks d_b * (integer dot of block b). */
     void (*tq_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
                         float *out);
-    /* out[r - r0] = dot(dense row r, x) for rows [r0, r1). */
+    /* out[r] = dot(dense row r, x). */
     void (*dense_dot_rows)(const struct dense_matrix *m, const float *x, int r0, int r1,
                            float *out);
+    /* out[r] = sum_c q[r][c] * xq[c], exact. */
+    void (*q8_dot_rows)(const struct q8_matrix *m, const int8_t *xq, int r0, int r1,
+                        int32_t *out);
+    /* Prefill: n_tok activations (token t at xq + t * ldx) against rows [r0, r1):
+     * out[t * ldo + r] = sum_c W[r][c] * xq_t[c], exact. One weight row is unpacked
+     * once and used for every token. */
+    void (*i2s_gemm)(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
+                     int r0, int r1, int32_t *out, size_t ldo);
 };
 
 extern struct kernel_ops kops;
 
-/* Chooses kernels for this CPU; honours BITNET_KERNEL. Returns -1 (and leaves the
- * scalar kernels in place) if BITNET_KERNEL names a kernel this CPU cannot run. */
+/* Chooses kernels for this CPU; honours BITNET_KERNEL. Returns -1 (message printed,
+ * scalar kernels left in place) if BITNET_KERNEL names a set this CPU cannot run. */
 int kernels_init(void);
 
 extern const struct kernel_ops kernels_scalar;

@@ -2,6 +2,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/f16.h"
@@ -24,7 +25,7 @@ static void i2s_dot_rows_scalar(const struct ternary_matrix *w, const int8_t *xq
                 sum += ((q[p] & 3) - 1) * x[96 + p];
             }
         }
-        out[r - r0] = sum;
+        out[r] = sum;
     }
 }
 
@@ -47,7 +48,7 @@ static void tq_dot_rows_scalar(const struct ternary_matrix *w, const int8_t *xq,
                 dot += vals[i] * xq[b * QK_TQ + i];
             sum += f16_to_f32(tq_block_scale_bits(blk, block_bytes)) * (float)dot;
         }
-        out[r - r0] = sum;
+        out[r] = sum;
     }
 }
 
@@ -89,8 +90,44 @@ static void dense_dot_rows_scalar(const struct dense_matrix *m, const float *x, 
         float sum = 0.0f;
         for (int i = 0; i < m->cols; i++)
             sum += buf[i] * x[i];
-        out[r - r0] = sum;
+        out[r] = sum;
     }
+}
+
+static void q8_dot_rows_scalar(const struct q8_matrix *m, const int8_t *xq, int r0, int r1,
+                               int32_t *out)
+{
+    for (int r = r0; r < r1; r++) {
+        const int8_t *q = m->q + (size_t)r * m->cols;
+        int32_t sum = 0;
+        for (int c = 0; c < m->cols; c++)
+            sum += q[c] * xq[c];
+        out[r] = sum;
+    }
+}
+
+static void i2s_gemm_scalar(const struct ternary_matrix *w, const int8_t *xq, size_t ldx,
+                            int n_tok, int r0, int r1, int32_t *out, size_t ldo)
+{
+    int8_t *vals = malloc((size_t)w->cols);
+    if (!vals) {
+        /* no memory for the unpacked row: fall back to one row-dot per token */
+        for (int t = 0; t < n_tok; t++)
+            for (int r = r0; r < r1; r++)
+                i2s_dot_rows_scalar(w, xq + t * ldx, r, r + 1, out + t * ldo);
+        return;
+    }
+    for (int r = r0; r < r1; r++) {
+        i2s_unpack(w->data + (size_t)r * w->row_bytes, (size_t)w->cols, vals);
+        for (int t = 0; t < n_tok; t++) {
+            const int8_t *x = xq + t * ldx;
+            int32_t sum = 0;
+            for (int c = 0; c < w->cols; c++)
+                sum += vals[c] * x[c];
+            out[t * ldo + r] = sum;
+        }
+    }
+    free(vals);
 }
 
 float quantize_act_i8(const float *x, int n, int8_t *xq)
@@ -114,4 +151,6 @@ const struct kernel_ops kernels_scalar = {
     .i2s_dot_rows = i2s_dot_rows_scalar,
     .tq_dot_rows = tq_dot_rows_scalar,
     .dense_dot_rows = dense_dot_rows_scalar,
+    .q8_dot_rows = q8_dot_rows_scalar,
+    .i2s_gemm = i2s_gemm_scalar,
 };

@@ -1,0 +1,186 @@
+#include "kernels/threadpool.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Spin this many rounds before sleeping: long enough to bridge the gap between the
+ * matrices of one token, short enough not to burn a core between requests. */
+#define SPIN_ROUNDS 20000
+
+struct worker {
+    struct threadpool *pool;
+    int ith;
+    pthread_t thread;
+};
+
+struct threadpool {
+    int n;
+    struct worker *workers;  /* n - 1 of them; the caller is thread 0 */
+    threadpool_fn fn;
+    void *ctx;
+    _Atomic uint32_t generation; /* bumped to start a job */
+    _Atomic uint32_t pending;    /* workers still in the current job */
+    _Atomic bool stop;
+    int cpus[CPU_SETSIZE];
+    int n_cpus;
+    bool pin;
+};
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Waits until *addr differs from val (or equals zero when until_zero). */
+static void await_change(_Atomic uint32_t *addr, uint32_t val)
+{
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        if (atomic_load_explicit(addr, memory_order_acquire) != val)
+            return;
+        cpu_relax();
+    }
+    while (atomic_load_explicit(addr, memory_order_acquire) == val)
+        futex_wait(addr, val);
+}
+
+static void pin_to(const struct threadpool *p, int ith)
+{
+    if (!p->pin || p->n_cpus == 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(p->cpus[ith % p->n_cpus], &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct threadpool *p = w->pool;
+    pin_to(p, w->ith);
+    uint32_t seen = 0;
+    for (;;) {
+        await_change(&p->generation, seen);
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (atomic_load_explicit(&p->stop, memory_order_acquire))
+            return NULL;
+        p->fn(p->ctx, w->ith, p->n);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
+            futex_wake_all(&p->pending);
+    }
+}
+
+int cpus_available(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
+struct threadpool *threadpool_new(int n_threads, bool pin, struct errbuf *e)
+{
+    if (n_threads < 1 || n_threads > 1024) {
+        err_set(e, "thread count %d out of range (1..1024)", n_threads);
+        return NULL;
+    }
+    struct threadpool *p = calloc(1, sizeof *p);
+    if (!p) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    p->n = n_threads;
+    p->pin = pin;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &set))
+                p->cpus[p->n_cpus++] = c;
+    p->workers = calloc((size_t)n_threads, sizeof *p->workers);
+    if (!p->workers) {
+        free(p);
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    pin_to(p, 0);
+    for (int i = 1; i < n_threads; i++) {
+        p->workers[i].pool = p;
+        p->workers[i].ith = i;
+        int rc = pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]);
+        if (rc != 0) {
+            p->n = i; /* only the threads that exist get joined */
+            threadpool_free(p);
+            err_set(e, "cannot start thread %d: %s", i, strerror(rc));
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void threadpool_free(struct threadpool *p)
+{
+    if (!p)
+        return;
+    atomic_store_explicit(&p->stop, true, memory_order_release);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
+    futex_wake_all(&p->generation);
+    for (int i = 1; i < p->n; i++)
+        pthread_join(p->workers[i].thread, NULL);
+    free(p->workers);
+    free(p);
+}
+
+int threadpool_size(const struct threadpool *p)
+{
+    return p ? p->n : 1;
+}
+
+void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
+{
+    if (!p || p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_release);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
+    futex_wake_all(&p->generation);
+    fn(ctx, 0, p->n);
+    uint32_t left;
+    while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
+        await_change(&p->pending, left);
+}
+
+void split_range(int n, int align, int ith, int nth, int *lo, int *hi)
+{
+    if (align < 1)
+        align = 1;
+    int units = (n + align - 1) / align;
+    int per = units / nth, extra = units % nth;
+    int u0 = ith * per + (ith < extra ? ith : extra);
+    int u1 = u0 + per + (ith < extra ? 1 : 0);
+    *lo = u0 * align < n ? u0 * align : n;
+    *hi = u1 * align < n ? u1 * align : n;
+}

@@ -1,0 +1,33 @@
+/* A persistent pool of pinned threads. threadpool_run() hands one function to every
+ * thread (the caller is thread 0) and returns when all are done: one start and one
+ * finish signal per call, spinning briefly before sleeping, so a forward pass can afford
+ * a call per matrix. */
+#ifndef BITNET_THREADPOOL_H
+#define BITNET_THREADPOOL_H
+
+#include <stdbool.h>
+
+#include "model/errbuf.h"
+
+struct threadpool;
+
+typedef void (*threadpool_fn)(void *ctx, int ith, int nth);
+
+/* n_threads counts the caller. With pin, thread i is bound to the i-th CPU the process
+ * may run on. */
+struct threadpool *threadpool_new(int n_threads, bool pin, struct errbuf *e);
+void threadpool_free(struct threadpool *p);
+int threadpool_size(const struct threadpool *p);
+
+/* Runs fn(ctx, i, n) on every thread i in [0, n) and waits for all of them. A NULL
+ * pool runs fn(ctx, 0, 1) on the caller. */
+void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
+
+/* Splits [0, n) into nth parts whose boundaries are multiples of align (except the
+ * end); part ith is [*lo, *hi), possibly empty. */
+void split_range(int n, int align, int ith, int nth, int *lo, int *hi);
+
+/* Number of CPUs this process may run on. */
+int cpus_available(void);
+
+#endif
