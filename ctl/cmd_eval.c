@@ -14,12 +14,19 @@ int cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ids", required_argument, 0, 'i'},
-        {"logits-out", required_argument, 0, 'o'}, {0, 0, 0, 0},
+        {"logits-out", required_argument, 0, 'o'}, SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     const char *model = NULL, *ids_arg = NULL, *out = NULL;
-    int c;
+    struct session_opts so;
+    session_opts_default(&so);
+    int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if ((r = session_opts_parse(&so, c, optarg)) != 0) {
+            if (r < 0)
+                return 2;
+            continue;
+        }
         switch (c) {
         case 'm': model = optarg; break;
         case 'i': ids_arg = optarg; break;
@@ -36,7 +43,7 @@ int cmd_eval(int argc, char **argv)
     if (arg_ids("--ids", ids_arg, &ids, &n) < 0)
         return 2;
     struct session s;
-    if (session_open(&s, model, (int)n) < 0) {
+    if (session_open(&s, model, &so, (int)n) < 0) {
         free(ids);
         return 1;
     }
@@ -49,15 +56,20 @@ int cmd_eval(int argc, char **argv)
     double t0 = now_seconds();
     struct errbuf e = {{0}};
     uint32_t vocab = s.model.hp.n_vocab;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const float *logits = forward_token(&s.model, &s.st, ids[i], (int)i, &e);
-        if (!logits) {
+    for (size_t done = 0; rc == 0 && done < n;) {
+        int chunk = (int)(n - done < (size_t)s.st.n_batch ? n - done : (size_t)s.st.n_batch);
+        if (forward_batch(&s.model, &s.st, ids + done, chunk, (int)done, &e) < 0) {
             fprintf(stderr, "bitnetctl eval: --ids: %s\n", e.msg);
             rc = 1;
-        } else if (fwrite(logits, sizeof(float), vocab, fp) != vocab) {
-            fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
-            rc = 1;
         }
+        for (int t = 0; rc == 0 && t < chunk; t++) {
+            forward_output(&s.model, &s.st, t);
+            if (fwrite(s.st.logits, sizeof(float), vocab, fp) != vocab) {
+                fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
+                rc = 1;
+            }
+        }
+        done += (size_t)chunk;
     }
     if (fp && fclose(fp) != 0 && rc == 0) {
         fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
@@ -90,13 +102,20 @@ int cmd_perplexity(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"text-file", required_argument, 0, 'f'},
         {"ctx", required_argument, 0, 'c'},   {"chunks", required_argument, 0, 'k'},
-        {0, 0, 0, 0},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     const char *model = NULL, *file = NULL;
     long n_ctx = 0, max_chunks = -1;
-    int c;
+    struct session_opts so;
+    session_opts_default(&so);
+    int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if ((r = session_opts_parse(&so, c, optarg)) != 0) {
+            if (r < 0)
+                return 2;
+            continue;
+        }
         switch (c) {
         case 'm': model = optarg; break;
         case 'f': file = optarg; break;
@@ -114,7 +133,7 @@ int cmd_perplexity(int argc, char **argv)
     if (!text)
         return 1;
     struct session s;
-    if (session_open(&s, model, (int)n_ctx) < 0) {
+    if (session_open(&s, model, &so, (int)n_ctx) < 0) {
         free(text);
         return 1;
     }
@@ -143,18 +162,26 @@ int cmd_perplexity(int argc, char **argv)
     fprintf(stderr, "perplexity: %zu tokens, %ld chunks of %ld\n", n_tok, n_chunks, n_ctx);
     for (long ch = 0; ch < n_chunks; ch++) {
         int32_t *chunk = tok + ch * n_ctx;
-        for (int j = 0; j < n_ctx - 1; j++) {
-            int32_t t = j == 0 && tokenizer_bos(s.tok) >= 0 ? tokenizer_bos(s.tok) : chunk[j];
-            if (forward_advance(&s.model, &s.st, t, j, &e) < 0) {
+        int32_t saved = chunk[0];
+        if (tokenizer_bos(s.tok) >= 0)
+            chunk[0] = tokenizer_bos(s.tok);
+        for (int j0 = 0; j0 < n_ctx - 1;) {
+            int nb = n_ctx - 1 - j0 < s.st.n_batch ? n_ctx - 1 - j0 : s.st.n_batch;
+            if (forward_batch(&s.model, &s.st, chunk + j0, nb, j0, &e) < 0) {
                 fprintf(stderr, "bitnetctl perplexity: %s\n", e.msg);
                 goto out;
             }
-            if (j < first)
-                continue;
-            forward_output(&s.model, &s.st);
-            nll += nll_of(s.st.logits, s.model.hp.n_vocab, chunk[j + 1]);
-            count++;
+            for (int t = 0; t < nb; t++) {
+                int j = j0 + t;
+                if (j < first)
+                    continue;
+                forward_output(&s.model, &s.st, t);
+                nll += nll_of(s.st.logits, s.model.hp.n_vocab, chunk[j + 1]);
+                count++;
+            }
+            j0 += nb;
         }
+        chunk[0] = saved;
         fprintf(stderr, "[%ld/%ld] PPL so far %.4f (%.1fs)\n", ch + 1, n_chunks, exp(nll / count),
                 now_seconds() - t0);
     }

@@ -16,6 +16,7 @@ struct generate_opts {
     long n_predict, n_ctx;
     bool ids_out, seed_given;
     struct sampler_params sp;
+    struct session_opts so;
 };
 
 static int parse_generate(int argc, char **argv, struct generate_opts *o)
@@ -28,15 +29,21 @@ static int parse_generate(int argc, char **argv, struct generate_opts *o)
         {"top-p", required_argument, 0, 'P'},   {"min-p", required_argument, 0, 'M'},
         {"repeat-penalty", required_argument, 0, 'r'}, {"repeat-last-n", required_argument, 0, 'R'},
         {"ids", no_argument, 0, 'i'},           {"ctx", required_argument, 0, 'C'},
-        {0, 0, 0, 0},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
     sampler_params_default(&o->sp);
+    session_opts_default(&o->so);
     long v;
-    int c;
+    int c, r;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        if ((r = session_opts_parse(&o->so, c, optarg)) != 0) {
+            if (r < 0)
+                return -1;
+            continue;
+        }
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'p': o->prompt = optarg; break;
@@ -98,11 +105,10 @@ int cmd_generate(int argc, char **argv)
     struct generate_opts o;
     if (parse_generate(argc, argv, &o) < 0)
         return 2;
-    double t_load = now_seconds();
     struct session s;
-    if (session_open(&s, o.model, 0) < 0)
+    if (session_open(&s, o.model, &o.so, 0) < 0)
         return 1;
-    double load_s = now_seconds() - t_load;
+    double load_s = s.load_seconds;
     int32_t *prompt;
     size_t n_prompt;
     if (encode_prompt(&s, &o, &prompt, &n_prompt) < 0) {

@@ -38,7 +38,10 @@ int cmd_tokenize(int argc, char **argv)
     if (file && !(owned = read_text_file(file, &len)))
         return 1;
     struct session s;
-    if (session_open(&s, model, 0) < 0) {
+    struct session_opts so;
+    session_opts_default(&so);
+    so.threads = 1;
+    if (session_open(&s, model, &so, 0) < 0) {
         free(owned);
         return 1;
     }
@@ -84,7 +87,10 @@ int cmd_detokenize(int argc, char **argv)
     if (arg_ids("--ids", ids_arg, &ids, &n) < 0)
         return 2;
     struct session s;
-    if (session_open(&s, model, 0) < 0) {
+    struct session_opts so;
+    session_opts_default(&so);
+    so.threads = 1;
+    if (session_open(&s, model, &so, 0) < 0) {
         free(ids);
         return 1;
     }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kernels/threadpool.h"
 #include "model/errbuf.h"
 #include "model/gguf.h"
 
@@ -41,11 +42,19 @@ struct bitnet_model {
     bool tied_output;
     const float *output_norm;
     struct bitnet_layer *layers;
+    /* an int8 copy of the output projection, made on request at load (q == NULL when
+     * absent); the forward pass uses it instead of `output` when present */
+    struct q8_matrix output_q8;
+    void *output_q8_mem;
 };
 
 /* Opens path, checks it is a bitnet-b1.58 model this engine can run, binds tensors. */
 int bitnet_model_load(struct bitnet_model *m, const char *path, struct errbuf *e);
 void bitnet_model_free(struct bitnet_model *m);
+
+/* Makes output_q8 from output: one scale per row (absmax / 127), values rounded to
+ * nearest. Rows are converted in parallel on pool (may be NULL). */
+int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e);
 
 /* Bytes of all ternary weights, and of the output projection (for roofline figures). */
 uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m);

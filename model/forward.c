@@ -1,5 +1,5 @@
-/* Reference forward pass: plain loops, float32 activations, exact integer dot products
- * through the kernel table. Read it beside spec section 4. */
+/* Reference forward pass: plain loops for everything but the matrix products, which go
+ * through the kernel table on the thread pool. Read it beside spec section 4. */
 #include "model/forward.h"
 
 #include <math.h>
@@ -11,37 +11,48 @@
 
 static int max_i(int a, int b) { return a > b ? a : b; }
 
-int forward_state_init(struct forward_state *s, const struct bitnet_hparams *hp, int n_ctx,
-                       struct errbuf *e)
+int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
+                       const struct forward_config *cfg, struct errbuf *e)
 {
+    const struct bitnet_hparams *hp = &m->hp;
     memset(s, 0, sizeof *s);
-    if (n_ctx <= 0)
-        return err_set(e, "context length must be positive (got %d)", n_ctx);
+    if (cfg->n_ctx <= 0 || cfg->n_batch <= 0)
+        return err_set(e, "context (%d) and batch (%d) must be positive", cfg->n_ctx,
+                       cfg->n_batch);
+    size_t nb = (size_t)cfg->n_batch;
+    size_t embd = hp->n_embd, ff = hp->n_ff;
     size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t wide = (size_t)max_i((int)hp->n_embd, (int)hp->n_ff);
-    size_t cache = (size_t)hp->n_layer * (size_t)n_ctx * kv_dim;
-    s->n_ctx = n_ctx;
-    s->x = calloc(hp->n_embd, sizeof(float));
-    s->xb = calloc(wide, sizeof(float));
-    s->xq = calloc(wide, 1);
-    s->acc = calloc(wide, sizeof(int32_t));
-    s->q = calloc(hp->n_embd, sizeof(float));
-    s->k = calloc(kv_dim, sizeof(float));
-    s->v = calloc(kv_dim, sizeof(float));
-    s->att = calloc((size_t)n_ctx, sizeof(float));
-    s->attn_out = calloc(hp->n_embd, sizeof(float));
-    s->hb = calloc(hp->n_ff, sizeof(float));
-    s->hb2 = calloc(hp->n_ff, sizeof(float));
-    s->rope_cos = calloc(hp->head_dim / 2, sizeof(float));
-    s->rope_sin = calloc(hp->head_dim / 2, sizeof(float));
+    size_t wide = (size_t)max_i((int)embd, (int)ff);
+    size_t fused = (size_t)max_i((int)(embd + 2 * kv_dim), (int)(2 * ff));
+    size_t cache = (size_t)hp->n_layer * (size_t)cfg->n_ctx * kv_dim;
+    s->n_ctx = cfg->n_ctx;
+    s->n_batch = cfg->n_batch;
+    s->pool = cfg->pool;
+    s->nth = threadpool_size(cfg->pool);
+    s->x = calloc(nb * embd, sizeof(float));
+    s->xb = calloc(nb * wide, sizeof(float));
+    s->xq = calloc(nb * wide, 1);
+    s->xscale = calloc(nb, sizeof(float));
+    s->acc = calloc(nb * fused, sizeof(int32_t));
+    s->q = calloc(nb * embd, sizeof(float));
+    s->k = calloc(nb * kv_dim, sizeof(float));
+    s->v = calloc(nb * kv_dim, sizeof(float));
+    s->attn_out = calloc(nb * embd, sizeof(float));
+    s->hb = calloc(nb * ff, sizeof(float));
+    s->hb2 = calloc(nb * ff, sizeof(float));
+    s->rope_cos = calloc(nb * hp->head_dim / 2, sizeof(float));
+    s->rope_sin = calloc(nb * hp->head_dim / 2, sizeof(float));
+    s->att = calloc((size_t)s->nth * cfg->n_ctx, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
     s->logits = calloc(hp->n_vocab, sizeof(float));
-    if (!s->x || !s->xb || !s->xq || !s->acc || !s->q || !s->k || !s->v || !s->att ||
-        !s->attn_out || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->key_cache ||
-        !s->value_cache || !s->logits) {
+    s->head_xq = calloc(embd, 1);
+    s->head_acc = calloc(hp->n_vocab, sizeof(int32_t));
+    if (!s->x || !s->xb || !s->xq || !s->xscale || !s->acc || !s->q || !s->k || !s->v ||
+        !s->attn_out || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->att ||
+        !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc) {
         forward_state_free(s);
-        return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", n_ctx,
+        return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", cfg->n_ctx,
                        cache * 2 * sizeof(float) >> 20);
     }
     return 0;
@@ -49,22 +60,11 @@ int forward_state_init(struct forward_state *s, const struct bitnet_hparams *hp,
 
 void forward_state_free(struct forward_state *s)
 {
-    free(s->x);
-    free(s->xb);
-    free(s->xq);
-    free(s->acc);
-    free(s->q);
-    free(s->k);
-    free(s->v);
-    free(s->att);
-    free(s->attn_out);
-    free(s->hb);
-    free(s->hb2);
-    free(s->rope_cos);
-    free(s->rope_sin);
-    free(s->key_cache);
-    free(s->value_cache);
-    free(s->logits);
+    void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->acc, s->q, s->k, s->v, s->attn_out,
+                    s->hb, s->hb2, s->rope_cos, s->rope_sin, s->att, s->key_cache,
+                    s->value_cache, s->logits, s->head_xq, s->head_acc};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
 
@@ -78,20 +78,79 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
         out[i] = x[i] * scale * weight[i];
 }
 
-/* out = (xq . W) / s * weight_scale, for an activation already quantized with scale s. */
-static void bitlinear_q(const struct ternary_matrix *w, const int8_t *xq, float s, int32_t *acc,
-                        float *out)
+/* xb[t] = rmsnorm(in[t]) * weight, then quantized to xq[t] with scale xscale[t]. */
+static void norm_and_quantize(struct forward_state *s, const float *in, const float *weight,
+                              int dim, int n, float eps)
 {
-    if (w->type == GGML_TYPE_I2_S) {
-        kops.i2s_dot_rows(w, xq, 0, w->rows, acc);
-        float k = w->scale / s;
-        for (int r = 0; r < w->rows; r++)
-            out[r] = (float)acc[r] * k;
-    } else {
-        kops.tq_dot_rows(w, xq, 0, w->rows, out);
-        for (int r = 0; r < w->rows; r++)
-            out[r] /= s;
+    for (int t = 0; t < n; t++) {
+        float *xb = s->xb + (size_t)t * dim;
+        rmsnorm(xb, in + (size_t)t * dim, weight, dim, eps);
+        s->xscale[t] = quantize_act_i8(xb, dim, s->xq + (size_t)t * dim);
     }
+}
+
+/* Up to three matrices that read the same quantized input, run in one pool call so the
+ * threads meet once per group rather than once per matrix. */
+struct bitlinear_job {
+    const struct forward_state *s;
+    int n;        /* positions */
+    int n_mats;
+    const struct ternary_matrix *w[3];
+    int32_t *acc[3];
+    float *out[3]; /* [n][rows] */
+};
+
+static void bitlinear_task(void *ctx, int ith, int nth)
+{
+    const struct bitlinear_job *job = ctx;
+    const struct forward_state *s = job->s;
+    for (int i = 0; i < job->n_mats; i++) {
+        const struct ternary_matrix *w = job->w[i];
+        int lo, hi;
+        split_range(w->rows, 16, ith, nth, &lo, &hi);
+        if (lo >= hi)
+            continue;
+        size_t rows = (size_t)w->rows;
+        if (w->type == GGML_TYPE_I2_S) {
+            if (job->n == 1)
+                kops.i2s_dot_rows(w, s->xq, lo, hi, job->acc[i]);
+            else
+                kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
+            for (int t = 0; t < job->n; t++) {
+                float k = w->scale / s->xscale[t];
+                const int32_t *a = job->acc[i] + t * rows;
+                float *o = job->out[i] + t * rows;
+                for (int r = lo; r < hi; r++)
+                    o[r] = (float)a[r] * k;
+            }
+        } else {
+            for (int t = 0; t < job->n; t++) {
+                float *o = job->out[i] + t * rows;
+                kops.tq_dot_rows(w, s->xq + (size_t)t * w->cols, lo, hi, o);
+                for (int r = lo; r < hi; r++)
+                    o[r] /= s->xscale[t];
+            }
+        }
+    }
+}
+
+/* out_i = bitlinear(xq, w_i) for the matrices given (NULL-terminated lists of up to 3). */
+static void bitlinear(struct forward_state *s, int n, const struct ternary_matrix *w0, float *o0,
+                      const struct ternary_matrix *w1, float *o1,
+                      const struct ternary_matrix *w2, float *o2)
+{
+    struct bitlinear_job job = {.s = s, .n = n};
+    const struct ternary_matrix *ws[3] = {w0, w1, w2};
+    float *os[3] = {o0, o1, o2};
+    int32_t *acc = s->acc;
+    for (int i = 0; i < 3 && ws[i]; i++) {
+        job.w[i] = ws[i];
+        job.out[i] = os[i];
+        job.acc[i] = acc;
+        acc += (size_t)n * ws[i]->rows;
+        job.n_mats++;
+    }
+    threadpool_run(s->pool, bitlinear_task, &job);
 }
 
 static void rope(float *vec, int n_heads, int head_dim, const float *cos_t, const float *sin_t)
@@ -122,120 +181,171 @@ static void softmax(float *x, int n)
         x[i] *= inv;
 }
 
-void forward_embed(const struct bitnet_model *m, int32_t token, float *x)
+void forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                   int n)
 {
-    dense_row_to_f32(&m->tok_embd, token, x);
+    for (int t = 0; t < n; t++)
+        dense_row_to_f32(&m->tok_embd, tokens[t], s->x + (size_t)t * m->hp.n_embd);
 }
 
-void forward_begin_position(const struct bitnet_model *m, struct forward_state *s, int pos)
+void forward_begin_positions(const struct bitnet_model *m, struct forward_state *s, int pos0,
+                             int n)
 {
     int hd = (int)m->hp.head_dim;
-    for (int i = 0; i < hd / 2; i++) {
-        double theta = pos * pow((double)m->hp.rope_base, -2.0 * i / hd);
-        s->rope_cos[i] = (float)cos(theta);
-        s->rope_sin[i] = (float)sin(theta);
+    for (int t = 0; t < n; t++) {
+        float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
+        for (int i = 0; i < hd / 2; i++) {
+            double theta = (pos0 + t) * pow((double)m->hp.rope_base, -2.0 * i / hd);
+            c[i] = (float)cos(theta);
+            sn[i] = (float)sin(theta);
+        }
     }
 }
 
-static void attention(const struct bitnet_hparams *hp, struct forward_state *s, uint32_t il,
-                      int pos)
+/* Causal attention of every (position, head) pair of the batch over the cache. */
+struct attention_job {
+    const struct bitnet_hparams *hp;
+    struct forward_state *s;
+    uint32_t il;
+    int pos0, n;
+};
+
+static void attention_task(void *ctx, int ith, int nth)
 {
-    int hd = (int)hp->head_dim;
+    const struct attention_job *job = ctx;
+    const struct bitnet_hparams *hp = job->hp;
+    struct forward_state *s = job->s;
+    int hd = (int)hp->head_dim, n_head = (int)hp->n_head;
     int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
     int group = (int)(hp->n_head / hp->n_head_kv);
-    const float *kc = s->key_cache + (size_t)il * s->n_ctx * kv_dim;
-    const float *vc = s->value_cache + (size_t)il * s->n_ctx * kv_dim;
+    const float *kc = s->key_cache + (size_t)job->il * s->n_ctx * kv_dim;
+    const float *vc = s->value_cache + (size_t)job->il * s->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < (int)hp->n_head; h++) {
-        const float *q = s->q + h * hd;
-        int kvh = h / group;
-        for (int t = 0; t <= pos; t++) {
-            const float *k = kc + (size_t)t * kv_dim + kvh * hd;
+    float *att = s->att + (size_t)ith * s->n_ctx;
+    int lo, hi;
+    split_range(job->n * n_head, 1, ith, nth, &lo, &hi);
+    for (int item = lo; item < hi; item++) {
+        int t = item / n_head, h = item % n_head, pos = job->pos0 + t, kvh = h / group;
+        const float *q = s->q + (size_t)t * hp->n_embd + h * hd;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = kc + (size_t)p * kv_dim + kvh * hd;
             float dot = 0.0f;
             for (int i = 0; i < hd; i++)
                 dot += q[i] * k[i];
-            s->att[t] = dot * scale;
+            att[p] = dot * scale;
         }
-        softmax(s->att, pos + 1);
-        float *o = s->attn_out + h * hd;
+        softmax(att, pos + 1);
+        float *o = s->attn_out + (size_t)t * hp->n_embd + h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int t = 0; t <= pos; t++) {
-            const float *v = vc + (size_t)t * kv_dim + kvh * hd;
-            float a = s->att[t];
+        for (int p = 0; p <= pos; p++) {
+            const float *v = vc + (size_t)p * kv_dim + kvh * hd;
+            float a = att[p];
             for (int i = 0; i < hd; i++)
                 o[i] += a * v[i];
         }
     }
 }
 
-void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos)
+void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos0,
+                   int n)
 {
     const struct bitnet_hparams *hp = &m->hp;
     const struct bitnet_layer *L = &m->layers[il];
-    int embd = (int)hp->n_embd, ff = (int)hp->n_ff;
+    int embd = (int)hp->n_embd, ff = (int)hp->n_ff, hd = (int)hp->head_dim;
     int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
     float eps = hp->norm_eps;
 
     /* attention block: Q, K and V share one quantized input */
-    rmsnorm(s->xb, s->x, L->attn_norm, embd, eps);
-    float sa = quantize_act_i8(s->xb, embd, s->xq);
-    bitlinear_q(&L->wq, s->xq, sa, s->acc, s->q);
-    bitlinear_q(&L->wk, s->xq, sa, s->acc, s->k);
-    bitlinear_q(&L->wv, s->xq, sa, s->acc, s->v);
-    rope(s->q, (int)hp->n_head, (int)hp->head_dim, s->rope_cos, s->rope_sin);
-    rope(s->k, (int)hp->n_head_kv, (int)hp->head_dim, s->rope_cos, s->rope_sin);
-    size_t off = ((size_t)il * s->n_ctx + (size_t)pos) * kv_dim;
-    memcpy(s->key_cache + off, s->k, (size_t)kv_dim * sizeof(float));
-    memcpy(s->value_cache + off, s->v, (size_t)kv_dim * sizeof(float));
-    attention(hp, s, il, pos);
-    rmsnorm(s->xb, s->attn_out, L->attn_sub_norm, embd, eps);
-    float so = quantize_act_i8(s->xb, embd, s->xq);
-    bitlinear_q(&L->wo, s->xq, so, s->acc, s->attn_out);
-    for (int i = 0; i < embd; i++)
+    norm_and_quantize(s, s->x, L->attn_norm, embd, n, eps);
+    bitlinear(s, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v);
+    for (int t = 0; t < n; t++) {
+        const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
+        rope(s->q + (size_t)t * embd, (int)hp->n_head, hd, c, sn);
+        rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
+        size_t off = ((size_t)il * s->n_ctx + (size_t)(pos0 + t)) * kv_dim;
+        memcpy(s->key_cache + off, s->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        memcpy(s->value_cache + off, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+    }
+    struct attention_job aj = {.hp = hp, .s = s, .il = il, .pos0 = pos0, .n = n};
+    threadpool_run(s->pool, attention_task, &aj);
+    norm_and_quantize(s, s->attn_out, L->attn_sub_norm, embd, n, eps);
+    bitlinear(s, n, &L->wo, s->attn_out, NULL, NULL, NULL, NULL);
+    for (size_t i = 0; i < (size_t)n * embd; i++)
         s->x[i] += s->attn_out[i];
 
     /* feed-forward block: squared-ReLU gate times up, gate and up share the input */
-    rmsnorm(s->xb, s->x, L->ffn_norm, embd, eps);
-    float sf = quantize_act_i8(s->xb, embd, s->xq);
-    bitlinear_q(&L->wgate, s->xq, sf, s->acc, s->hb);
-    bitlinear_q(&L->wup, s->xq, sf, s->acc, s->hb2);
-    for (int i = 0; i < ff; i++) {
+    norm_and_quantize(s, s->x, L->ffn_norm, embd, n, eps);
+    bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->hb2, NULL, NULL);
+    for (size_t i = 0; i < (size_t)n * ff; i++) {
         float g = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
         s->hb[i] = g * g * s->hb2[i];
     }
-    rmsnorm(s->xb, s->hb, L->ffn_sub_norm, ff, eps);
-    float sd = quantize_act_i8(s->xb, ff, s->xq);
-    bitlinear_q(&L->wdown, s->xq, sd, s->acc, s->attn_out);
-    for (int i = 0; i < embd; i++)
+    norm_and_quantize(s, s->hb, L->ffn_sub_norm, ff, n, eps);
+    bitlinear(s, n, &L->wdown, s->attn_out, NULL, NULL, NULL, NULL);
+    for (size_t i = 0; i < (size_t)n * embd; i++)
         s->x[i] += s->attn_out[i];
 }
 
-void forward_output(const struct bitnet_model *m, struct forward_state *s)
+struct output_job {
+    const struct bitnet_model *m;
+    struct forward_state *s;
+    const float *xb;
+    float xscale;
+};
+
+static void output_task(void *ctx, int ith, int nth)
 {
-    rmsnorm(s->xb, s->x, m->output_norm, (int)m->hp.n_embd, m->hp.norm_eps);
-    kops.dense_dot_rows(&m->output, s->xb, 0, m->output.rows, s->logits);
+    const struct output_job *job = ctx;
+    const struct bitnet_model *m = job->m;
+    float *logits = job->s->logits;
+    int lo, hi;
+    if (m->output_q8.q) {
+        const struct q8_matrix *q = &m->output_q8;
+        split_range(q->rows, 16, ith, nth, &lo, &hi);
+        int32_t *acc = job->s->head_acc;
+        kops.q8_dot_rows(q, job->s->head_xq, lo, hi, acc);
+        for (int r = lo; r < hi; r++)
+            logits[r] = (float)acc[r] * q->scale[r] / job->xscale;
+    } else {
+        split_range(m->output.rows, 16, ith, nth, &lo, &hi);
+        kops.dense_dot_rows(&m->output, job->xb, lo, hi, logits);
+    }
 }
 
-int forward_advance(const struct bitnet_model *m, struct forward_state *s, int32_t token, int pos,
-                    struct errbuf *e)
+void forward_output(const struct bitnet_model *m, struct forward_state *s, int t)
 {
-    if (token < 0 || (uint32_t)token >= m->hp.n_vocab)
-        return err_set(e, "token id %d is outside the vocabulary (0..%u)", token,
-                       m->hp.n_vocab - 1);
-    if (pos < 0 || pos >= s->n_ctx)
-        return err_set(e, "position %d is outside the context (%d tokens)", pos, s->n_ctx);
-    forward_embed(m, token, s->x);
-    forward_begin_position(m, s, pos);
+    int embd = (int)m->hp.n_embd;
+    rmsnorm(s->xb, s->x + (size_t)t * embd, m->output_norm, embd, m->hp.norm_eps);
+    struct output_job job = {.m = m, .s = s, .xb = s->xb, .xscale = 1.0f};
+    if (m->output_q8.q)
+        job.xscale = quantize_act_i8(s->xb, embd, s->head_xq);
+    threadpool_run(s->pool, output_task, &job);
+}
+
+int forward_batch(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                  int n, int pos0, struct errbuf *e)
+{
+    if (n < 1 || n > s->n_batch)
+        return err_set(e, "batch of %d positions (this state takes 1..%d)", n, s->n_batch);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || (uint32_t)tokens[t] >= m->hp.n_vocab)
+            return err_set(e, "token id %d is outside the vocabulary (0..%u)", tokens[t],
+                           m->hp.n_vocab - 1);
+    if (pos0 < 0 || pos0 + n > s->n_ctx)
+        return err_set(e, "positions %d..%d are outside the context (%d tokens)", pos0,
+                       pos0 + n - 1, s->n_ctx);
+    forward_embed(m, s, tokens, n);
+    forward_begin_positions(m, s, pos0, n);
     for (uint32_t il = 0; il < m->hp.n_layer; il++)
-        forward_layer(m, s, il, pos);
+        forward_layer(m, s, il, pos0, n);
     return 0;
 }
 
 const float *forward_token(const struct bitnet_model *m, struct forward_state *s, int32_t token,
                            int pos, struct errbuf *e)
 {
-    if (forward_advance(m, s, token, pos, e) < 0)
+    if (forward_batch(m, s, &token, 1, pos, e) < 0)
         return NULL;
-    forward_output(m, s);
+    forward_output(m, s, 0);
     return s->logits;
 }

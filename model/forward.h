@@ -1,49 +1,66 @@
-/* The forward pass of spec section 4, one token at a time, over a KV cache. It is split
- * into embedding, one layer, and output so that a worker can run a range of layers. */
+/* The forward pass of spec section 4 over a KV cache, for a batch of consecutive
+ * positions of one sequence (a prompt) or a single token (decode). It is split into
+ * embedding, one layer, and output so that a worker can run a range of layers. Matrix
+ * products run on a thread pool through the kernel table. */
 #ifndef BITNET_FORWARD_H
 #define BITNET_FORWARD_H
 
 #include <stdint.h>
 
+#include "kernels/threadpool.h"
 #include "model/bitnet_model.h"
 #include "model/errbuf.h"
 
+struct forward_config {
+    int n_ctx;                /* positions the KV cache holds */
+    int n_batch;              /* most positions one forward_batch call takes */
+    struct threadpool *pool;  /* borrowed; NULL runs on the caller alone */
+};
+
 struct forward_state {
-    int n_ctx;
+    int n_ctx, n_batch, nth;
+    struct threadpool *pool;
+    /* [n_batch][...] rows, one per position of the batch */
     float *x;        /* residual stream [n_embd] */
     float *xb;       /* normed input of a bitlinear [max(n_embd, n_ff)] */
     int8_t *xq;      /* its int8 quantization */
-    int32_t *acc;    /* integer row sums [max(n_embd, n_ff)] */
+    float *xscale;   /* its quantization scale, one per position */
+    int32_t *acc;    /* integer row sums of up to three fused matrices */
     float *q, *k, *v;
-    float *att;      /* attention scores [n_ctx] */
     float *attn_out; /* [n_embd] */
     float *hb, *hb2; /* FFN gate and up [n_ff] */
-    float *rope_cos, *rope_sin; /* [head_dim / 2] for the current position */
+    float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
+    float *att;      /* attention scores, [nth][n_ctx] */
     float *key_cache;   /* [n_layer][n_ctx][kv_dim] */
     float *value_cache;
     float *logits;   /* [n_vocab] */
+    int8_t *head_xq; /* quantized final hidden state for a q8 output head */
+    int32_t *head_acc; /* its integer row sums [n_vocab] */
 };
 
-int forward_state_init(struct forward_state *s, const struct bitnet_hparams *hp, int n_ctx,
-                       struct errbuf *e);
+int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
+                       const struct forward_config *cfg, struct errbuf *e);
 void forward_state_free(struct forward_state *s);
 
-/* x = embedding row of token. */
-void forward_embed(const struct bitnet_model *m, int32_t token, float *x);
-/* Prepares per-position tables (RoPE angles); call once per position before the layers. */
-void forward_begin_position(const struct bitnet_model *m, struct forward_state *s, int pos);
-/* Runs layer il on s->x at position pos, writing this position's K and V to the cache. */
-void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos);
-/* s->logits = output projection of the final-normed s->x. */
-void forward_output(const struct bitnet_model *m, struct forward_state *s);
+/* Rows x[0..n) = embeddings of tokens. */
+void forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                   int n);
+/* Per-position tables (RoPE angles) for positions pos0..pos0+n-1; call before the
+ * layers of a batch. */
+void forward_begin_positions(const struct bitnet_model *m, struct forward_state *s, int pos0,
+                             int n);
+/* Runs layer il on rows x[0..n), at positions pos0..pos0+n-1, writing their K and V. */
+void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos0,
+                   int n);
+/* s->logits = output projection of the final-normed row x[t]. */
+void forward_output(const struct bitnet_model *m, struct forward_state *s, int t);
 
-/* Embedding and every layer for one token, without the output projection (prompt
- * tokens whose logits nobody reads). -1 and e filled if token or pos is out of range. */
-int forward_advance(const struct bitnet_model *m, struct forward_state *s, int32_t token, int pos,
-                    struct errbuf *e);
+/* Embedding and every layer for tokens[0..n) at positions pos0.., without the output
+ * projection. -1 and e filled if a token, the batch size or a position is out of range. */
+int forward_batch(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                  int n, int pos0, struct errbuf *e);
 
-/* The whole pass for one token; returns s->logits, or NULL (and fills e) if the token id
- * or position is out of range. */
+/* One token through everything; returns s->logits, or NULL with e filled. */
 const float *forward_token(const struct bitnet_model *m, struct forward_state *s, int32_t token,
                            int pos, struct errbuf *e);
 

@@ -29,12 +29,15 @@ static void top2(const float *x, int n, int *best, float *lead)
     *lead = x[b] - x[s];
 }
 
-static void check_sequence(const char *kernel, const char *seq)
+/* batch_args selects the path: prompt-style batches (GEMM kernels) or one position per
+ * call (decode kernels); threads 1 or all. */
+static void check_sequence(const char *kernel, const char *seq, const char *variant,
+                           const char *batch_args)
 {
     char ids_path[256], ref_path[256], out_path[256], cmd[8192];
     snprintf(ids_path, sizeof ids_path, SHARED_DATA("xval/%s.ids"), seq);
     snprintf(ref_path, sizeof ref_path, SHARED_DATA("xval/%s.logits.f32"), seq);
-    snprintf(out_path, sizeof out_path, "build/test-tmp/xval-%s-%s.f32", kernel, seq);
+    snprintf(out_path, sizeof out_path, "build/test-tmp/xval-%s-%s-%s.f32", kernel, seq, variant);
     size_t ids_len, ref_len, out_len;
     char *ids = slurp(ids_path, &ids_len);
     float *ref = (float *)slurp(ref_path, &ref_len);
@@ -47,8 +50,8 @@ static void check_sequence(const char *kernel, const char *seq)
     ids[strcspn(ids, "\r\n")] = 0;
     snprintf(cmd, sizeof cmd,
              "BITNET_KERNEL=%s build/bitnetctl eval --model " SHARED_DATA("xval/tiny.gguf")
-             " --ids %s --logits-out %s",
-             kernel, ids, out_path);
+             " --ids %s --logits-out %s %s",
+             kernel, ids, out_path, batch_args);
     CHECK(system(cmd) == 0, "%s failed", cmd);
     float *out = (float *)slurp(out_path, &out_len);
     CHECK(out && out_len == ref_len, "%s: %zu bytes of logits, reference has %zu", out_path,
@@ -80,8 +83,8 @@ static void check_sequence(const char *kernel, const char *seq)
               TOL, worst);
         CHECK(top_bad == 0, "[%s] %s: top-1 differs at %d of %d decisive positions", kernel, seq,
               top_bad, top_checked);
-        printf("[%s] %s: %d positions, max |diff| %.5f, top-1 agrees at %d/%d decisive positions\n",
-               kernel, seq, positions, worst, top_checked - top_bad, top_checked);
+        printf("[%s/%s] %s: %d positions, max |diff| %.5f, top-1 agrees at %d/%d decisive positions\n",
+               kernel, variant, seq, positions, worst, top_checked - top_bad, top_checked);
     }
     free(ids);
     free(ref);
@@ -94,8 +97,20 @@ int main(void)
     char kernels[256];
     supported_kernels(kernels, sizeof kernels);
     for (char *k = strtok(kernels, " "); k; k = strtok(NULL, " ")) {
-        check_sequence(k, "tiny-seq1");
-        check_sequence(k, "tiny-seq2");
+        const char *seqs[] = {"tiny-seq1", "tiny-seq2"};
+        for (int i = 0; i < 2; i++) {
+            check_sequence(k, seqs[i], "batch", "");
+            check_sequence(k, seqs[i], "decode", "--batch 1 --threads 1");
+            check_sequence(k, seqs[i], "chunks", "--batch 5 --threads 2");
+            /* integer products are exact and every float operation happens in the same
+             * order whatever the batching and threading: the logits must be identical */
+            CHECK(run_cmd("cmp -s build/test-tmp/xval-%s-%s-batch.f32 "
+                          "build/test-tmp/xval-%s-%s-decode.f32", k, seqs[i], k, seqs[i]) == 0,
+                  "[%s] %s: batched and one-by-one logits differ", k, seqs[i]);
+            CHECK(run_cmd("cmp -s build/test-tmp/xval-%s-%s-batch.f32 "
+                          "build/test-tmp/xval-%s-%s-chunks.f32", k, seqs[i], k, seqs[i]) == 0,
+                  "[%s] %s: logits depend on batch size or thread count", k, seqs[i]);
+        }
     }
     return check_done("test_xval");
 }
