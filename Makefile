@@ -20,12 +20,15 @@ $(B)/obj/kernels/%_avx512.o: override CFLAGS += -mavx512f -mavx512bw -mavx512vl 
 
 LIB_SRC  := $(wildcard model/*.c) $(wildcard kernels/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
+# bench/ holds benchmark programs (bench_*.c) and the probes they share with bitnetctl
+BENCH_LIB_SRC := $(filter-out bench/bench_%.c,$(wildcard bench/*.c))
+BENCH_LIB_OBJ := $(BENCH_LIB_SRC:%.c=$(B)/obj/%.o)
 CTL_SRC  := $(wildcard ctl/*.c)
 CTL_OBJ  := $(CTL_SRC:%.c=$(B)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_SUPPORT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(filter-out $(TEST_SRC),$(wildcard tests/*.c)))
-BENCH_SRC := $(wildcard bench/*.c)
+BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
 .PHONY: all deps test clean demo bench-kernels
@@ -39,14 +42,14 @@ $(B)/libbitnet.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/bitnetctl: $(CTL_OBJ) $(B)/libbitnet.a
+$(B)/bitnetctl: $(CTL_OBJ) $(BENCH_LIB_OBJ) $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(B)/libbitnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/bench/%: $(B)/obj/bench/%.o $(B)/libbitnet.a
+$(B)/bench/%: $(B)/obj/bench/%.o $(BENCH_LIB_OBJ) $(B)/libbitnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -19,8 +19,12 @@ static void usage(FILE *out)
           "  perplexity --model FILE --text-file F --ctx N [--chunks K]\n"
           "  generate --model FILE (--prompt S | --chat S) [-n N] [--temp T] [--seed S]\n"
           "           [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ids] [--ctx N]\n"
+          "  bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] [--repeat R]\n"
+          "        [--depth D] [--json]\n"
+          "Every in-process command also takes --threads N, --batch N (positions per forward\n"
+          "call) and --lm-head f16|q8 (int8 copy of the output projection, made at load).\n"
           "\n"
-          "Environment: BITNET_KERNEL=scalar|auto chooses the compute kernels.\n",
+          "Environment: BITNET_KERNEL=scalar|avx2|avx512|amx|auto chooses the compute kernels.\n",
           out);
 }
 
@@ -50,6 +54,8 @@ int main(int argc, char **argv)
         return cmd_perplexity(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0)
         return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "bitnetctl: unknown command '%s' (try bitnetctl --help)\n", cmd);
     return 2;
 }

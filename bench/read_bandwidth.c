@@ -1,0 +1,151 @@
+#include "bench/read_bandwidth.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/cpu_features.h"
+#include "kernels/threadpool.h"
+
+struct probe {
+    const uint8_t *buf;
+    size_t bytes;
+    bool wide;
+    uint64_t sink[64]; /* one slot per thread, so the loads cannot be optimized away */
+};
+
+/* Sums 64-byte lines as 64-bit words; wide enough that the loads, not the adds, limit. */
+static uint64_t read_scalar(const uint8_t *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i < n / 8; i += 8) {
+        a ^= w[i] + w[i + 4];
+        b ^= w[i + 1] + w[i + 5];
+        c ^= w[i + 2] + w[i + 6];
+        d ^= w[i + 3] + w[i + 7];
+    }
+    return a ^ b ^ c ^ d;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static uint64_t read_avx2(const uint8_t *p, size_t n)
+{
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i < n; i += 128) {
+        a = _mm256_xor_si256(a, _mm256_load_si256((const __m256i *)(const void *)(p + i)));
+        b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(const void *)(p + i + 32)));
+        c = _mm256_xor_si256(c, _mm256_load_si256((const __m256i *)(const void *)(p + i + 64)));
+        d = _mm256_xor_si256(d, _mm256_load_si256((const __m256i *)(const void *)(p + i + 96)));
+    }
+    a = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    return (uint64_t)_mm256_extract_epi64(a, 0) ^ (uint64_t)_mm256_extract_epi64(a, 3);
+}
+#endif
+
+static void probe_task(void *ctx, int ith, int nth)
+{
+    struct probe *pr = ctx;
+    int lines = (int)(pr->bytes / 4096), lo, hi;
+    split_range(lines, 1, ith, nth, &lo, &hi);
+    const uint8_t *p = pr->buf + (size_t)lo * 4096;
+    size_t n = (size_t)(hi - lo) * 4096;
+    uint64_t v;
+#if defined(__x86_64__)
+    v = pr->wide ? read_avx2(p, n) : read_scalar(p, n);
+#else
+    v = read_scalar(p, n);
+#endif
+    pr->sink[ith % 64] ^= v;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e)
+{
+    bytes = (bytes + 4095) / 4096 * 4096;
+    if (passes < 1 || passes > 1000 || bytes < 4096)
+        return err_set(e, "read probe: bad parameters");
+    uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        return err_set(e, "read probe: cannot map %zu MiB: %s", bytes >> 20, strerror(errno));
+    struct threadpool *pool = threadpool_new(n_threads, true, e);
+    if (!pool) {
+        munmap(buf, bytes);
+        return -1;
+    }
+    /* distinct non-zero pages, so no page is shared with the zero page */
+    for (size_t i = 0; i < bytes; i += 64)
+        buf[i] = (uint8_t)(i >> 6);
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    struct probe pr = {.buf = buf, .bytes = bytes, .wide = f.avx2};
+    double *t = malloc((size_t)passes * sizeof *t);
+    if (!t) {
+        threadpool_free(pool);
+        munmap(buf, bytes);
+        return err_set(e, "out of memory");
+    }
+    threadpool_run(pool, probe_task, &pr); /* warm-up: faults and TLB */
+    for (int i = 0; i < passes; i++) {
+        double t0 = now();
+        threadpool_run(pool, probe_task, &pr);
+        t[i] = now() - t0;
+    }
+    qsort(t, (size_t)passes, sizeof *t, cmp_double);
+    *gbps = (double)bytes / t[passes / 2] / 1e9;
+    free(t);
+    threadpool_free(pool);
+    munmap(buf, bytes);
+    return 0;
+}
+
+int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,
+                                  struct errbuf *e)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return err_set(e, "read probe: pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return err_set(e, "read probe: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        double v = -1.0;
+        struct errbuf ce;
+        if (read_bandwidth_probe(bytes, n_threads, passes, &v, &ce) < 0)
+            v = -1.0;
+        ssize_t w = write(fd[1], &v, sizeof v);
+        _exit(w == (ssize_t)sizeof v ? 0 : 1);
+    }
+    close(fd[1]);
+    double v = -1.0;
+    ssize_t got = read(fd[0], &v, sizeof v);
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (got != (ssize_t)sizeof v || v <= 0)
+        return err_set(e, "read probe failed (child status %d)", st);
+    *gbps = v;
+    return 0;
+}

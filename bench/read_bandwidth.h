@@ -1,0 +1,20 @@
+/* A STREAM-like read probe: how many bytes per second this machine's threads can pull
+ * from memory (not cache). The roofline every decode figure is compared against. */
+#ifndef BITNET_READ_BANDWIDTH_H
+#define BITNET_READ_BANDWIDTH_H
+
+#include <stddef.h>
+
+#include "model/errbuf.h"
+
+/* Reads a buffer of `bytes` (rounded to whole pages; use several times the last-level
+ * cache) with n_threads pinned threads, `passes` times; returns the median GB/s
+ * (1e9 bytes per second) through *gbps. */
+int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e);
+
+/* The same in a child process, so the probe's buffer never counts in the caller's peak
+ * resident memory. */
+int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,
+                                  struct errbuf *e);
+
+#endif

@@ -1,0 +1,219 @@
+/* bitnetctl bench --model FILE: prompt and decode speed, load time, memory, and the
+ * ratio of decode's weight traffic to the machine's measured read bandwidth. */
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "bench/read_bandwidth.h"
+#include "ctl/args.h"
+#include "ctl/commands.h"
+#include "ctl/session.h"
+#include "kernels/cpu_features.h"
+#include "model/sample.h"
+
+struct bench_opts {
+    const char *model;
+    long prompt_tokens, gen_tokens, repeat, depth;
+    bool json;
+    struct session_opts so;
+};
+
+struct bench_run {
+    double load_s, prompt_tps, gen_tps, ttft_s;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Bytes decode must read per token apart from the KV cache: every ternary matrix and
+ * the output projection in the form the forward pass uses. */
+static double weight_bytes_per_token(const struct bitnet_model *m)
+{
+    double head = m->output_q8.q
+                      ? (double)m->output_q8.rows * (m->output_q8.cols + 2 * sizeof(float))
+                      : (double)m->output.rows * m->output.row_bytes;
+    return (double)bitnet_model_ternary_bytes(m) + head;
+}
+
+static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *r,
+                   double *bytes_per_token, char *kernel, size_t kernel_cap)
+{
+    struct session s;
+    int n_ctx = (int)(o->depth + o->prompt_tokens + o->gen_tokens + 1);
+    if (session_open(&s, o->model, &o->so, n_ctx) < 0)
+        return -1;
+    r->load_s = s.load_seconds;
+    *bytes_per_token = weight_bytes_per_token(&s.model);
+    snprintf(kernel, kernel_cap, "%s", kops.name);
+    /* random ordinary tokens: speed does not depend on which */
+    size_t n_pre = (size_t)(o->depth + o->prompt_tokens);
+    int32_t *toks = malloc((n_pre + 1) * sizeof *toks);
+    if (!toks) {
+        session_close(&s);
+        return -1;
+    }
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n_pre; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        toks[i] = (int32_t)(x % 128000);
+    }
+    int rc = 0;
+    if (o->depth > 0 && !session_feed(&s, toks, (size_t)o->depth, 0))
+        rc = -1;
+    double t0 = now_seconds();
+    const float *logits = rc == 0 ? session_feed(&s, toks + o->depth, (size_t)o->prompt_tokens,
+                                                 (int)o->depth)
+                                  : NULL;
+    double t_prompt = now_seconds() - t0;
+    if (!logits)
+        rc = -1;
+    int32_t next = rc == 0 ? argmax_f32(logits, s.model.hp.n_vocab) : 0;
+    r->ttft_s = now_seconds() - t0;
+    r->prompt_tps = (double)o->prompt_tokens / t_prompt;
+    int pos = (int)n_pre;
+    double t1 = now_seconds();
+    for (long i = 0; rc == 0 && i < o->gen_tokens; i++) {
+        logits = session_feed(&s, &next, 1, pos++);
+        if (!logits)
+            rc = -1;
+        else
+            next = argmax_f32(logits, s.model.hp.n_vocab);
+    }
+    r->gen_tps = (double)o->gen_tokens / (now_seconds() - t1);
+    free(toks);
+    session_close(&s);
+    return rc;
+}
+
+static int parse_bench(int argc, char **argv, struct bench_opts *o)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},      {"prompt-tokens", required_argument, 0, 'p'},
+        {"gen-tokens", required_argument, 0, 'g'}, {"repeat", required_argument, 0, 'r'},
+        {"depth", required_argument, 0, 'd'},      {"json", no_argument, 0, 'j'},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->prompt_tokens = 512;
+    o->gen_tokens = 128;
+    o->repeat = 3;
+    session_opts_default(&o->so);
+    int c, r;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if ((r = session_opts_parse(&o->so, c, optarg)) != 0) {
+            if (r < 0)
+                return -1;
+            continue;
+        }
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'p': if (arg_int("--prompt-tokens", optarg, 1, 1 << 20, &o->prompt_tokens) < 0) return -1; break;
+        case 'g': if (arg_int("--gen-tokens", optarg, 1, 1 << 20, &o->gen_tokens) < 0) return -1; break;
+        case 'r': if (arg_int("--repeat", optarg, 1, 1000, &o->repeat) < 0) return -1; break;
+        case 'd': if (arg_int("--depth", optarg, 0, 1 << 20, &o->depth) < 0) return -1; break;
+        case 'j': o->json = true; break;
+        default: return -1;
+        }
+    }
+    if (!o->model || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] "
+                        "[--threads N] [--repeat R] [--depth D] [--lm-head f16|q8] [--json]\n");
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    struct bench_opts o;
+    if (parse_bench(argc, argv, &o) < 0)
+        return 2;
+    int threads = o.so.threads > 0 ? o.so.threads : cpus_available();
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    struct errbuf e = {{0}};
+    double read_gbps;
+    if (!o.json)
+        fprintf(stderr, "bench: measuring read bandwidth with %d threads...\n", threads);
+    if (read_bandwidth_probe_isolated((size_t)2 << 30, threads, 7, &read_gbps, &e) < 0) {
+        fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
+        return 1;
+    }
+    int n = (int)o.repeat;
+    double *load = calloc((size_t)n, sizeof(double)), *pp = calloc((size_t)n, sizeof(double));
+    double *tg = calloc((size_t)n, sizeof(double)), *ttft = calloc((size_t)n, sizeof(double));
+    double bytes_per_token = 0;
+    char kernel[32] = "";
+    int rc = load && pp && tg && ttft ? 0 : 1;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        struct bench_run r;
+        if (one_run(&o, (uint64_t)i + 1, &r, &bytes_per_token, kernel, sizeof kernel) < 0) {
+            rc = 1;
+            break;
+        }
+        load[i] = r.load_s, pp[i] = r.prompt_tps, tg[i] = r.gen_tps, ttft[i] = r.ttft_s;
+        if (!o.json)
+            fprintf(stderr, "run %d/%d: load %.2fs, prompt %.1f tok/s, generated %.2f tok/s\n", i + 1,
+                    n, r.load_s, r.prompt_tps, r.gen_tps);
+    }
+    if (rc == 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double peak_rss = (double)ru.ru_maxrss * 1024.0;
+        double gen = median(tg, n), prompt = median(pp, n);
+        double ratio = gen * bytes_per_token / (read_gbps * 1e9);
+        if (o.json) {
+            json_object *j = json_object_new_object();
+            json_object_object_add(j, "model", json_object_new_string(o.model));
+            json_object_object_add(j, "cpu", json_object_new_string(f.brand));
+            json_object_object_add(j, "kernel", json_object_new_string(kernel));
+            json_object_object_add(j, "threads", json_object_new_int(threads));
+            json_object_object_add(j, "lm_head", json_object_new_string(o.so.lm_head_q8 ? "q8" : "native"));
+            json_object_object_add(j, "prompt_tokens", json_object_new_int((int)o.prompt_tokens));
+            json_object_object_add(j, "gen_tokens", json_object_new_int((int)o.gen_tokens));
+            json_object_object_add(j, "depth", json_object_new_int((int)o.depth));
+            json_object_object_add(j, "repeat", json_object_new_int(n));
+            json_object_object_add(j, "prompt_tps", json_object_new_double(prompt));
+            json_object_object_add(j, "generated_tps", json_object_new_double(gen));
+            json_object_object_add(j, "ttft_s", json_object_new_double(median(ttft, n)));
+            json_object_object_add(j, "load_s", json_object_new_double(median(load, n)));
+            json_object_object_add(j, "peak_rss_bytes", json_object_new_int64((int64_t)peak_rss));
+            json_object_object_add(j, "read_gbps", json_object_new_double(read_gbps));
+            json_object_object_add(j, "weight_bytes_per_token", json_object_new_int64((int64_t)bytes_per_token));
+            json_object_object_add(j, "roofline_ratio", json_object_new_double(ratio));
+            puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+            json_object_put(j);
+        } else {
+            printf("model            %s\n", o.model);
+            printf("cpu / kernel     %s / %s, %d threads, lm-head %s\n", f.brand, kernel, threads,
+                   o.so.lm_head_q8 ? "q8" : "native");
+            printf("prompt           %.1f tok/s (%ld tokens, depth %ld)\n", prompt, o.prompt_tokens, o.depth);
+            printf("generated        %.2f tok/s (%ld tokens)\n", gen, o.gen_tokens);
+            printf("time to first    %.3f s\n", median(ttft, n));
+            printf("load             %.3f s\n", median(load, n));
+            printf("peak RSS         %.0f MiB\n", peak_rss / 1048576.0);
+            printf("read bandwidth   %.1f GB/s\n", read_gbps);
+            printf("roofline ratio   %.3f (%.2f GB of weights per token -> %.1f tok/s bound)\n",
+                   ratio, bytes_per_token / 1e9, read_gbps * 1e9 / bytes_per_token);
+            printf("(medians of %d runs)\n", n);
+        }
+    }
+    free(load);
+    free(pp);
+    free(tg);
+    free(ttft);
+    return rc;
+}
