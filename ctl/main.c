@@ -22,7 +22,8 @@ static void usage(FILE *out)
           "  bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] [--repeat R]\n"
           "        [--depth D] [--json]\n"
           "Every in-process command also takes --threads N, --batch N (positions per forward\n"
-          "call) and --lm-head f16|q8 (int8 copy of the output projection, made at load).\n"
+          "call), --lm-head f16|q8 (int8 copy of the output projection, made at load) and\n"
+          "--kv-type f32|f16 (KV cache element; f32 by default).\n"
           "\n"
           "Environment: BITNET_KERNEL=scalar|avx2|avx512|amx|auto chooses the compute kernels.\n",
           out);

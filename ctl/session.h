@@ -17,16 +17,19 @@ struct session_opts {
     int threads;      /* 0: every CPU this process may use */
     int n_batch;      /* positions per forward call when feeding a prompt */
     bool lm_head_q8;  /* int8 copy of the output projection */
+    bool kv_f16;      /* KV cache in F16 */
 };
 
 /* Long options every in-process command accepts; splice into an option table. */
 #define SESSION_OPT_THREADS 1001
 #define SESSION_OPT_BATCH 1002
 #define SESSION_OPT_LM_HEAD 1003
+#define SESSION_OPT_KV_TYPE 1004
 #define SESSION_LONG_OPTS                                        \
     {"threads", required_argument, 0, SESSION_OPT_THREADS},      \
     {"batch", required_argument, 0, SESSION_OPT_BATCH},          \
-    {"lm-head", required_argument, 0, SESSION_OPT_LM_HEAD}
+    {"lm-head", required_argument, 0, SESSION_OPT_LM_HEAD},      \
+    {"kv-type", required_argument, 0, SESSION_OPT_KV_TYPE}
 
 void session_opts_default(struct session_opts *o);
 /* Handles one of the SESSION_LONG_OPTS; returns 1 if c was one (0 if not, -1 on a bad

@@ -61,6 +61,17 @@ struct kernel_ops {
      * once and used for every token. */
     void (*i2s_gemm)(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                      int r0, int r1, int32_t *out, size_t ldo);
+    /* One attention head over n cached positions (row p of K at k + p * stride
+     * elements, likewise V): out[0..d) = softmax(q . K^T * scale) V. scratch holds n
+     * floats. One entry per cache element type. */
+    void (*attn_head_f32)(const float *q, int d, const float *k, const float *v, size_t stride,
+                          int n, float scale, float *scratch, float *out);
+    void (*attn_head_f16)(const float *q, int d, const uint16_t *k, const uint16_t *v,
+                          size_t stride, int n, float scale, float *scratch, float *out);
+    /* Rows [r0, r1) of a dense matrix to int8 with one scale per row (absmax / 127,
+     * round half to even) and each row's sum of q. */
+    void (*dense_rows_to_q8)(const struct dense_matrix *m, int r0, int r1, int8_t *q,
+                             float *scale, int32_t *row_sum);
 };
 
 extern struct kernel_ops kops;

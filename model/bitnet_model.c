@@ -233,27 +233,9 @@ struct q8_build {
 static void q8_build_task(void *ctx, int ith, int nth)
 {
     const struct q8_build *b = ctx;
-    int cols = b->src->cols, lo, hi;
-    float *row = malloc((size_t)cols * sizeof *row);
-    if (!row)
-        return; /* scale stays NaN: the caller notices */
+    int lo, hi;
     split_range(b->src->rows, 256, ith, nth, &lo, &hi);
-    for (int r = lo; r < hi; r++) {
-        dense_row_to_f32(b->src, r, row);
-        float amax = 0.0f;
-        for (int c = 0; c < cols; c++)
-            amax = fmaxf(amax, fabsf(row[c]));
-        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-        int8_t *q = b->q + (size_t)r * cols;
-        int32_t sum = 0;
-        for (int c = 0; c < cols; c++) {
-            q[c] = (int8_t)lrintf(row[c] * inv);
-            sum += q[c];
-        }
-        b->scale[r] = d;
-        b->row_sum[r] = sum;
-    }
-    free(row);
+    kops.dense_rows_to_q8(b->src, lo, hi, b->q, b->scale, b->row_sum);
 }
 
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e)
@@ -266,14 +248,7 @@ int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, 
         return err_set(e, "out of memory for the int8 output head (%zu MiB)", q_bytes >> 20);
     struct q8_build b = {.src = src, .q = (int8_t *)mem, .scale = (float *)(mem + q_bytes),
                          .row_sum = (int32_t *)(mem + q_bytes + s_bytes)};
-    for (size_t r = 0; r < rows; r++)
-        b.scale[r] = NAN;
     threadpool_run(pool, q8_build_task, &b);
-    for (size_t r = 0; r < rows; r++)
-        if (isnan(b.scale[r])) {
-            free(mem);
-            return err_set(e, "out of memory while building the int8 output head");
-        }
     free(m->output_q8_mem);
     m->output_q8_mem = mem;
     m->output_q8 = (struct q8_matrix){.rows = (int)rows, .cols = (int)cols, .q = b.q,

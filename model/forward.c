@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/f16.h"
 #include "kernels/kernels.h"
 #include "model/ggml_types.h"
 
@@ -43,8 +44,10 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->rope_cos = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->rope_sin = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->att = calloc((size_t)s->nth * cfg->n_ctx, sizeof(float));
-    s->key_cache = calloc(cache, sizeof(float));
-    s->value_cache = calloc(cache, sizeof(float));
+    size_t elem = cfg->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    s->kv_f16 = cfg->kv_f16;
+    s->key_cache = calloc(cache, elem);
+    s->value_cache = calloc(cache, elem);
     s->logits = calloc(hp->n_vocab, sizeof(float));
     s->head_xq = calloc(embd, 1);
     s->head_acc = calloc(hp->n_vocab, sizeof(int32_t));
@@ -53,7 +56,7 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
         !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc) {
         forward_state_free(s);
         return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", cfg->n_ctx,
-                       cache * 2 * sizeof(float) >> 20);
+                       cache * 2 * elem >> 20);
     }
     return 0;
 }
@@ -166,21 +169,6 @@ static void rope(float *vec, int n_heads, int head_dim, const float *cos_t, cons
     }
 }
 
-static void softmax(float *x, int n)
-{
-    float max = x[0];
-    for (int i = 1; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++)
-        x[i] *= inv;
-}
-
 void forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
                    int n)
 {
@@ -218,31 +206,25 @@ static void attention_task(void *ctx, int ith, int nth)
     int hd = (int)hp->head_dim, n_head = (int)hp->n_head;
     int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
     int group = (int)(hp->n_head / hp->n_head_kv);
-    const float *kc = s->key_cache + (size_t)job->il * s->n_ctx * kv_dim;
-    const float *vc = s->value_cache + (size_t)job->il * s->n_ctx * kv_dim;
+    size_t layer_off = (size_t)job->il * s->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * s->n_ctx;
     int lo, hi;
     split_range(job->n * n_head, 1, ith, nth, &lo, &hi);
     for (int item = lo; item < hi; item++) {
-        int t = item / n_head, h = item % n_head, pos = job->pos0 + t, kvh = h / group;
+        int t = item / n_head, h = item % n_head, kvh = h / group;
         const float *q = s->q + (size_t)t * hp->n_embd + h * hd;
-        for (int p = 0; p <= pos; p++) {
-            const float *k = kc + (size_t)p * kv_dim + kvh * hd;
-            float dot = 0.0f;
-            for (int i = 0; i < hd; i++)
-                dot += q[i] * k[i];
-            att[p] = dot * scale;
-        }
-        softmax(att, pos + 1);
         float *o = s->attn_out + (size_t)t * hp->n_embd + h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p <= pos; p++) {
-            const float *v = vc + (size_t)p * kv_dim + kvh * hd;
-            float a = att[p];
-            for (int i = 0; i < hd; i++)
-                o[i] += a * v[i];
-        }
+        size_t off = layer_off + (size_t)kvh * hd;
+        int n_pos = job->pos0 + t + 1;
+        if (s->kv_f16)
+            kops.attn_head_f16(q, hd, (const uint16_t *)s->key_cache + off,
+                               (const uint16_t *)s->value_cache + off, (size_t)kv_dim, n_pos,
+                               scale, att, o);
+        else
+            kops.attn_head_f32(q, hd, (const float *)s->key_cache + off,
+                               (const float *)s->value_cache + off, (size_t)kv_dim, n_pos, scale,
+                               att, o);
     }
 }
 
@@ -263,8 +245,16 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
         rope(s->q + (size_t)t * embd, (int)hp->n_head, hd, c, sn);
         rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
         size_t off = ((size_t)il * s->n_ctx + (size_t)(pos0 + t)) * kv_dim;
-        memcpy(s->key_cache + off, s->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-        memcpy(s->value_cache + off, s->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
+        if (s->kv_f16) {
+            for (int i = 0; i < kv_dim; i++) {
+                ((uint16_t *)s->key_cache)[off + i] = f32_to_f16(kt[i]);
+                ((uint16_t *)s->value_cache)[off + i] = f32_to_f16(vt[i]);
+            }
+        } else {
+            memcpy((float *)s->key_cache + off, kt, (size_t)kv_dim * sizeof(float));
+            memcpy((float *)s->value_cache + off, vt, (size_t)kv_dim * sizeof(float));
+        }
     }
     struct attention_job aj = {.hp = hp, .s = s, .il = il, .pos0 = pos0, .n = n};
     threadpool_run(s->pool, attention_task, &aj);

@@ -5,6 +5,7 @@
 #ifndef BITNET_FORWARD_H
 #define BITNET_FORWARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kernels/threadpool.h"
@@ -15,6 +16,7 @@ struct forward_config {
     int n_ctx;                /* positions the KV cache holds */
     int n_batch;              /* most positions one forward_batch call takes */
     struct threadpool *pool;  /* borrowed; NULL runs on the caller alone */
+    bool kv_f16;              /* KV cache in F16 (half the bytes) instead of F32 */
 };
 
 struct forward_state {
@@ -31,8 +33,9 @@ struct forward_state {
     float *hb, *hb2; /* FFN gate and up [n_ff] */
     float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
     float *att;      /* attention scores, [nth][n_ctx] */
-    float *key_cache;   /* [n_layer][n_ctx][kv_dim] */
-    float *value_cache;
+    bool kv_f16;
+    void *key_cache;   /* [n_layer][n_ctx][kv_dim] of float, or of F16 when kv_f16 */
+    void *value_cache;
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden state for a q8 output head */
     int32_t *head_acc; /* its integer row sums [n_vocab] */
