@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/ggml_types.h"
 
@@ -230,12 +232,29 @@ struct q8_build {
     int32_t *row_sum;
 };
 
+/* Drops the pages wholly inside [p, p + len) from this process: they are clean pages
+ * of a read-only file mapping, so a later access simply maps them again from the page
+ * cache. Keeps the source of a converted copy from counting twice in resident memory. */
+static void release_pages(const uint8_t *p, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + len) & ~(page - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 static void q8_build_task(void *ctx, int ith, int nth)
 {
     const struct q8_build *b = ctx;
     int lo, hi;
     split_range(b->src->rows, 256, ith, nth, &lo, &hi);
-    kops.dense_rows_to_q8(b->src, lo, hi, b->q, b->scale, b->row_sum);
+    /* in chunks, so the F16 source never sits in memory beside the whole int8 copy */
+    for (int r = lo; r < hi; r += 1024) {
+        int r1 = r + 1024 < hi ? r + 1024 : hi;
+        kops.dense_rows_to_q8(b->src, r, r1, b->q, b->scale, b->row_sum);
+        release_pages(b->src->data + (size_t)r * b->src->row_bytes,
+                      (size_t)(r1 - r) * b->src->row_bytes);
+    }
 }
 
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e)

@@ -82,14 +82,35 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
 }
 
 /* xb[t] = rmsnorm(in[t]) * weight, then quantized to xq[t] with scale xscale[t]. */
+struct norm_job {
+    struct forward_state *s;
+    const float *in, *weight;
+    int dim, n;
+    float eps;
+};
+
+static void norm_task(void *ctx, int ith, int nth)
+{
+    const struct norm_job *j = ctx;
+    int lo, hi;
+    split_range(j->n, 1, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        float *xb = j->s->xb + (size_t)t * j->dim;
+        rmsnorm(xb, j->in + (size_t)t * j->dim, j->weight, j->dim, j->eps);
+        j->s->xscale[t] = quantize_act_i8(xb, j->dim, j->s->xq + (size_t)t * j->dim);
+    }
+}
+
+/* A prompt's positions are normed in parallel; a single decode position is not worth
+ * waking the pool for. */
 static void norm_and_quantize(struct forward_state *s, const float *in, const float *weight,
                               int dim, int n, float eps)
 {
-    for (int t = 0; t < n; t++) {
-        float *xb = s->xb + (size_t)t * dim;
-        rmsnorm(xb, in + (size_t)t * dim, weight, dim, eps);
-        s->xscale[t] = quantize_act_i8(xb, dim, s->xq + (size_t)t * dim);
-    }
+    struct norm_job j = {.s = s, .in = in, .weight = weight, .dim = dim, .n = n, .eps = eps};
+    if (n == 1)
+        norm_task(&j, 0, 1);
+    else
+        threadpool_run(s->pool, norm_task, &j);
 }
 
 /* Up to three matrices that read the same quantized input, run in one pool call so the
