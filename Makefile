@@ -17,6 +17,7 @@ override CFLAGS += -DBITNET_DEFAULT_TOKENIZER='"$(TOKENIZER_JSON)"'
 # decides whether they are ever called, so the build needs no such CPU.
 $(B)/obj/kernels/%_avx2.o:   override CFLAGS += -mavx2 -mfma -mf16c
 $(B)/obj/kernels/%_avx512.o: override CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mf16c -mfma -mavx2
+$(B)/obj/kernels/%_amx.o:    override CFLAGS += -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mf16c -mfma -mavx2
 
 LIB_SRC  := $(wildcard model/*.c) $(wildcard kernels/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
