@@ -32,6 +32,8 @@ struct threadpool {
     int cpus[CPU_SETSIZE];
     int n_cpus;
     bool pin;
+    cpu_set_t caller_affinity; /* restored on free: the caller is pinned while the pool lives */
+    bool caller_saved;
 };
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
@@ -112,11 +114,12 @@ struct threadpool *threadpool_new(int n_threads, bool pin, struct errbuf *e)
     }
     p->n = n_threads;
     p->pin = pin;
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
+    if (pthread_getaffinity_np(pthread_self(), sizeof p->caller_affinity, &p->caller_affinity) == 0) {
+        p->caller_saved = true;
         for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
+            if (CPU_ISSET(c, &p->caller_affinity))
                 p->cpus[p->n_cpus++] = c;
+    }
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
     if (!p->workers) {
         free(p);
@@ -147,6 +150,8 @@ void threadpool_free(struct threadpool *p)
     futex_wake_all(&p->generation);
     for (int i = 1; i < p->n; i++)
         pthread_join(p->workers[i].thread, NULL);
+    if (p->pin && p->caller_saved)
+        pthread_setaffinity_np(pthread_self(), sizeof p->caller_affinity, &p->caller_affinity);
     free(p->workers);
     free(p);
 }
