@@ -1,0 +1,306 @@
+#include "proto/zap.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define ZAP_MAX_FRAMES 8 /* CURVE requests have 7; more than that is not RFC 27 */
+
+struct zap {
+    void *rep;
+    void *ctl_main;   /* zap_close's end of the stop signal */
+    void *ctl_thread; /* the thread's end */
+    pthread_t thread;
+    int threaded;
+    /* keys and stats are read by the serving thread and changed by zap_reload / read by
+     * zap_get_stats from the owner's thread */
+    pthread_mutex_t lock;
+    uint8_t (*keys)[32];
+    size_t n_keys;
+    struct zap_stats stats;
+};
+
+static int load_keys(const char *path, uint8_t (**out)[32], size_t *n_out, struct errbuf *e)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return err_set(e, "%s: %s", path, strerror(errno));
+    uint8_t(*keys)[32] = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    unsigned lineno = 0;
+    int rc = 0;
+    while (getline(&line, &line_cap, fp) >= 0) {
+        lineno++;
+        const char *p = line + strspn(line, " \t\r\n");
+        if (!*p || *p == '#')
+            continue;
+        size_t len = strcspn(p, " \t\r\n");
+        char z85[41];
+        uint8_t key[32];
+        if (len != 40) {
+            rc = err_set(e, "%s:%u: not a Z85 CURVE public key (%zu characters, want 40)", path,
+                         lineno, len);
+            break;
+        }
+        memcpy(z85, p, 40);
+        z85[40] = 0;
+        if (!zmq_z85_decode(key, z85)) {
+            rc = err_set(e, "%s:%u: not a Z85 CURVE public key", path, lineno);
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            void *nk = realloc(keys, ncap * sizeof *keys);
+            if (!nk) {
+                rc = err_set(e, "%s: out of memory", path);
+                break;
+            }
+            keys = nk;
+            cap = ncap;
+        }
+        memcpy(keys[n++], key, 32);
+    }
+    if (!rc && ferror(fp))
+        rc = err_set(e, "%s: read error", path);
+    free(line);
+    fclose(fp);
+    if (rc) {
+        free(keys);
+        return -1;
+    }
+    *out = keys;
+    *n_out = n;
+    return 0;
+}
+
+void *zap_socket(struct zap *z)
+{
+    return z->rep;
+}
+
+static int frame_is(zmq_msg_t *m, const char *s)
+{
+    size_t n = strlen(s);
+    return zmq_msg_size(m) == n && memcmp(zmq_msg_data(m), s, n) == 0;
+}
+
+/* Decides one request; fills status code, text and User-Id. */
+static void decide(struct zap *z, zmq_msg_t *f, int nf, int overflow, const char **status,
+                   const char **text, char *user, size_t user_cap)
+{
+    user[0] = 0;
+    /* frames: version, request id, domain, address, routing id, mechanism, credentials */
+    if (overflow || nf < 6 || !frame_is(&f[0], "1.0")) {
+        pthread_mutex_lock(&z->lock);
+        z->stats.bad_requests++;
+        pthread_mutex_unlock(&z->lock);
+        *status = "500";
+        *text = "malformed ZAP request";
+        return;
+    }
+    int allowed = 0;
+    if (frame_is(&f[5], "NULL")) {
+        allowed = 1;
+        *text = "NULL mechanism";
+    } else if (frame_is(&f[5], "CURVE") && nf == 7 && zmq_msg_size(&f[6]) == 32) {
+        const uint8_t *key = zmq_msg_data(&f[6]);
+        pthread_mutex_lock(&z->lock);
+        for (size_t i = 0; i < z->n_keys && !allowed; i++)
+            allowed = memcmp(z->keys[i], key, 32) == 0;
+        pthread_mutex_unlock(&z->lock);
+        if (allowed && user_cap >= 41)
+            zmq_z85_encode(user, key, 32);
+        *text = allowed ? "key listed" : "client key not listed";
+    } else {
+        *text = "mechanism not allowed";
+    }
+    pthread_mutex_lock(&z->lock);
+    if (allowed)
+        z->stats.allowed++;
+    else
+        z->stats.refused++;
+    pthread_mutex_unlock(&z->lock);
+    *status = allowed ? "200" : "400";
+}
+
+static int reply(struct zap *z, zmq_msg_t *f, int nf, int overflow, struct errbuf *e)
+{
+    const char *status, *text;
+    char user[48];
+    decide(z, f, nf, overflow, &status, &text, user, sizeof user);
+    const void *req_id = nf >= 2 ? zmq_msg_data(&f[1]) : "";
+    size_t req_len = nf >= 2 ? zmq_msg_size(&f[1]) : 0;
+    if (zmq_send(z->rep, "1.0", 3, ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->rep, req_id, req_len, ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->rep, status, 3, ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->rep, text, strlen(text), ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->rep, user, strlen(user), ZMQ_SNDMORE) < 0 ||
+        zmq_send(z->rep, "", 0, 0) < 0) /* metadata: none */
+        return err_set(e, "zap: reply: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+int zap_serve(struct zap *z, struct errbuf *e)
+{
+    for (;;) {
+        zmq_msg_t f[ZAP_MAX_FRAMES];
+        int nf = 0, more = 1, rc = 0, overflow = 0;
+        while (more) {
+            zmq_msg_t scratch, *m = nf < ZAP_MAX_FRAMES ? &f[nf] : &scratch;
+            zmq_msg_init(m);
+            /* the rest of a request arrives with its first frame, so nothing here waits */
+            if (zmq_msg_recv(m, z->rep, ZMQ_DONTWAIT) < 0) {
+                int err = zmq_errno();
+                zmq_msg_close(m);
+                if (nf == 0 && (err == EAGAIN || err == EINTR))
+                    return 0;
+                rc = err_set(e, "zap: receive: %s", zmq_strerror(err));
+                break;
+            }
+            more = zmq_msg_more(m);
+            if (m == &scratch) {
+                zmq_msg_close(m);
+                overflow = 1;
+            } else
+                nf++;
+        }
+        if (!rc)
+            rc = reply(z, f, nf, overflow, e);
+        for (int i = 0; i < nf; i++)
+            zmq_msg_close(&f[i]);
+        if (rc)
+            return -1;
+    }
+}
+
+static void *serve_thread(void *arg)
+{
+    struct zap *z = arg;
+    zmq_pollitem_t items[2] = {{z->rep, 0, ZMQ_POLLIN, 0}, {z->ctl_thread, 0, ZMQ_POLLIN, 0}};
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break; /* ETERM: the context is going away */
+        }
+        if (items[1].revents)
+            break;
+        struct errbuf e;
+        if ((items[0].revents & ZMQ_POLLIN) && zap_serve(z, &e)) {
+            /* a handler that stopped answering stalls every CURVE handshake: keep the reason
+             * where the owner's status reporting (zap_get_stats) will find it */
+            pthread_mutex_lock(&z->lock);
+            z->stats.failed = 1;
+            z->stats.error = e;
+            pthread_mutex_unlock(&z->lock);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void *new_socket(void *ctx, int type)
+{
+    void *s = zmq_socket(ctx, type);
+    if (s) {
+        int zero = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    }
+    return s;
+}
+
+struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e)
+{
+    struct zap *z = calloc(1, sizeof *z);
+    if (!z) {
+        err_set(e, "zap: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&z->lock, NULL);
+    if (load_keys(keys_path, &z->keys, &z->n_keys, e)) {
+        err_prefix(e, "zap");
+        zap_close(z);
+        return NULL;
+    }
+    z->rep = new_socket(ctx, ZMQ_REP);
+    if (!z->rep || zmq_bind(z->rep, ZAP_ENDPOINT) != 0) {
+        err_set(e, "zap: bind %s: %s", ZAP_ENDPOINT, zmq_strerror(zmq_errno()));
+        zap_close(z);
+        return NULL;
+    }
+    return z;
+}
+
+struct zap *zap_start(void *ctx, const char *keys_path, struct errbuf *e)
+{
+    struct zap *z = zap_open(ctx, keys_path, e);
+    if (!z)
+        return NULL;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://bitnet-zap-ctl-%p", (void *)z);
+    z->ctl_main = new_socket(ctx, ZMQ_PAIR);
+    z->ctl_thread = new_socket(ctx, ZMQ_PAIR);
+    if (!z->ctl_main || !z->ctl_thread || zmq_bind(z->ctl_main, ep) != 0 ||
+        zmq_connect(z->ctl_thread, ep) != 0) {
+        err_set(e, "zap: control socket: %s", zmq_strerror(zmq_errno()));
+        zap_close(z);
+        return NULL;
+    }
+    /* the sockets move to the thread; pthread_create is the memory barrier ZeroMQ asks for */
+    int rc = pthread_create(&z->thread, NULL, serve_thread, z);
+    if (rc) {
+        err_set(e, "zap: thread: %s", strerror(rc));
+        zap_close(z);
+        return NULL;
+    }
+    z->threaded = 1;
+    return z;
+}
+
+int zap_reload(struct zap *z, const char *keys_path, struct errbuf *e)
+{
+    uint8_t(*keys)[32];
+    size_t n;
+    if (load_keys(keys_path, &keys, &n, e))
+        return err_prefix(e, "zap reload");
+    pthread_mutex_lock(&z->lock);
+    void *old = z->keys;
+    z->keys = keys;
+    z->n_keys = n;
+    pthread_mutex_unlock(&z->lock);
+    free(old);
+    return 0;
+}
+
+void zap_get_stats(struct zap *z, struct zap_stats *out)
+{
+    pthread_mutex_lock(&z->lock);
+    *out = z->stats;
+    pthread_mutex_unlock(&z->lock);
+}
+
+void zap_close(struct zap *z)
+{
+    if (!z)
+        return;
+    if (z->threaded) {
+        /* if the signal cannot be sent the thread is already gone (ETERM) */
+        zmq_send(z->ctl_main, "", 0, 0);
+        pthread_join(z->thread, NULL);
+    }
+    if (z->ctl_thread)
+        zmq_close(z->ctl_thread);
+    if (z->ctl_main)
+        zmq_close(z->ctl_main);
+    if (z->rep)
+        zmq_close(z->rep);
+    pthread_mutex_destroy(&z->lock);
+    free(z->keys);
+    free(z);
+}
