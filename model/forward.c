@@ -25,7 +25,14 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
     size_t wide = (size_t)max_i((int)embd, (int)ff);
     size_t fused = (size_t)max_i((int)(embd + 2 * kv_dim), (int)(2 * ff));
-    size_t cache = (size_t)hp->n_layer * (size_t)cfg->n_ctx * kv_dim;
+    s->layer_begin = cfg->layer_begin;
+    s->layer_end = cfg->layer_end ? cfg->layer_end : hp->n_layer;
+    s->n_slots = cfg->n_slots > 0 ? cfg->n_slots : 1;
+    if (s->layer_begin >= s->layer_end || s->layer_end > hp->n_layer)
+        return err_set(e, "layer range [%u, %u) is not within the model's %u layers",
+                       s->layer_begin, s->layer_end, hp->n_layer);
+    size_t cache = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * (size_t)cfg->n_ctx *
+                   kv_dim;
     s->n_ctx = cfg->n_ctx;
     s->n_batch = cfg->n_batch;
     s->pool = cfg->pool;
@@ -51,9 +58,11 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->logits = calloc(hp->n_vocab, sizeof(float));
     s->head_xq = calloc(embd, 1);
     s->head_acc = calloc(hp->n_vocab, sizeof(int32_t));
+    s->row_slot = calloc(nb, sizeof(int));
+    s->row_pos = calloc(nb, sizeof(int));
     if (!s->x || !s->xb || !s->xq || !s->xscale || !s->acc || !s->q || !s->k || !s->v ||
         !s->attn_out || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->att ||
-        !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc) {
+        !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc || !s->row_slot || !s->row_pos) {
         forward_state_free(s);
         return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", cfg->n_ctx,
                        cache * 2 * elem >> 20);
@@ -65,7 +74,7 @@ void forward_state_free(struct forward_state *s)
 {
     void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->acc, s->q, s->k, s->v, s->attn_out,
                     s->hb, s->hb2, s->rope_cos, s->rope_sin, s->att, s->key_cache,
-                    s->value_cache, s->logits, s->head_xq, s->head_acc};
+                    s->value_cache, s->logits, s->head_xq, s->head_acc, s->row_slot, s->row_pos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -190,25 +199,44 @@ static void rope(float *vec, int n_heads, int head_dim, const float *cos_t, cons
     }
 }
 
-void forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
-                   int n)
+int forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                  int n, struct errbuf *e)
 {
+    if (n < 1 || n > s->n_batch)
+        return err_set(e, "batch of %d rows (this state takes 1..%d)", n, s->n_batch);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || (uint32_t)tokens[t] >= m->hp.n_vocab)
+            return err_set(e, "token id %d is outside the vocabulary (0..%u)", tokens[t],
+                           m->hp.n_vocab - 1);
     for (int t = 0; t < n; t++)
         dense_row_to_f32(&m->tok_embd, tokens[t], s->x + (size_t)t * m->hp.n_embd);
+    return 0;
 }
 
-void forward_begin_positions(const struct bitnet_model *m, struct forward_state *s, int pos0,
-                             int n)
+int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, const int *slots,
+                     const int *pos, int n, struct errbuf *e)
 {
+    if (n < 1 || n > s->n_batch)
+        return err_set(e, "batch of %d rows (this state takes 1..%d)", n, s->n_batch);
+    for (int t = 0; t < n; t++) {
+        if (slots[t] < 0 || slots[t] >= s->n_slots)
+            return err_set(e, "sequence slot %d out of range (0..%d)", slots[t], s->n_slots - 1);
+        if (pos[t] < 0 || pos[t] >= s->n_ctx)
+            return err_set(e, "position %d is outside the context (%d tokens)", pos[t], s->n_ctx);
+    }
+    s->n_rows = n;
+    memmove(s->row_slot, slots, (size_t)n * sizeof *slots);
+    memmove(s->row_pos, pos, (size_t)n * sizeof *pos);
     int hd = (int)m->hp.head_dim;
     for (int t = 0; t < n; t++) {
         float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
         for (int i = 0; i < hd / 2; i++) {
-            double theta = (pos0 + t) * pow((double)m->hp.rope_base, -2.0 * i / hd);
+            double theta = pos[t] * pow((double)m->hp.rope_base, -2.0 * i / hd);
             c[i] = (float)cos(theta);
             sn[i] = (float)sin(theta);
         }
     }
+    return 0;
 }
 
 /* Causal attention of every (position, head) pair of the batch over the cache. */
@@ -216,7 +244,6 @@ struct attention_job {
     const struct bitnet_hparams *hp;
     struct forward_state *s;
     uint32_t il;
-    int pos0, n;
 };
 
 static void attention_task(void *ctx, int ith, int nth)
@@ -227,17 +254,19 @@ static void attention_task(void *ctx, int ith, int nth)
     int hd = (int)hp->head_dim, n_head = (int)hp->n_head;
     int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
     int group = (int)(hp->n_head / hp->n_head_kv);
-    size_t layer_off = (size_t)job->il * s->n_ctx * kv_dim;
+    uint32_t n_local = s->layer_end - s->layer_begin;
     float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * s->n_ctx;
     int lo, hi;
-    split_range(job->n * n_head, 1, ith, nth, &lo, &hi);
+    split_range(s->n_rows * n_head, 1, ith, nth, &lo, &hi);
     for (int item = lo; item < hi; item++) {
         int t = item / n_head, h = item % n_head, kvh = h / group;
         const float *q = s->q + (size_t)t * hp->n_embd + h * hd;
         float *o = s->attn_out + (size_t)t * hp->n_embd + h * hd;
+        size_t layer_off = ((size_t)s->row_slot[t] * n_local + (job->il - s->layer_begin)) *
+                           (size_t)s->n_ctx * kv_dim;
         size_t off = layer_off + (size_t)kvh * hd;
-        int n_pos = job->pos0 + t + 1;
+        int n_pos = s->row_pos[t] + 1;
         if (s->kv_f16)
             kops.attn_head_f16(q, hd, (const uint16_t *)s->key_cache + off,
                                (const uint16_t *)s->value_cache + off, (size_t)kv_dim, n_pos,
@@ -249,9 +278,9 @@ static void attention_task(void *ctx, int ith, int nth)
     }
 }
 
-void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos0,
-                   int n)
+void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il)
 {
+    int n = s->n_rows;
     const struct bitnet_hparams *hp = &m->hp;
     const struct bitnet_layer *L = &m->layers[il];
     int embd = (int)hp->n_embd, ff = (int)hp->n_ff, hd = (int)hp->head_dim;
@@ -265,7 +294,8 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
         const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
         rope(s->q + (size_t)t * embd, (int)hp->n_head, hd, c, sn);
         rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
-        size_t off = ((size_t)il * s->n_ctx + (size_t)(pos0 + t)) * kv_dim;
+        size_t off = (((size_t)s->row_slot[t] * (s->layer_end - s->layer_begin) +
+                       (il - s->layer_begin)) * (size_t)s->n_ctx + (size_t)s->row_pos[t]) * kv_dim;
         const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
         if (s->kv_f16) {
             for (int i = 0; i < kv_dim; i++) {
@@ -277,7 +307,7 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
             memcpy((float *)s->value_cache + off, vt, (size_t)kv_dim * sizeof(float));
         }
     }
-    struct attention_job aj = {.hp = hp, .s = s, .il = il, .pos0 = pos0, .n = n};
+    struct attention_job aj = {.hp = hp, .s = s, .il = il};
     threadpool_run(s->pool, attention_task, &aj);
     norm_and_quantize(s, s->attn_out, L->attn_sub_norm, embd, n, eps);
     bitlinear(s, n, &L->wo, s->attn_out, NULL, NULL, NULL, NULL);
@@ -338,17 +368,19 @@ int forward_batch(const struct bitnet_model *m, struct forward_state *s, const i
 {
     if (n < 1 || n > s->n_batch)
         return err_set(e, "batch of %d positions (this state takes 1..%d)", n, s->n_batch);
-    for (int t = 0; t < n; t++)
-        if (tokens[t] < 0 || (uint32_t)tokens[t] >= m->hp.n_vocab)
-            return err_set(e, "token id %d is outside the vocabulary (0..%u)", tokens[t],
-                           m->hp.n_vocab - 1);
     if (pos0 < 0 || pos0 + n > s->n_ctx)
         return err_set(e, "positions %d..%d are outside the context (%d tokens)", pos0,
                        pos0 + n - 1, s->n_ctx);
-    forward_embed(m, s, tokens, n);
-    forward_begin_positions(m, s, pos0, n);
-    for (uint32_t il = 0; il < m->hp.n_layer; il++)
-        forward_layer(m, s, il, pos0, n);
+    for (int t = 0; t < n; t++) {
+        s->row_slot[t] = 0;
+        s->row_pos[t] = pos0 + t;
+    }
+    /* the tables are copied in place; forward_set_rows validates and builds RoPE */
+    if (forward_set_rows(m, s, s->row_slot, s->row_pos, n, e) < 0 ||
+        forward_embed(m, s, tokens, n, e) < 0)
+        return -1;
+    for (uint32_t il = s->layer_begin; il < s->layer_end; il++)
+        forward_layer(m, s, il);
     return 0;
 }
 

@@ -1,7 +1,8 @@
-/* The forward pass of spec section 4 over a KV cache, for a batch of consecutive
- * positions of one sequence (a prompt) or a single token (decode). It is split into
- * embedding, one layer, and output so that a worker can run a range of layers. Matrix
- * products run on a thread pool through the kernel table. */
+/* The forward pass of spec section 4 over KV caches, for a batch of rows: each row is
+ * one position of one sequence (a slot), so a prompt is many rows of one slot and a
+ * decode step of several streams is one row per slot (continuous batching). It is split
+ * into embedding, one layer, and output so that a worker can run a range of layers.
+ * Matrix products run on a thread pool through the kernel table. */
 #ifndef BITNET_FORWARD_H
 #define BITNET_FORWARD_H
 
@@ -17,11 +18,18 @@ struct forward_config {
     int n_batch;              /* most positions one forward_batch call takes */
     struct threadpool *pool;  /* borrowed; NULL runs on the caller alone */
     bool kv_f16;              /* KV cache in F16 (half the bytes) instead of F32 */
+    int n_slots;              /* sequences with a KV cache here (0 means 1) */
+    uint32_t layer_begin;     /* the layers this state runs and caches: [begin, end); */
+    uint32_t layer_end;       /* end 0 means every layer */
 };
 
 struct forward_state {
-    int n_ctx, n_batch, nth;
+    int n_ctx, n_batch, nth, n_slots;
+    uint32_t layer_begin, layer_end;
     struct threadpool *pool;
+    int n_rows;      /* rows set by forward_set_rows */
+    int *row_slot;   /* [n_batch] */
+    int *row_pos;    /* [n_batch] */
     /* [n_batch][...] rows, one per position of the batch */
     float *x;        /* residual stream [n_embd] */
     float *xb;       /* normed input of a bitlinear [max(n_embd, n_ff)] */
@@ -34,7 +42,7 @@ struct forward_state {
     float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
     float *att;      /* attention scores, [nth][n_ctx] */
     bool kv_f16;
-    void *key_cache;   /* [n_layer][n_ctx][kv_dim] of float, or of F16 when kv_f16 */
+    void *key_cache;   /* [slot][layer - begin][n_ctx][kv_dim] of float, or F16 when kv_f16 */
     void *value_cache;
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden state for a q8 output head */
@@ -45,21 +53,23 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
                        const struct forward_config *cfg, struct errbuf *e);
 void forward_state_free(struct forward_state *s);
 
-/* Rows x[0..n) = embeddings of tokens. */
-void forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
-                   int n);
-/* Per-position tables (RoPE angles) for positions pos0..pos0+n-1; call before the
- * layers of a batch. */
-void forward_begin_positions(const struct bitnet_model *m, struct forward_state *s, int pos0,
-                             int n);
-/* Runs layer il on rows x[0..n), at positions pos0..pos0+n-1, writing their K and V. */
-void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il, int pos0,
-                   int n);
+/* Declares the batch: row t is position pos[t] of slot slots[t]. Rows of one slot must
+ * come in increasing positions, and the slot's cache must hold every earlier position.
+ * Prepares the per-row RoPE tables. -1 and e filled when a slot, position or the row
+ * count is out of range. */
+int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, const int *slots,
+                     const int *pos, int n, struct errbuf *e);
+/* Rows x[0..n) = embeddings of tokens (the first stage's input). */
+int forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
+                  int n, struct errbuf *e);
+/* Runs layer il (within the state's range) on the rows set, writing their K and V. */
+void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il);
 /* s->logits = output projection of the final-normed row x[t]. */
 void forward_output(const struct bitnet_model *m, struct forward_state *s, int t);
 
-/* Embedding and every layer for tokens[0..n) at positions pos0.., without the output
- * projection. -1 and e filled if a token, the batch size or a position is out of range. */
+/* Embedding and every layer for tokens[0..n) at positions pos0.. of slot 0, without the
+ * output projection. -1 and e filled if a token, the batch size or a position is out of
+ * range. */
 int forward_batch(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
                   int n, int pos0, struct errbuf *e);
 
