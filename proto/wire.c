@@ -279,6 +279,13 @@ int wire_validate(const Bitnet__Envelope *env, struct errbuf *e)
                 return err_set(e, "workers_reply: worker %zu has unknown state %d", i,
                                (int)env->workers_reply->workers[i]->state);
         return 0;
+    case BITNET__ENVELOPE__BODY_EVAL_REPLY: {
+        const Bitnet__EvalReply *r = env->eval_reply;
+        if ((uint64_t)r->n_positions * r->n_vocab * sizeof(float) != r->logits.len)
+            return err_set(e, "eval_reply: %zu bytes of logits for %u x %u", r->logits.len,
+                           r->n_positions, r->n_vocab);
+        return 0;
+    }
     case BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY:
         if (!enum_known(&bitnet__daemon_state__descriptor, (int)env->daemon_status_reply->state))
             return err_set(e, "daemon_status_reply: state %d unknown",

@@ -66,6 +66,8 @@ struct samples {
     Bitnet__PlacementRequest placement_request;
     Bitnet__PlacementReply placement_reply;
     Bitnet__DaemonStatusReply daemon_status;
+    Bitnet__EvalRequest eval_request;
+    Bitnet__EvalReply eval_reply;
     Bitnet__Envelope env[40];
     size_t n;
 };
@@ -376,6 +378,18 @@ static void make_samples(struct samples *s)
     s->daemon_status.oversized_rejected = 7;
     s->daemon_status.wrong_version_rejected = 8;
     add(s, BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY, &s->daemon_status);
+
+    bitnet__eval_request__init(&s->eval_request);
+    s->eval_request.n_token_ids = 3;
+    s->eval_request.token_ids = s->chunk_ids;
+    add(s, BITNET__ENVELOPE__BODY_EVAL_REQUEST, &s->eval_request);
+
+    bitnet__eval_reply__init(&s->eval_reply);
+    s->eval_reply.n_positions = 2;
+    s->eval_reply.n_vocab = N_VOCAB;
+    s->eval_reply.logits.data = s->logits_bytes;
+    s->eval_reply.logits.len = sizeof s->logits_bytes;
+    add(s, BITNET__ENVELOPE__BODY_EVAL_REPLY, &s->eval_reply);
 }
 
 /* The sample envelope whose body is `body`. */
@@ -434,7 +448,7 @@ static void test_every_body_covered(const struct samples *s)
             found |= s->env[j].body_case == (Bitnet__Envelope__BodyCase)d->fields[i].id;
         CHECK(found, "body %s has no sample", d->fields[i].name);
     }
-    CHECK(bodies == 22, "%d bodies", bodies);
+    CHECK(bodies == 24, "%d bodies", bodies);
     CHECK(!strcmp(wire_body_name(BITNET__ENVELOPE__BODY_FORWARD), "forward"), "name");
     CHECK(!strcmp(wire_body_name(BITNET__ENVELOPE__BODY__NOT_SET), "none"), "name");
     CHECK(!strcmp(wire_body_name((Bitnet__Envelope__BodyCase)1), "none"), "version is no body");
