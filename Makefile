@@ -4,7 +4,7 @@ B       := build
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih
+PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih libcrypto
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I. -I$(B)/gen \
                    -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnuma -lm -lpthread
@@ -88,7 +88,7 @@ bench-kernels: $(B)/bench/bench_kernels
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev libzmq3-dev libprotobuf-c-dev \
-            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev hwloc
+            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
