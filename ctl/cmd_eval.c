@@ -14,9 +14,10 @@ int cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ids", required_argument, 0, 'i'},
-        {"logits-out", required_argument, 0, 'o'}, SESSION_LONG_OPTS, {0, 0, 0, 0},
+        {"logits-out", required_argument, 0, 'o'}, {"run-dir", required_argument, 0, 'D'},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
-    const char *model = NULL, *ids_arg = NULL, *out = NULL;
+    const char *model = NULL, *ids_arg = NULL, *out = NULL, *run_dir = NULL;
     struct session_opts so;
     session_opts_default(&so);
     int c, r;
@@ -31,17 +32,23 @@ int cmd_eval(int argc, char **argv)
         case 'm': model = optarg; break;
         case 'i': ids_arg = optarg; break;
         case 'o': out = optarg; break;
+        case 'D': run_dir = optarg; break;
         default: return 2;
         }
     }
-    if (!model || !ids_arg || !out || optind != argc) {
-        fprintf(stderr, "usage: bitnetctl eval --model FILE --ids 1,2,3 --logits-out OUT\n");
+    if (!ids_arg || !out || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl eval [--model FILE | --run-dir DIR] --ids 1,2,3 --logits-out OUT\n");
         return 2;
     }
     int32_t *ids;
     size_t n;
     if (arg_ids("--ids", ids_arg, &ids, &n) < 0)
         return 2;
+    if (!model) {
+        int rc = daemon_eval(run_dir, ids, n, out);
+        free(ids);
+        return rc;
+    }
     struct session s;
     if (session_open(&s, model, &so, (int)n) < 0) {
         free(ids);

@@ -12,7 +12,7 @@
 #include "model/sample.h"
 
 struct generate_opts {
-    const char *model, *prompt, *chat, *system;
+    const char *model, *prompt, *chat, *system, *run_dir;
     long n_predict, n_ctx;
     bool ids_out, seed_given;
     struct sampler_params sp;
@@ -29,7 +29,7 @@ static int parse_generate(int argc, char **argv, struct generate_opts *o)
         {"top-p", required_argument, 0, 'P'},   {"min-p", required_argument, 0, 'M'},
         {"repeat-penalty", required_argument, 0, 'r'}, {"repeat-last-n", required_argument, 0, 'R'},
         {"ids", no_argument, 0, 'i'},           {"ctx", required_argument, 0, 'C'},
-        SESSION_LONG_OPTS, {0, 0, 0, 0},
+        {"run-dir", required_argument, 0, 'D'}, SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
@@ -59,11 +59,12 @@ static int parse_generate(int argc, char **argv, struct generate_opts *o)
         case 'r': if (arg_float("--repeat-penalty", optarg, 0.01f, 100, &o->sp.repeat_penalty) < 0) return -1; break;
         case 'R': if (arg_int("--repeat-last-n", optarg, 0, 1 << 16, &v) < 0) return -1; o->sp.repeat_last_n = (int)v; break;
         case 'i': o->ids_out = true; break;
+        case 'D': o->run_dir = optarg; break;
         default: return -1;
         }
     }
-    if (!o->model || !!o->prompt == !!o->chat || optind != argc) {
-        fprintf(stderr, "usage: bitnetctl generate --model FILE (--prompt S | --chat S) [-n N] "
+    if (!!o->prompt == !!o->chat || optind != argc) {
+        fprintf(stderr, "usage: bitnetctl generate [--model FILE | --run-dir DIR] (--prompt S | --chat S) [-n N] "
                         "[--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] "
                         "[--repeat-penalty R] [--ids] [--ctx N]\n");
         return -1;
@@ -105,6 +106,12 @@ int cmd_generate(int argc, char **argv)
     struct generate_opts o;
     if (parse_generate(argc, argv, &o) < 0)
         return 2;
+    if (!o.model) {
+        struct daemon_generate_args a = {.run_dir = o.run_dir, .prompt = o.prompt, .chat = o.chat,
+                                         .system = o.system, .n_predict = (int)o.n_predict,
+                                         .sp = o.sp, .ids_out = o.ids_out, .timeout_ms = 60000};
+        return daemon_generate(&a);
+    }
     struct session s;
     if (session_open(&s, o.model, &o.so, 0) < 0)
         return 1;

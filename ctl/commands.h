@@ -3,6 +3,12 @@
 #ifndef BITNET_CTL_COMMANDS_H
 #define BITNET_CTL_COMMANDS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/sample.h"
+
 int cmd_model_synth(int argc, char **argv);
 int cmd_model_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -11,5 +17,24 @@ int cmd_eval(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+
+/* Talking to a running bitnetd (ctl/cmd_daemon.c). */
+int cmd_status(int argc, char **argv);
+int cmd_workers(int argc, char **argv);
+int cmd_placement(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_drain(int argc, char **argv);
+int cmd_shutdown(int argc, char **argv);
+
+struct daemon_generate_args {
+    const char *run_dir;
+    const char *prompt, *chat, *system;
+    int n_predict;
+    struct sampler_params sp;
+    bool ids_out;
+    int timeout_ms;   /* give up after this long without output */
+};
+int daemon_generate(const struct daemon_generate_args *a);
+int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *out);
 
 #endif

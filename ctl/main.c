@@ -21,6 +21,13 @@ static void usage(FILE *out)
           "           [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ids] [--ctx N]\n"
           "  bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] [--repeat R]\n"
           "        [--depth D] [--json]\n"
+          "\n"
+          "Commands for a running bitnetd (all take --run-dir DIR; status, workers and\n"
+          "placement take --json):\n"
+          "  status | workers | placement | cancel ID | drain | shutdown\n"
+          "  generate (--prompt S | --chat S) [...]   as above, without --model\n"
+          "  eval --ids 1,2,3 --logits-out OUT         as above, without --model\n"
+          "\n"
           "Every in-process command also takes --threads N, --batch N (positions per forward\n"
           "call), --lm-head f16|q8 (int8 copy of the output projection, made at load) and\n"
           "--kv-type f32|f16 (KV cache element; f32 by default).\n"
@@ -57,6 +64,16 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } daemon_cmds[] = {
+        {"status", cmd_status}, {"workers", cmd_workers}, {"placement", cmd_placement},
+        {"cancel", cmd_cancel}, {"drain", cmd_drain},     {"shutdown", cmd_shutdown},
+    };
+    for (size_t i = 0; i < sizeof daemon_cmds / sizeof daemon_cmds[0]; i++)
+        if (strcmp(cmd, daemon_cmds[i].name) == 0)
+            return daemon_cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "bitnetctl: unknown command '%s' (try bitnetctl --help)\n", cmd);
     return 2;
 }
