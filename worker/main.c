@@ -1,0 +1,170 @@
+/* bitnet-worker: one stage of the bitnetd pipeline (docs/runtime.md). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+#include "worker/worker.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bitnet-worker --id ID --control ENDPOINT --data ENDPOINT\n"
+            "                     [--max-bytes N] [--heartbeat-ms MS]\n"
+            "\n"
+            "  --id ID            worker id (the daemon's name for this stage, e.g. w1)\n"
+            "  --control ENDPOINT the daemon's worker-control socket, e.g. ipc:///run/bitnetd/workers.sock\n"
+            "  --data ENDPOINT    where to bind this worker's Forward socket, e.g.\n"
+            "                     ipc:///run/bitnetd/w1.data or tcp://*:5601\n"
+            "  --max-bytes N      largest message accepted or sent (default %zu)\n"
+            "  --heartbeat-ms MS  heartbeat interval (default 200)\n",
+            WIRE_DEFAULT_MAX_BYTES);
+}
+
+static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
+                     unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The id is a ZeroMQ routing id and a log prefix: printable, no spaces, 1..255 bytes. */
+static int valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 255)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] <= ' ' || id[i] > '~')
+            return 0;
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, struct worker_opts *o)
+{
+    static const struct option longs[] = {
+        {"id", required_argument, NULL, 'i'},
+        {"control", required_argument, NULL, 'c'},
+        {"data", required_argument, NULL, 'd'},
+        {"max-bytes", required_argument, NULL, 'm'},
+        {"heartbeat-ms", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    unsigned long long v;
+    o->max_bytes = WIRE_DEFAULT_MAX_BYTES;
+    o->heartbeat_ms = 200;
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, "", longs, NULL);
+        if (c == -1)
+            break;
+        switch (c) {
+        case 'i':
+            o->id = optarg;
+            break;
+        case 'c':
+            o->control = optarg;
+            break;
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'm':
+            if (parse_u64(optarg, 4096, (unsigned long long)1 << 40, &v) < 0) {
+                fprintf(stderr, "bitnet-worker: --max-bytes '%s': expected a byte count from "
+                                "4096 to 2^40\n", optarg);
+                return 2;
+            }
+            o->max_bytes = (size_t)v;
+            break;
+        case 'b':
+            if (parse_u64(optarg, 1, 60000, &v) < 0) {
+                fprintf(stderr, "bitnet-worker: --heartbeat-ms '%s': expected 1..60000\n",
+                        optarg);
+                return 2;
+            }
+            o->heartbeat_ms = (int)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            if (optopt)
+                fprintf(stderr, "bitnet-worker: option --%s needs a value\n",
+                        argv[optind - 1] + (argv[optind - 1][1] == '-' ? 2 : 1));
+            else
+                fprintf(stderr, "bitnet-worker: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "bitnet-worker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    const char *missing = !o->id ? "--id" : !o->control ? "--control" : !o->data ? "--data" : NULL;
+    if (missing) {
+        fprintf(stderr, "bitnet-worker: %s is required\n", missing);
+        usage(stderr);
+        return 2;
+    }
+    if (!valid_id(o->id)) {
+        fprintf(stderr, "bitnet-worker: --id '%s': 1 to 255 printable characters without "
+                        "spaces\n", o->id);
+        return 2;
+    }
+    return 0;
+}
+
+/* SIGTERM and SIGINT arrive through a file descriptor the poll loop watches. They are
+ * blocked before any thread exists (ZeroMQ's, the pool's), so no thread takes them
+ * asynchronously. */
+static int signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+        return -1;
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int main(int argc, char **argv)
+{
+    struct worker w;
+    memset(&w, 0, sizeof w);
+    int rc = parse_args(argc, argv, &w.opts);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    w.sigfd = signal_fd();
+    if (w.sigfd < 0) {
+        fprintf(stderr, "%s: signalfd: %s\n", w.opts.id, strerror(errno));
+        return 1;
+    }
+    kernels_init();
+    struct errbuf e;
+    if (worker_open(&w, &e) < 0) {
+        worker_log(w.opts.id, "%s", e.msg);
+        worker_close(&w);
+        close(w.sigfd);
+        return 1;
+    }
+    rc = worker_run(&w);
+    worker_close(&w);
+    close(w.sigfd);
+    worker_log(w.opts.id, "stopped");
+    return rc;
+}

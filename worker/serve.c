@@ -1,0 +1,374 @@
+/* The worker's sockets and its poll loop: the control DEALER (plus a monitor of its
+ * connection), the data PULL, the signal fd, and the heartbeat and Hello timers. All
+ * sending happens on this one thread, from the loop: a worker stuck in compute must
+ * look dead to the daemon (docs/runtime.md, Heartbeats and faults). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "worker/worker.h"
+
+#define MONITOR_ENDPOINT "inproc://control-monitor"
+/* Control messages handled per loop turn before timers get another look. */
+#define CONTROL_BURST 64
+/* Frames queued per data socket: a pipeline has one step in flight, so a short queue
+ * bounds the memory a flood of large frames can pin. */
+#define DATA_HWM 16
+
+uint64_t worker_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t worker_now_ms(void)
+{
+    return worker_now_us() / 1000u;
+}
+
+static int zerr(struct errbuf *e, const char *what, const char *endpoint)
+{
+    return err_set(e, "%s %s: %s", what, endpoint, zmq_strerror(zmq_errno()));
+}
+
+static int set_int(void *sock, int opt, int v)
+{
+    return zmq_setsockopt(sock, opt, &v, sizeof v);
+}
+
+/* Caps what a peer can make us buffer before wire_decode's own limit even sees it. */
+static int set_max_msg(void *sock, size_t max_bytes)
+{
+    int64_t v = (int64_t)max_bytes * 2;
+    return zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &v, sizeof v);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Opening */
+
+static int open_control(struct worker *w, struct errbuf *e)
+{
+    w->control = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (!w->control)
+        return zerr(e, "control socket for", w->opts.control);
+    /* IMMEDIATE: while the daemon is away, sends fail at once instead of queueing stale
+     * heartbeats for whoever binds the endpoint next */
+    if (zmq_setsockopt(w->control, ZMQ_ROUTING_ID, w->opts.id, strlen(w->opts.id)) ||
+        set_int(w->control, ZMQ_IMMEDIATE, 1) || set_int(w->control, ZMQ_LINGER, 0) ||
+        set_int(w->control, ZMQ_RECONNECT_IVL, 100) ||
+        set_int(w->control, ZMQ_RECONNECT_IVL_MAX, 2000) || set_max_msg(w->control, w->opts.max_bytes))
+        return zerr(e, "control socket options for", w->opts.control);
+    /* the monitor tells when a (new) daemon is there, so Hello goes out at once and again
+     * after the daemon restarts */
+    if (zmq_socket_monitor(w->control, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED))
+        return zerr(e, "monitor of", w->opts.control);
+    w->monitor = zmq_socket(w->zctx, ZMQ_PAIR);
+    if (!w->monitor || set_int(w->monitor, ZMQ_LINGER, 0) ||
+        zmq_connect(w->monitor, MONITOR_ENDPOINT))
+        return zerr(e, "monitor of", w->opts.control);
+    if (zmq_connect(w->control, w->opts.control))
+        return zerr(e, "connect control to", w->opts.control);
+    return 0;
+}
+
+/* What a peer must connect to: the bound address, with a wildcard host replaced by ours. */
+static void announce_endpoint(struct worker *w)
+{
+    char last[sizeof w->data_endpoint];
+    size_t len = sizeof last;
+    if (zmq_getsockopt(w->data_in, ZMQ_LAST_ENDPOINT, last, &len) || len == 0) {
+        snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s", w->opts.data);
+        return;
+    }
+    last[sizeof last - 1] = 0;
+    static const char *wild[] = {"tcp://0.0.0.0:", "tcp://[::]:"};
+    for (size_t i = 0; i < sizeof wild / sizeof wild[0]; i++) {
+        size_t n = strlen(wild[i]);
+        if (strncmp(last, wild[i], n) == 0) {
+            snprintf(w->data_endpoint, sizeof w->data_endpoint, "tcp://%s:%s", w->hostname,
+                     last + n);
+            return;
+        }
+    }
+    /* ipc: the endpoint as given, so it matches what the daemon asked for byte for byte */
+    snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s",
+             strncmp(last, "ipc://", 6) == 0 ? w->opts.data : last);
+}
+
+static int open_data(struct worker *w, struct errbuf *e)
+{
+    w->data_in = zmq_socket(w->zctx, ZMQ_PULL);
+    if (!w->data_in)
+        return zerr(e, "data socket for", w->opts.data);
+    if (set_int(w->data_in, ZMQ_LINGER, 0) || set_int(w->data_in, ZMQ_RCVHWM, DATA_HWM) ||
+        set_max_msg(w->data_in, w->opts.max_bytes))
+        return zerr(e, "data socket options for", w->opts.data);
+    if (strncmp(w->opts.data, "ipc://", 6) == 0) {
+        const char *path = w->opts.data + 6;
+        if (strlen(path) >= sizeof w->ipc_path)
+            return err_set(e, "data endpoint %s: path too long", w->opts.data);
+        /* a file left by a crashed predecessor would make bind fail or, worse, succeed
+         * on a socket nobody serves */
+        if (unlink(path) != 0 && errno != ENOENT)
+            return err_set(e, "removing stale %s: %s", path, strerror(errno));
+        if (zmq_bind(w->data_in, w->opts.data))
+            return zerr(e, "bind data", w->opts.data);
+        snprintf(w->ipc_path, sizeof w->ipc_path, "%s", path);
+    } else if (zmq_bind(w->data_in, w->opts.data)) {
+        return zerr(e, "bind data", w->opts.data);
+    }
+    announce_endpoint(w);
+    return 0;
+}
+
+int worker_open(struct worker *w, struct errbuf *e)
+{
+    wire_rx_init(&w->control_rx, w->opts.max_bytes);
+    wire_rx_init(&w->data_rx, w->opts.max_bytes);
+    w->started_ms = worker_now_ms();
+    w->next_request_id = 1;
+    if (gethostname(w->hostname, sizeof w->hostname) != 0)
+        snprintf(w->hostname, sizeof w->hostname, "localhost");
+    w->hostname[sizeof w->hostname - 1] = 0;
+    if (shard_origin_capture(&w->origin, e) < 0)
+        return -1;
+    w->zctx = zmq_ctx_new();
+    if (!w->zctx)
+        return err_set(e, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    if (open_data(w, e) < 0 || open_control(w, e) < 0)
+        return -1;
+    return 0;
+}
+
+int worker_connect_next(struct worker *w, const char *endpoint, const char *server_key,
+                        struct errbuf *e)
+{
+    worker_disconnect_next(w);
+    w->data_out = zmq_socket(w->zctx, ZMQ_PUSH);
+    if (!w->data_out)
+        return zerr(e, "socket for next stage", endpoint);
+    if (set_int(w->data_out, ZMQ_LINGER, 0) || set_int(w->data_out, ZMQ_SNDHWM, DATA_HWM))
+        return zerr(e, "options of next stage", endpoint);
+    if (server_key && *server_key) {
+        /* no client key is configured for workers (docs/runtime.md says nothing of one),
+         * so this is an ephemeral key: encryption and server authentication, but a peer
+         * with a ZAP allow-list will refuse it */
+        char pub[41], sec[41];
+        if (zmq_curve_keypair(pub, sec) || zmq_setsockopt(w->data_out, ZMQ_CURVE_SERVERKEY,
+                                                          server_key, 40) ||
+            zmq_setsockopt(w->data_out, ZMQ_CURVE_PUBLICKEY, pub, 40) ||
+            zmq_setsockopt(w->data_out, ZMQ_CURVE_SECRETKEY, sec, 40))
+            return zerr(e, "CURVE for next stage", endpoint);
+    }
+    if (zmq_connect(w->data_out, endpoint))
+        return zerr(e, "connect to next stage", endpoint);
+    return 0;
+}
+
+void worker_disconnect_next(struct worker *w)
+{
+    if (w->data_out)
+        zmq_close(w->data_out);
+    w->data_out = NULL;
+}
+
+void worker_close(struct worker *w)
+{
+    shard_unload(&w->shard, &w->origin, w->opts.id);
+    worker_disconnect_next(w);
+    if (w->control)
+        zmq_socket_monitor(w->control, NULL, 0);
+    if (w->monitor)
+        zmq_close(w->monitor);
+    if (w->control)
+        zmq_close(w->control);
+    if (w->data_in)
+        zmq_close(w->data_in);
+    if (w->zctx)
+        zmq_ctx_term(w->zctx);
+    /* libzmq leaves the file behind; the next worker of this id would find it stale */
+    if (w->ipc_path[0])
+        unlink(w->ipc_path);
+    shard_origin_free(&w->origin);
+    w->control = w->monitor = w->data_in = w->zctx = NULL;
+    w->ipc_path[0] = 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Loop */
+
+static void on_monitor(struct worker *w)
+{
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, w->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&event, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) {
+            zmq_msg_init(&addr);
+            zmq_msg_recv(&addr, w->monitor, ZMQ_DONTWAIT);
+            zmq_msg_close(&addr);
+        }
+        /* the first Hello may have raced ahead of this event and been accepted already;
+         * only a connection after a loss needs a new one */
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            worker_log(w->opts.id, "connected to %s", w->opts.control);
+            if (!w->hello_accepted)
+                w->next_hello_ms = worker_now_ms();
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            worker_log(w->opts.id, "lost %s; reconnecting", w->opts.control);
+            w->hello_accepted = false;
+            /* the next handshake sends it at once; the timer is the fallback */
+            w->next_hello_ms = worker_now_ms() + WORKER_HELLO_RETRY_MS;
+        }
+    }
+}
+
+static void on_signal(struct worker *w)
+{
+    struct signalfd_siginfo si;
+    if (read(w->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        worker_log(w->opts.id, "stopping on %s", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        w->stop = true;
+        w->exit_code = 0;
+    }
+}
+
+/* A socket failure (not a bad message) ends the worker: nothing more can arrive. */
+static void fatal(struct worker *w, const char *what, const struct errbuf *e)
+{
+    worker_log(w->opts.id, "%s: %s", what, e->msg);
+    w->stop = true;
+    w->exit_code = 1;
+}
+
+static void on_control(struct worker *w)
+{
+    for (int i = 0; i < CONTROL_BURST && !w->stop; i++) {
+        Bitnet__Envelope *env = NULL;
+        struct errbuf e;
+        int rc = wire_recv(w->control, &w->control_rx, &env, 0, &e);
+        if (rc == WIRE_AGAIN)
+            return;
+        if (rc == WIRE_OK) {
+            control_handle(w, env);
+            wire_free(env);
+        } else if (wire_rc_is_reject(rc)) {
+            if (log_limit_pass(&w->control_noise))
+                worker_log(w->opts.id, "control: rejected a message: %s", e.msg);
+            struct errbuf se;
+            wire_send_error(w->control, NULL, 0, wire_rc_error_code(rc), e.msg, 0, &se);
+        } else {
+            fatal(w, "control socket", &e);
+        }
+    }
+}
+
+/* One step per turn, so heartbeats and control messages get their turn in between. */
+static void on_data(struct worker *w)
+{
+    Bitnet__Envelope *env = NULL;
+    struct errbuf e;
+    int rc = wire_recv(w->data_in, &w->data_rx, &env, 0, &e);
+    uint64_t t_recv = worker_now_us();
+    if (rc == WIRE_AGAIN)
+        return;
+    if (rc == WIRE_OK && env->body_case == BITNET__ENVELOPE__BODY_FORWARD) {
+        stage_forward(w, env->forward, t_recv);
+        wire_free(env);
+        worker_heartbeat(w);
+        w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
+        return;
+    }
+    if (rc == WIRE_OK) {
+        /* well-formed, but nothing but Forward belongs on the data socket (it is the one
+         * other hosts may reach): as good as malformed here */
+        w->data_rx.counts.accepted--;
+        w->data_rx.counts.malformed++;
+        if (log_limit_pass(&w->data_noise))
+            worker_log(w->opts.id, "data: rejected a %s message (only forward belongs here)",
+                       wire_body_name(env->body_case));
+        wire_free(env);
+    } else if (wire_rc_is_reject(rc)) {
+        if (log_limit_pass(&w->data_noise))
+            worker_log(w->opts.id, "data: rejected a message: %s", e.msg);
+    } else {
+        fatal(w, "data socket", &e);
+    }
+}
+
+static void on_timers(struct worker *w)
+{
+    uint64_t now = worker_now_ms();
+    if (w->next_hello_ms && now >= w->next_hello_ms) {
+        control_send_hello(w);
+        w->next_hello_ms = now + WORKER_HELLO_RETRY_MS;
+    }
+    if (now >= w->next_heartbeat_ms) {
+        worker_heartbeat(w);
+        /* after a long stall, resume the rhythm rather than sending a burst */
+        w->next_heartbeat_ms += (uint64_t)w->opts.heartbeat_ms;
+        if (w->next_heartbeat_ms <= now)
+            w->next_heartbeat_ms = now + (uint64_t)w->opts.heartbeat_ms;
+    }
+}
+
+static long poll_timeout(const struct worker *w)
+{
+    uint64_t now = worker_now_ms(), next = w->next_heartbeat_ms;
+    if (w->next_hello_ms && w->next_hello_ms < next)
+        next = w->next_hello_ms;
+    return next > now ? (long)(next - now) : 0;
+}
+
+int worker_run(struct worker *w)
+{
+    worker_log(w->opts.id, "pid %d, data %s, control %s", (int)getpid(), w->data_endpoint,
+               w->opts.control);
+    w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
+    /* also covered by the monitor; this is for a handshake that happened before it was
+     * listening */
+    w->next_hello_ms = worker_now_ms();
+    while (!w->stop) {
+        on_timers(w);
+        zmq_pollitem_t items[] = {
+            {NULL, w->sigfd, ZMQ_POLLIN, 0},
+            {w->monitor, 0, ZMQ_POLLIN, 0},
+            {w->control, 0, ZMQ_POLLIN, 0},
+            {w->data_in, 0, ZMQ_POLLIN, 0},
+        };
+        int n = zmq_poll(items, 4, poll_timeout(w));
+        if (n < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            struct errbuf e;
+            err_set(&e, "%s", zmq_strerror(zmq_errno()));
+            fatal(w, "poll", &e);
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            on_signal(w);
+        if (!w->stop && (items[1].revents & ZMQ_POLLIN))
+            on_monitor(w);
+        if (!w->stop && (items[2].revents & ZMQ_POLLIN))
+            on_control(w);
+        if (!w->stop && (items[3].revents & ZMQ_POLLIN))
+            on_data(w);
+    }
+    return w->exit_code;
+}
