@@ -1,0 +1,262 @@
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "daemon/placement.h"
+#include "proto/bitnet.pb-c.h"
+
+/* One table describes every setting, so that a flag and its INI key can never parse
+ * differently. */
+enum opt_kind { OPT_STR, OPT_INT, OPT_WORKERS, OPT_KV_TYPE, OPT_ACT_TYPE, OPT_BOOL };
+
+struct opt {
+    const char *name; /* flag name; the INI key is the same with '_' for '-' */
+    enum opt_kind kind;
+    size_t off;
+    long min, max;
+    bool flag_only;   /* --config itself, --help */
+};
+
+#define OFF(f) offsetof(struct daemon_config, f)
+static const struct opt opts[] = {
+    {"model", OPT_STR, OFF(model), 0, 0, false},
+    {"config", OPT_STR, OFF(config_file), 0, 0, true},
+    {"workers", OPT_WORKERS, OFF(workers), 1, PLACEMENT_MAX_WORKERS, false},
+    {"layer-map", OPT_STR, OFF(layer_map), 0, 0, false},
+    {"threads-per-worker", OPT_INT, OFF(threads_per_worker), 1, 1024, false},
+    {"run-dir", OPT_STR, OFF(run_dir), 0, 0, false},
+    {"max-sequences", OPT_INT, OFF(max_sequences), 1, 256, false},
+    {"ctx", OPT_INT, OFF(ctx), 1, 1 << 20, false},
+    {"kv-type", OPT_KV_TYPE, OFF(kv_f16), 0, 0, false},
+    {"act-type", OPT_ACT_TYPE, OFF(act_type), 0, 0, false},
+    {"prefill-chunk", OPT_INT, OFF(prefill_chunk), 1, 512, false},
+    {"worker-bin", OPT_STR, OFF(worker_bin), 0, 0, false},
+    {"topology", OPT_STR, OFF(topology), 0, 0, false},
+    {"heartbeat-timeout", OPT_INT, OFF(heartbeat_timeout_ms), 200, 3600 * 1000, false},
+    {"foreground", OPT_BOOL, OFF(foreground), 0, 0, false},
+    {"help", OPT_BOOL, 0, 0, 0, true},
+};
+#undef OFF
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+void config_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: bitnetd --model FILE [options]\n"
+            "  --config FILE            INI file, section [daemon], keys as below with '_'\n"
+            "  --workers N|auto         pipeline stages (auto: one per NUMA node)\n"
+            "  --layer-map 0-14,15-29   layer range of each worker\n"
+            "  --threads-per-worker N   (default: every CPU of the worker's share)\n"
+            "  --run-dir DIR            sockets (default $XDG_RUNTIME_DIR/bitnetd or\n"
+            "                           /tmp/bitnetd-$UID)\n"
+            "  --max-sequences N        jobs running at once (8)\n"
+            "  --ctx N                  positions per sequence (2048, at most the model's)\n"
+            "  --kv-type f32|f16        KV cache element type (f32)\n"
+            "  --act-type f32|bf16|f16  hidden states between workers (f32: exact)\n"
+            "  --prefill-chunk N        prompt rows per step (64)\n"
+            "  --worker-bin PATH        (default: bitnet-worker beside bitnetd)\n"
+            "  --topology SRC           synthetic:<hwloc synthetic> or xml:<file>\n"
+            "  --heartbeat-timeout MS   a silent worker is dead after this (1500)\n"
+            "  --foreground             accepted; bitnetd always stays in the foreground\n");
+}
+
+static int opt_index(const char *name)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strcmp(opts[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void set_defaults(struct daemon_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->max_sequences = 8;
+    c->ctx = 2048;
+    c->act_type = BITNET__ELEM_TYPE__ELEM_TYPE_F32;
+    c->prefill_chunk = 64;
+    c->heartbeat_timeout_ms = 1500;
+    c->foreground = true;
+}
+
+/* Parses one value into its field. `who` names it in errors ("--ctx" or "f.ini:3: ctx"). */
+static int set_opt(struct daemon_config *c, const struct opt *o, const char *val,
+                   const char *who, struct errbuf *e)
+{
+    void *field = (char *)c + o->off;
+    switch (o->kind) {
+    case OPT_STR: {
+        if (!*val)
+            return err_set(e, "%s: empty value", who);
+        char *copy = strdup(val);
+        if (!copy)
+            return err_set(e, "%s: out of memory", who);
+        free(*(char **)field);
+        *(char **)field = copy;
+        return 0;
+    }
+    case OPT_WORKERS:
+        if (strcasecmp(val, "auto") == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+        __attribute__((fallthrough)); /* a number */
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(val, &end, 10);
+        if (end == val || *end || errno)
+            return err_set(e, "%s: '%s' is not a number%s", who, val,
+                           o->kind == OPT_WORKERS ? " or 'auto'" : "");
+        if (v < o->min || v > o->max)
+            return err_set(e, "%s: %ld is outside %ld..%ld", who, v, o->min, o->max);
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case OPT_KV_TYPE:
+        if (strcasecmp(val, "f32") == 0)
+            *(bool *)field = false;
+        else if (strcasecmp(val, "f16") == 0)
+            *(bool *)field = true;
+        else
+            return err_set(e, "%s: '%s' is not f32 or f16", who, val);
+        return 0;
+    case OPT_ACT_TYPE:
+        if (strcasecmp(val, "f32") == 0)
+            *(int *)field = BITNET__ELEM_TYPE__ELEM_TYPE_F32;
+        else if (strcasecmp(val, "bf16") == 0)
+            *(int *)field = BITNET__ELEM_TYPE__ELEM_TYPE_BF16;
+        else if (strcasecmp(val, "f16") == 0)
+            *(int *)field = BITNET__ELEM_TYPE__ELEM_TYPE_F16;
+        else
+            return err_set(e, "%s: '%s' is not f32, bf16 or f16", who, val);
+        return 0;
+    case OPT_BOOL:
+        if (!val || strcasecmp(val, "true") == 0 || strcasecmp(val, "yes") == 0 ||
+            strcmp(val, "1") == 0)
+            *(bool *)field = true;
+        else if (strcasecmp(val, "false") == 0 || strcasecmp(val, "no") == 0 ||
+                 strcmp(val, "0") == 0)
+            *(bool *)field = false;
+        else
+            return err_set(e, "%s: '%s' is not true or false", who, val);
+        return 0;
+    }
+    return err_set(e, "%s: internal error: unknown option kind", who);
+}
+
+struct ini_ctx {
+    struct daemon_config *cfg;
+    struct errbuf *e;
+    bool failed; /* inih returns only the line; the handler leaves the reason in e */
+};
+
+static int on_ini_line(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *x = user;
+    /* other sections may belong to other programs sharing the file */
+    if (strcmp(section, "daemon") != 0)
+        return 1;
+    char flag[64];
+    size_t n = strlen(name);
+    if (n >= sizeof flag)
+        n = sizeof flag - 1;
+    for (size_t i = 0; i < n; i++)
+        flag[i] = name[i] == '_' ? '-' : name[i];
+    flag[n] = 0;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (opts[i].flag_only || strcmp(opts[i].name, flag) != 0)
+            continue;
+        char who[128];
+        snprintf(who, sizeof who, "[daemon] %.64s", name);
+        if (set_opt(x->cfg, &opts[i], value, who, x->e) < 0) {
+            x->failed = true;
+            return 0;
+        }
+        return 1;
+    }
+    err_set(x->e, "[daemon] has no setting '%.64s'", name);
+    x->failed = true;
+    return 0;
+}
+
+static int load_ini(struct daemon_config *c, const char *path, struct errbuf *e)
+{
+    struct ini_ctx x = {c, e, false};
+    int rc = ini_parse(path, on_ini_line, &x);
+    if (rc == -1)
+        return err_set(e, "%s: %s", path, strerror(errno ? errno : ENOENT));
+    if (rc == -2)
+        return err_set(e, "%s: out of memory", path);
+    if (rc != 0) {
+        if (x.failed)
+            return err_prefix(e, "%s:%d", path, rc);
+        return err_set(e, "%s:%d: not an INI line (expected [section] or key = value)", path, rc);
+    }
+    return 0;
+}
+
+int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf *e)
+{
+    set_defaults(cfg);
+    struct option lopts[N_OPTS + 1];
+    memset(lopts, 0, sizeof lopts);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        lopts[i].name = opts[i].name;
+        lopts[i].has_arg = opts[i].kind == OPT_BOOL ? no_argument : required_argument;
+        lopts[i].val = 1000 + (int)i;
+    }
+    /* pass 1 finds --config, so that flags in pass 2 override the file wherever they
+     * stand on the command line */
+    int c, idx, i_config = opt_index("config"), i_help = opt_index("help");
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lopts, &idx)) != -1) {
+        if (c == 1000 + i_config && set_opt(cfg, &opts[i_config], optarg, "--config", e) < 0)
+            return -1;
+        if (c == 1000 + i_help) {
+            config_usage(stdout);
+            return 1;
+        }
+    }
+    if (cfg->config_file && load_ini(cfg, cfg->config_file, e) < 0)
+        return -1;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lopts, &idx)) != -1) {
+        if (c == '?' || c == ':') {
+            const char *bad = argv[optind - 1];
+            if (optopt >= 1000)
+                return err_set(e, "%s needs a value", bad);
+            return err_set(e, "unknown option '%s' (see --help)", bad);
+        }
+        const struct opt *o = &opts[c - 1000];
+        if (o->flag_only)
+            continue;
+        char who[80];
+        snprintf(who, sizeof who, "--%s", o->name);
+        if (set_opt(cfg, o, o->kind == OPT_BOOL ? NULL : optarg, who, e) < 0)
+            return -1;
+    }
+    if (optind < argc)
+        return err_set(e, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (!cfg->model)
+        return err_set(e, "no model: give --model FILE (or model = FILE in [daemon] of --config)");
+    return 0;
+}
+
+void config_free(struct daemon_config *cfg)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opts[i].kind == OPT_STR) {
+            char **p = (char **)((char *)cfg + opts[i].off);
+            free(*p);
+            *p = NULL;
+        }
+}

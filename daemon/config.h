@@ -1,0 +1,37 @@
+/* bitnetd's settings: command-line flags over an optional INI file ([daemon] section,
+ * the flag names with '_' for '-'), over built-in defaults. */
+#ifndef BITNET_DAEMON_CONFIG_H
+#define BITNET_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "model/errbuf.h"
+
+struct daemon_config {
+    char *model;              /* GGUF path (required) */
+    char *config_file;        /* INI file it was read from, or NULL */
+    int workers;              /* 0: auto, one per usable NUMA node */
+    char *layer_map;          /* NULL, or "0-14,15-29" */
+    int threads_per_worker;   /* 0: every CPU of the worker's share */
+    char *run_dir;            /* NULL: proto/endpoints.h's default */
+    int max_sequences;        /* KV slots, i.e. jobs running at once */
+    int ctx;                  /* KV positions per sequence, capped at the model's */
+    bool kv_f16;
+    int act_type;             /* Bitnet__ElemType of hidden states between stages */
+    int prefill_chunk;        /* prompt rows per step */
+    char *worker_bin;         /* NULL: bitnet-worker beside this executable */
+    char *topology;           /* NULL: this machine; "synthetic:..." or "xml:..." */
+    int heartbeat_timeout_ms; /* a READY worker silent this long is dead */
+    bool foreground;          /* accepted for systemd-style unit files; always true */
+};
+
+/* Fills cfg from argv (and the file named by --config). Returns 0, 1 when --help was
+ * asked (usage printed to stdout), or -1 with e filled ("--ctx: ..." or
+ * "file:line: key: ..."). cfg must be released with config_free in every case. */
+int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf *e);
+void config_free(struct daemon_config *cfg);
+
+void config_usage(FILE *f);
+
+#endif

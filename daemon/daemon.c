@@ -1,0 +1,174 @@
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/loop.h"
+#include "daemon/plan.h"
+#include "daemon/supervisor.h"
+#include "model/vocab_gguf.h"
+
+double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+void dlog(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "bitnetd: %s\n", line);
+}
+
+static int load_model(struct daemon *d, struct errbuf *e)
+{
+    const char *path = d->cfg.model;
+    /* workers may run elsewhere in the file system's eyes (another cwd): absolute path */
+    if (!realpath(path, d->model_path))
+        return err_set(e, "%s: %s", path, strerror(errno));
+    if (bitnet_model_load(&d->model, d->model_path, e) < 0)
+        return -1;
+    d->have_model = true;
+    d->tok = tokenizer_from_gguf(&d->model.file, e);
+    if (!d->tok)
+        return err_prefix(e, "%s", path);
+    if (tokenizer_n_vocab(d->tok) != d->model.hp.n_vocab)
+        return err_set(e, "%s: tokenizer has %u tokens but the embedding has %u rows", path,
+                       tokenizer_n_vocab(d->tok), d->model.hp.n_vocab);
+    if (model_id_of_gguf(&d->model.file, d->model_sha256, e) < 0)
+        return -1;
+    d->n_ctx = d->cfg.ctx;
+    if (d->model.hp.n_ctx_train && (uint32_t)d->n_ctx > d->model.hp.n_ctx_train)
+        d->n_ctx = (int)d->model.hp.n_ctx_train;
+    return 0;
+}
+
+int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e)
+{
+    memset(d, 0, sizeof *d);
+    d->cfg = *cfg;
+    d->sig_fd = -1;
+    d->ipc.lock_fd = -1;
+    d->t_start_ms = mono_ms();
+    d->phase = PHASE_STARTING;
+    /* first: ZeroMQ's threads must inherit the blocked signals */
+    if (loop_signals_open(&d->sig_fd, e) < 0)
+        return -1;
+    if (load_model(d, e) < 0)
+        return -1;
+    d->synthetic_topology = cfg->topology != NULL;
+    if (topology_load(&d->topo, cfg->topology, e) < 0)
+        return -1;
+    if (plan_for_model(&d->model, cfg, d->n_ctx, &d->topo, &d->plan, e) < 0)
+        return err_prefix(e, "%s", cfg->model);
+    fprintf(stderr, "bitnetd: model %s (sha256 %.16s..., %u layers, ctx %d), placement%s:\n",
+            d->model_path, d->model_sha256, d->model.hp.n_layer, d->n_ctx,
+            d->synthetic_topology ? " on a described topology (workers not pinned)" : "");
+    placement_describe(&d->plan, stderr);
+    if (supervisor_resolve_bin(d, e) < 0)
+        return -1;
+    wire_rx_init(&d->ctl_rx, 0);
+    wire_rx_init(&d->workers_rx, 0);
+    wire_rx_init(&d->results_rx, 0);
+    if (ipc_open(&d->ipc, cfg->run_dir, e) < 0)
+        return -1;
+    if (workers_init(d, e) < 0 || scheduler_init(d, e) < 0)
+        return -1;
+    return workers_start_all(d, e);
+}
+
+void daemon_close(struct daemon *d)
+{
+    d->phase = PHASE_STOPPING;
+    if (d->ipc.ctl)
+        scheduler_cancel_all(d, "bitnetd is shutting down");
+    supervisor_stop_all(d, 2000);
+    const char *extra[PLACEMENT_MAX_WORKERS];
+    int n_extra = 0;
+    for (int i = 0; i < d->workers.n && n_extra < PLACEMENT_MAX_WORKERS; i++)
+        extra[n_extra++] = d->workers.w[i].data_endpoint;
+    ipc_close(&d->ipc, extra, n_extra);
+    scheduler_free(d);
+    workers_free(d);
+    placement_free(&d->plan);
+    topology_free(&d->topo);
+    tokenizer_free(d->tok);
+    d->tok = NULL;
+    if (d->have_model)
+        bitnet_model_free(&d->model);
+    d->have_model = false;
+    if (d->sig_fd >= 0)
+        close(d->sig_fd);
+    d->sig_fd = -1;
+}
+
+void daemon_stop(struct daemon *d, const char *why)
+{
+    if (d->phase == PHASE_STOPPING)
+        return;
+    dlog("stopping: %s", why);
+    d->phase = PHASE_STOPPING;
+}
+
+void daemon_pipeline_changed(struct daemon *d, bool ready)
+{
+    struct workers *ws = &d->workers;
+    if (!ready) {
+        ws->lost_at_ms = mono_ms();
+        scheduler_pipeline_lost(d);
+        return;
+    }
+    if (!ws->ever_ready) {
+        ws->ever_ready = true;
+        if (d->phase == PHASE_STARTING)
+            d->phase = PHASE_RUNNING;
+        char summary[1024];
+        plan_summary(&d->plan, summary, sizeof summary);
+        fprintf(stderr, "bitnetd: ready (%d worker%s, placement %s) in %.2f s\n", ws->n,
+                ws->n > 1 ? "s" : "", summary, (mono_ms() - d->t_start_ms) / 1e3);
+    } else {
+        dlog("pipeline ready again, %.0f ms after it broke", mono_ms() - ws->lost_at_ms);
+    }
+    scheduler_kick(d);
+}
+
+void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r)
+{
+    bitnet__daemon_status_reply__init(r);
+    if (d->phase == PHASE_STOPPING)
+        r->state = BITNET__DAEMON_STATE__DAEMON_STATE_STOPPING;
+    else if (d->clients.draining)
+        r->state = BITNET__DAEMON_STATE__DAEMON_STATE_DRAINING;
+    else if (d->phase == PHASE_STARTING)
+        r->state = BITNET__DAEMON_STATE__DAEMON_STATE_STARTING;
+    else
+        r->state = BITNET__DAEMON_STATE__DAEMON_STATE_READY;
+    r->software_version = BITNETD_VERSION;
+    r->protocol_version = BITNET_PROTOCOL_VERSION;
+    r->uptime_seconds = (mono_ms() - d->t_start_ms) / 1e3;
+    r->model_path = (char *)d->model_path;
+    r->model_sha256 = (char *)d->model_sha256;
+    r->n_workers = (uint32_t)d->workers.n;
+    r->n_workers_ready = (uint32_t)workers_n_ready(d);
+    r->jobs_running = (uint32_t)scheduler_n_running(d);
+    r->jobs_queued = (uint32_t)scheduler_n_queued(d);
+    r->jobs_done = d->sched.jobs_done;
+    r->tokens_generated = d->sched.tokens_generated;
+    const struct wire_rx *rx[] = {&d->ctl_rx, &d->workers_rx, &d->results_rx};
+    for (size_t i = 0; i < 3; i++) {
+        r->malformed_rejected += rx[i]->counts.malformed;
+        r->oversized_rejected += rx[i]->counts.oversized;
+        r->wrong_version_rejected += rx[i]->counts.wrong_version;
+    }
+}

@@ -1,0 +1,85 @@
+/* bitnetd's state, in one struct passed to every part: the model it serves, the plan,
+ * the sockets, the workers, the jobs and the clients. Like Redis's server.h, this is
+ * the map of the daemon; each part lives in its own file:
+ *
+ *   main.c        start, run, stop
+ *   config.c      flags and the INI file
+ *   plan.c        layer sizes -> placement
+ *   ipc.c         run directory, sockets, their files
+ *   loop.c        zmq_poll loop, signals, timers
+ *   supervisor.c  fork/exec, kill, reap the local worker processes
+ *   workers.c     worker registry: Hello, LoadShard, heartbeats, faults, status
+ *   scheduler.c   jobs on KV slots, one Forward per step, sampling, replay
+ *   jobs.c        a job's tokens, text and stop strings
+ *   clients.c     client requests and replies */
+#ifndef BITNET_DAEMON_DAEMON_H
+#define BITNET_DAEMON_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/clients.h"
+#include "daemon/config.h"
+#include "daemon/ipc.h"
+#include "daemon/placement.h"
+#include "daemon/scheduler.h"
+#include "daemon/topology.h"
+#include "daemon/workers.h"
+#include "model/bitnet_model.h"
+#include "model/tokenizer.h"
+#include "proto/wire.h"
+#include "worker/model_id.h"
+
+#define BITNETD_VERSION "bitnetd 0.1.0"
+
+enum daemon_phase {
+    PHASE_STARTING,   /* workers not all ready yet, ever */
+    PHASE_RUNNING,
+    PHASE_STOPPING,   /* Shutdown or a signal: leave the loop */
+};
+
+struct daemon {
+    struct daemon_config cfg;
+    char model_path[4096];          /* absolute, as workers are told */
+    struct bitnet_model model;
+    bool have_model;
+    struct tokenizer *tok;
+    char model_sha256[MODEL_ID_HEX_LEN + 1];
+    int n_ctx;
+    bool synthetic_topology;        /* plan from a description, not this machine */
+    struct topology topo;
+    struct placement plan;
+    char worker_bin[4096];
+
+    int sig_fd;
+    struct ipc ipc;
+    struct wire_rx ctl_rx, workers_rx, results_rx;
+
+    struct workers workers;
+    struct scheduler sched;
+    struct clients clients;
+
+    enum daemon_phase phase;
+    double t_start_ms;
+};
+
+/* CLOCK_MONOTONIC in milliseconds. */
+double mono_ms(void);
+
+/* "bitnetd: ..." on stderr. */
+void dlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Loads the model, plans, opens the sockets and starts the workers. On failure e says
+ * why; daemon_close is still to be called. */
+int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e);
+/* Cancels jobs, stops workers, closes and unlinks the sockets, frees everything. */
+void daemon_close(struct daemon *d);
+
+/* The pipeline became ready (every stage READY) or stopped being so. */
+void daemon_pipeline_changed(struct daemon *d, bool ready);
+void daemon_stop(struct daemon *d, const char *why);
+
+/* Fills r (its strings point into d). */
+void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r);
+
+#endif

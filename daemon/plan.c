@@ -1,0 +1,74 @@
+#include "daemon/plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Layer index of a "blk.N.xxx" tensor name, or -1. */
+static long block_of(struct strview name)
+{
+    if (name.len < 6 || memcmp(name.ptr, "blk.", 4) != 0)
+        return -1;
+    long v = 0;
+    size_t i = 4;
+    for (; i < name.len && name.ptr[i] >= '0' && name.ptr[i] <= '9' && v < 1000000; i++)
+        v = v * 10 + (name.ptr[i] - '0');
+    if (i == 4 || i >= name.len || name.ptr[i] != '.')
+        return -1;
+    return v;
+}
+
+int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg, int n_ctx,
+                   const struct topology *t, struct placement *p, struct errbuf *e)
+{
+    const struct bitnet_hparams *hp = &m->hp;
+    uint64_t *layer_bytes = calloc(hp->n_layer ? hp->n_layer : 1, sizeof *layer_bytes);
+    if (!layer_bytes)
+        return err_set(e, "placement: out of memory");
+    uint64_t embd = 0, output = 0;
+    for (uint64_t i = 0; i < m->file.n_tensors; i++) {
+        const struct gguf_tensor *tn = &m->file.tensors[i];
+        long l = block_of(tn->name);
+        if (l >= 0 && l < (long)hp->n_layer)
+            layer_bytes[l] += tn->nbytes;
+        else if (strview_eq(tn->name, "token_embd.weight"))
+            embd += tn->nbytes;
+        else if (strview_eq(tn->name, "output.weight") || strview_eq(tn->name, "output_norm.weight"))
+            output += tn->nbytes;
+    }
+    /* a tied head is the embedding again: the last stage holds it too */
+    if (m->tied_output)
+        output += embd;
+    uint64_t kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
+    struct placement_request req = {
+        .n_layer = (int)hp->n_layer,
+        .layer_bytes = layer_bytes,
+        .embd_bytes = embd,
+        .output_bytes = output,
+        .output_tied = m->tied_output,
+        .kv_bytes_per_layer = 2 * kv_dim * (uint64_t)n_ctx * (uint64_t)cfg->max_sequences *
+                              (cfg->kv_f16 ? 2 : 4),
+        .n_workers = cfg->workers,
+        .layer_map = cfg->layer_map,
+        .threads = cfg->threads_per_worker,
+    };
+    int rc = placement_plan(p, t, &req, e);
+    free(layer_bytes);
+    return rc;
+}
+
+void plan_summary(const struct placement *p, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (int w = 0; w < p->n_workers && len < cap; w++) {
+        const struct placement_worker *pw = &p->w[w];
+        char cpus[64];
+        if (format_cpu_ranges(cpus, sizeof cpus, pw->pus, pw->n_pus) >= (int)sizeof cpus)
+            memcpy(cpus + sizeof cpus - 4, "...", 4);
+        int n = snprintf(out + len, cap - len, "%sw%d layers %d-%d node %d cpus %s",
+                         w ? ", " : "", w, pw->l0, pw->l1 - 1, pw->node, cpus);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+}

@@ -1,0 +1,127 @@
+#include "daemon/supervisor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/daemon.h"
+
+int supervisor_resolve_bin(struct daemon *d, struct errbuf *e)
+{
+    size_t cap = sizeof d->worker_bin;
+    if (d->cfg.worker_bin) {
+        if (strlen(d->cfg.worker_bin) >= cap)
+            return err_set(e, "--worker-bin: path too long");
+        snprintf(d->worker_bin, cap, "%s", d->cfg.worker_bin);
+    } else {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0)
+            return err_set(e, "/proc/self/exe: %s (give --worker-bin)", strerror(errno));
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = 0;
+        if ((size_t)snprintf(d->worker_bin, cap, "%s/bitnet-worker", slash ? self : ".") >= cap)
+            return err_set(e, "worker program path too long");
+    }
+    if (access(d->worker_bin, X_OK) != 0)
+        return err_set(e, "worker program %s: %s%s", d->worker_bin, strerror(errno),
+                       d->cfg.worker_bin ? "" : " (build it, or give --worker-bin)");
+    return 0;
+}
+
+/* Between fork and exec only async-signal-safe calls: the daemon has ZeroMQ's threads. */
+static void exec_child(char *const argv[], pid_t parent)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    /* a daemon killed with SIGKILL must not leave workers holding gigabytes of memory */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    execv(argv[0], argv);
+    const char *msg = "bitnetd: exec of the worker program failed: ";
+    const char *why = strerror(errno); /* not async-signal-safe in theory; glibc's is */
+    if (write(2, msg, strlen(msg)) < 0 || write(2, why, strlen(why)) < 0 || write(2, "\n", 1) < 0)
+        _exit(127);
+    _exit(127);
+}
+
+int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
+{
+    char *argv[] = {
+        d->worker_bin, "--id", w->id, "--control", d->ipc.workers_ep,
+        "--data", w->data_endpoint, NULL,
+    };
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_set(e, "worker %s: fork: %s", w->id, strerror(errno));
+    if (pid == 0)
+        exec_child(argv, parent);
+    w->pid = pid;
+    return 0;
+}
+
+void supervisor_reap(struct daemon *d)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            return;
+        workers_on_exit(d, pid, status);
+    }
+}
+
+static int n_alive(const struct daemon *d)
+{
+    int n = 0;
+    for (int i = 0; i < d->workers.n; i++)
+        n += d->workers.w[i].pid > 0;
+    return n;
+}
+
+static void reap_known(struct daemon *d)
+{
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        int status;
+        if (w->pid > 0 && waitpid(w->pid, &status, WNOHANG) == w->pid)
+            w->pid = 0;
+    }
+}
+
+void supervisor_stop_all(struct daemon *d, int grace_ms)
+{
+    for (int i = 0; i < d->workers.n; i++)
+        if (d->workers.w[i].pid > 0)
+            kill(d->workers.w[i].pid, SIGTERM);
+    double deadline = mono_ms() + grace_ms;
+    while (n_alive(d) && mono_ms() < deadline) {
+        reap_known(d);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        if (w->pid <= 0)
+            continue;
+        dlog("worker %s (pid %d) still there %d ms after SIGTERM: SIGKILL", w->id, (int)w->pid,
+             grace_ms);
+        kill(w->pid, SIGKILL);
+        int status;
+        while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        w->pid = 0;
+    }
+}

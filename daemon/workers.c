@@ -1,0 +1,566 @@
+#include "daemon/workers.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "daemon/daemon.h"
+#include "daemon/supervisor.h"
+#include "kernels/threadpool.h"
+
+/* A worker that never says Hello, or never finishes loading, is stuck; these are far
+ * above what a healthy one needs (loading maps and touches the weights: seconds). */
+#define HELLO_TIMEOUT_MS 30000.0
+#define LOAD_TIMEOUT_MS 600000.0
+/* How long a WorkersRequest waits for StatusReplies before answering with what it has
+ * (a stopped worker never answers). */
+#define QUERY_TIMEOUT_MS 300.0
+/* Restart delays for a worker that keeps dying before it is READY (a bad binary, a model
+ * it cannot load): doubling, so that it cannot spin. One that was READY restarts at once. */
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 10000
+
+const char *worker_state_name(enum worker_state s)
+{
+    switch (s) {
+    case WORKER_STOPPED: return "stopped";
+    case WORKER_CONNECTING: return "connecting";
+    case WORKER_LOADING: return "loading";
+    case WORKER_READY: return "ready";
+    case WORKER_DEAD: return "dead";
+    }
+    return "?";
+}
+
+static Bitnet__WorkerState proto_state(enum worker_state s)
+{
+    switch (s) {
+    case WORKER_CONNECTING: return BITNET__WORKER_STATE__WORKER_STATE_CONNECTING;
+    case WORKER_LOADING: return BITNET__WORKER_STATE__WORKER_STATE_LOADING;
+    case WORKER_READY: return BITNET__WORKER_STATE__WORKER_STATE_READY;
+    default: return BITNET__WORKER_STATE__WORKER_STATE_DEAD;
+    }
+}
+
+int workers_init(struct daemon *d, struct errbuf *e)
+{
+    struct workers *ws = &d->workers;
+    ws->n = d->plan.n_workers;
+    ws->w = calloc((size_t)ws->n, sizeof *ws->w);
+    if (!ws->w)
+        return err_set(e, "out of memory for %d workers", ws->n);
+    for (int i = 0; i < ws->n; i++) {
+        struct worker *w = &ws->w[i];
+        char name[32];
+        snprintf(w->id, sizeof w->id, "w%d", i);
+        snprintf(name, sizeof name, "w%d.data", i);
+        if (ipc_endpoint(&d->ipc, name, w->data_endpoint, sizeof w->data_endpoint, e) < 0)
+            return -1;
+        w->stage = i;
+        w->pw = &d->plan.w[i];
+        w->state = WORKER_STOPPED;
+        w->resident_node = -1;
+    }
+    ws->next_request_id = WORKERS_REQUEST_ID0;
+    /* connected once: ZeroMQ reconnects by itself when stage 0 restarts at the same
+     * endpoint */
+    return ipc_connect_feed(&d->ipc, ws->w[0].data_endpoint, e);
+}
+
+void workers_free(struct daemon *d)
+{
+    for (int i = 0; i < d->workers.n; i++)
+        wire_free(d->workers.w[i].status);
+    free(d->workers.w);
+    d->workers.w = NULL;
+    d->workers.n = 0;
+}
+
+int workers_n_ready(const struct daemon *d)
+{
+    int n = 0;
+    for (int i = 0; i < d->workers.n; i++)
+        n += d->workers.w[i].state == WORKER_READY;
+    return n;
+}
+
+static void set_state(struct daemon *d, struct worker *w, enum worker_state s)
+{
+    w->state = s;
+    w->t_state_ms = mono_ms();
+    bool ready = workers_n_ready(d) == d->workers.n;
+    if (ready != d->workers.pipeline_ready) {
+        d->workers.pipeline_ready = ready;
+        daemon_pipeline_changed(d, ready);
+    }
+}
+
+static int start_worker(struct daemon *d, struct worker *w, struct errbuf *e)
+{
+    if (supervisor_spawn(d, w, e) < 0)
+        return -1;
+    w->starts++;
+    w->t_heartbeat_ms = mono_ms();
+    set_state(d, w, WORKER_CONNECTING);
+    dlog("worker %s: started (pid %d%s)", w->id, (int)w->pid, w->starts > 1 ? ", restart" : "");
+    return 0;
+}
+
+int workers_start_all(struct daemon *d, struct errbuf *e)
+{
+    for (int i = 0; i < d->workers.n; i++)
+        if (start_worker(d, &d->workers.w[i], e) < 0)
+            return -1;
+    return 0;
+}
+
+/* Declares w dead: killed now if it still runs, started again once reaped (after the
+ * backoff). The pipeline, if it was ready, is not any more. */
+static void worker_lost(struct daemon *d, struct worker *w, const char *why)
+{
+    if (w->state == WORKER_STOPPED || w->state == WORKER_DEAD)
+        return;
+    if (w->state == WORKER_READY)
+        w->backoff_ms = 0;
+    else
+        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (w->backoff_ms > BACKOFF_MAX_MS)
+        w->backoff_ms = BACKOFF_MAX_MS;
+    dlog("worker %s lost while %s: %s", w->id, worker_state_name(w->state), why);
+    if (w->pid > 0) {
+        dlog("worker %s: SIGKILL to process %d", w->id, (int)w->pid);
+        kill(w->pid, SIGKILL);
+        set_state(d, w, WORKER_DEAD);
+    } else {
+        w->restart_at_ms = mono_ms() + w->backoff_ms;
+        set_state(d, w, WORKER_STOPPED);
+    }
+}
+
+static struct worker *by_pid(struct daemon *d, pid_t pid)
+{
+    for (int i = 0; i < d->workers.n; i++)
+        if (d->workers.w[i].pid == pid)
+            return &d->workers.w[i];
+    return NULL;
+}
+
+static struct worker *by_identity(struct daemon *d, const struct wire_identity *id)
+{
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        if (strlen(w->id) == id->len && memcmp(w->id, id->bytes, id->len) == 0)
+            return w;
+    }
+    return NULL;
+}
+
+void workers_on_exit(struct daemon *d, pid_t pid, int status)
+{
+    struct worker *w = by_pid(d, pid);
+    if (!w)
+        return;
+    w->pid = 0;
+    w->exit_status = status;
+    char how[96];
+    if (WIFSIGNALED(status))
+        snprintf(how, sizeof how, "process %d killed by signal %d (%s)", (int)pid,
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(how, sizeof how, "process %d exited with status %d", (int)pid,
+                 WEXITSTATUS(status));
+    if (d->phase == PHASE_STOPPING)
+        return;
+    if (w->state == WORKER_DEAD) {
+        /* the kill was ours */
+        w->restart_at_ms = mono_ms() + w->backoff_ms;
+        set_state(d, w, WORKER_STOPPED);
+    } else {
+        worker_lost(d, w, how);
+    }
+    /* a worker that was READY comes back at once rather than at the next cron tick */
+    if (w->state == WORKER_STOPPED && w->backoff_ms == 0) {
+        struct errbuf e = {{0}};
+        if (start_worker(d, w, &e) < 0) {
+            dlog("worker %s: %s; trying again in %d ms", w->id, e.msg, BACKOFF_MAX_MS);
+            w->restart_at_ms = mono_ms() + BACKOFF_MAX_MS;
+        }
+    }
+}
+
+static int send_to(struct daemon *d, struct worker *w, Bitnet__Envelope *env)
+{
+    struct errbuf e = {{0}};
+    struct wire_identity id = {0};
+    id.len = strlen(w->id);
+    memcpy(id.bytes, w->id, id.len);
+    int rc = wire_send_to(d->ipc.workers, &id, env, 0, &e);
+    if (rc != WIRE_OK)
+        dlog("worker %s: sending %s: %s", w->id, wire_body_name(env->body_case),
+             rc == WIRE_AGAIN ? "its queue is full" : e.msg);
+    return rc;
+}
+
+static int send_load_shard(struct daemon *d, struct worker *w)
+{
+    const struct placement_worker *pw = w->pw;
+    Bitnet__LoadShard ls = BITNET__LOAD_SHARD__INIT;
+    uint32_t cpus[1024];
+    ls.model_path = d->model_path;
+    ls.model_sha256 = d->model_sha256;
+    ls.layer_begin = (uint32_t)pw->l0;
+    ls.layer_end = (uint32_t)pw->l1;
+    ls.has_embedding = pw->has_embedding;
+    ls.has_output = pw->has_output;
+    if (d->synthetic_topology) {
+        /* A described topology's CPU and node numbers belong to another machine: here
+         * they may not exist, or name the wrong cores. Such a plan only decides layer
+         * ranges and thread counts (clipped to the CPUs this machine has); the workers
+         * run unpinned, and their memory unbound. */
+        int have = cpus_available();
+        ls.threads = (uint32_t)(pw->threads < have ? pw->threads : have);
+        ls.numa_node = -1;
+    } else {
+        int n = pw->n_pus < 1024 ? pw->n_pus : 1024;
+        for (int i = 0; i < n; i++)
+            cpus[i] = (uint32_t)pw->pus[i];
+        ls.n_cpus = (size_t)n;
+        ls.cpus = cpus;
+        ls.threads = (uint32_t)pw->threads;
+        ls.numa_node = pw->node;
+    }
+    ls.kv_ctx = (uint32_t)d->n_ctx;
+    ls.kv_type = d->cfg.kv_f16 ? BITNET__ELEM_TYPE__ELEM_TYPE_F16 : BITNET__ELEM_TYPE__ELEM_TYPE_F32;
+    ls.act_type = (Bitnet__ElemType)d->cfg.act_type;
+    ls.next_endpoint = w->stage + 1 < d->workers.n ? d->workers.w[w->stage + 1].data_endpoint
+                                                   : d->ipc.results_ep;
+    ls.max_sequences = (uint32_t)d->cfg.max_sequences;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, ++d->workers.next_request_id);
+    env.body_case = BITNET__ENVELOPE__BODY_LOAD_SHARD;
+    env.load_shard = &ls;
+    return send_to(d, w, &env);
+}
+
+static void send_status_request(struct daemon *d, struct worker *w, uint64_t request_id,
+                                bool *sent)
+{
+    Bitnet__StatusRequest sr = BITNET__STATUS_REQUEST__INIT;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, request_id);
+    env.body_case = BITNET__ENVELOPE__BODY_STATUS_REQUEST;
+    env.status_request = &sr;
+    bool ok = send_to(d, w, &env) == WIRE_OK;
+    if (sent)
+        *sent = ok;
+}
+
+static void reply_hello(struct daemon *d, const struct wire_identity *id, uint64_t request_id,
+                        const char *refusal)
+{
+    Bitnet__HelloReply hr = BITNET__HELLO_REPLY__INIT;
+    hr.accepted = refusal == NULL;
+    hr.reason = (char *)(refusal ? refusal : "");
+    hr.software_version = BITNETD_VERSION;
+    hr.protocol_version = BITNET_PROTOCOL_VERSION;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, request_id);
+    env.body_case = BITNET__ENVELOPE__BODY_HELLO_REPLY;
+    env.hello_reply = &hr;
+    struct errbuf e = {{0}};
+    if (wire_send_to(d->ipc.workers, id, &env, 0, &e) != WIRE_OK)
+        dlog("worker socket: HelloReply: %s", e.msg);
+    if (refusal)
+        dlog("worker %.*s: Hello refused: %s", (int)id->len, (const char *)id->bytes, refusal);
+}
+
+static void on_hello(struct daemon *d, struct worker *w, const struct wire_identity *id,
+                     const Bitnet__Envelope *env)
+{
+    const Bitnet__Hello *h = env->hello;
+    char why[400];
+    const char *hid = h->worker_id ? h->worker_id : "";
+    if (h->role != BITNET__ROLE__ROLE_WORKER) {
+        snprintf(why, sizeof why, "this socket is for workers (Hello role %d)", (int)h->role);
+    } else if (h->protocol_version != BITNET_PROTOCOL_VERSION) {
+        snprintf(why, sizeof why, "protocol version mismatch: worker speaks protocol %u, "
+                 "bitnetd speaks %d", h->protocol_version, BITNET_PROTOCOL_VERSION);
+    } else if (!w) {
+        snprintf(why, sizeof why, "unknown worker id '%.64s' (this placement has w0..w%d)",
+                 hid, d->workers.n - 1);
+    } else if (strcmp(hid, w->id) != 0) {
+        snprintf(why, sizeof why, "Hello names worker '%.64s' but the connection is '%s'", hid,
+                 w->id);
+    } else if (w->state != WORKER_CONNECTING || (int)h->pid != (int)w->pid) {
+        /* e.g. a late Hello from a process already killed: the worker bitnetd started
+         * must run the worker program itself (exec), so its pid is the one forked */
+        snprintf(why, sizeof why, "pid %u is not the %s process bitnetd expects (pid %d, %s)",
+                 h->pid, w->id, (int)w->pid, worker_state_name(w->state));
+    } else if (h->data_endpoint && *h->data_endpoint &&
+               strcmp(h->data_endpoint, w->data_endpoint) != 0) {
+        snprintf(why, sizeof why, "data endpoint %.150s is not the one it was given, %s",
+                 h->data_endpoint, w->data_endpoint);
+    } else {
+        why[0] = 0;
+    }
+    reply_hello(d, id, env->request_id, *why ? why : NULL);
+    if (*why)
+        return;
+    snprintf(w->host, sizeof w->host, "%s", h->hostname ? h->hostname : "");
+    snprintf(w->software, sizeof w->software, "%s", h->software_version ? h->software_version : "");
+    w->t_heartbeat_ms = mono_ms();
+    if (send_load_shard(d, w) != WIRE_OK) {
+        worker_lost(d, w, "could not send LoadShard");
+        return;
+    }
+    set_state(d, w, WORKER_LOADING);
+}
+
+static void on_loaded(struct daemon *d, struct worker *w, const Bitnet__LoadShardReply *r)
+{
+    if (w->state != WORKER_LOADING) {
+        dlog("worker %s: LoadShardReply while %s, ignored", w->id, worker_state_name(w->state));
+        return;
+    }
+    char why[600];
+    if (!r->ok) {
+        snprintf(why, sizeof why, "LoadShard failed: %s", r->error ? r->error : "(no reason)");
+        worker_lost(d, w, why);
+        return;
+    }
+    if (r->model_sha256 && *r->model_sha256 && strcmp(r->model_sha256, d->model_sha256) != 0) {
+        snprintf(why, sizeof why, "loaded model %.64s, not %s", r->model_sha256, d->model_sha256);
+        worker_lost(d, w, why);
+        return;
+    }
+    w->bytes_loaded = r->bytes_loaded;
+    w->load_seconds = r->load_seconds;
+    w->resident_node = r->resident_node;
+    w->t_heartbeat_ms = mono_ms();
+    dlog("worker %s: ready, layers %d-%d, %.1f MiB in %.2f s, weights on node %d", w->id,
+         w->pw->l0, w->pw->l1 - 1, (double)r->bytes_loaded / (1 << 20), r->load_seconds,
+         r->resident_node);
+    send_status_request(d, w, ++d->workers.next_request_id, NULL);
+    set_state(d, w, WORKER_READY);
+}
+
+/* ---- WorkersRequest ---- */
+
+static void answer_query(struct daemon *d, int qi)
+{
+    struct workers *ws = &d->workers;
+    struct workers_query q = ws->queries[qi];
+    ws->queries[qi] = ws->queries[--ws->n_queries];
+    Bitnet__WorkerInfo *info = calloc((size_t)ws->n, sizeof *info);
+    Bitnet__WorkerInfo **ptrs = calloc((size_t)ws->n, sizeof *ptrs);
+    if (!info || !ptrs) {
+        free(info), free(ptrs);
+        clients_send_error(d, &q.client, q.request_id, BITNET__ERROR_CODE__ERROR_CODE_OUT_OF_MEMORY,
+                           "workers: out of memory");
+        return;
+    }
+    double now = mono_ms();
+    for (int i = 0; i < ws->n; i++) {
+        const struct worker *w = &ws->w[i];
+        bitnet__worker_info__init(&info[i]);
+        info[i].state = proto_state(w->state);
+        info[i].endpoint = (char *)w->data_endpoint;
+        info[i].host = (char *)w->host;
+        info[i].last_heartbeat_ms_ago =
+            w->t_heartbeat_ms > 0 ? (uint64_t)(now - w->t_heartbeat_ms) : 0;
+        info[i].status = w->status ? w->status->status_reply : NULL;
+        ptrs[i] = &info[i];
+    }
+    Bitnet__WorkersReply wr = BITNET__WORKERS_REPLY__INIT;
+    wr.n_workers = (size_t)ws->n;
+    wr.workers = ptrs;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, q.request_id);
+    env.body_case = BITNET__ENVELOPE__BODY_WORKERS_REPLY;
+    env.workers_reply = &wr;
+    clients_send(d, &q.client, &env);
+    free(info);
+    free(ptrs);
+}
+
+void workers_query(struct daemon *d, const struct wire_identity *client, uint64_t request_id)
+{
+    struct workers *ws = &d->workers;
+    if (ws->n_queries == WORKERS_MAX_QUERIES) {
+        /* too many at once: answer the oldest with what is known */
+        answer_query(d, 0);
+    }
+    struct workers_query *q = &ws->queries[ws->n_queries++];
+    memset(q, 0, sizeof *q);
+    q->client = *client;
+    q->request_id = request_id;
+    q->status_id = ++ws->next_request_id;
+    q->deadline_ms = mono_ms() + QUERY_TIMEOUT_MS;
+    bool any = false;
+    for (int i = 0; i < ws->n; i++) {
+        struct worker *w = &ws->w[i];
+        if (w->state == WORKER_LOADING || w->state == WORKER_READY) {
+            send_status_request(d, w, q->status_id, &q->waiting[i]);
+            any |= q->waiting[i];
+        }
+    }
+    if (!any)
+        answer_query(d, ws->n_queries - 1);
+}
+
+static void on_status(struct daemon *d, struct worker *w, Bitnet__Envelope *env)
+{
+    wire_free(w->status);
+    w->status = env;
+    struct workers *ws = &d->workers;
+    for (int qi = 0; qi < ws->n_queries; qi++) {
+        struct workers_query *q = &ws->queries[qi];
+        if (q->status_id != env->request_id)
+            continue;
+        q->waiting[w->stage] = false;
+        bool left = false;
+        for (int i = 0; i < ws->n; i++)
+            left |= q->waiting[i];
+        if (!left)
+            answer_query(d, qi--);
+    }
+}
+
+/* ---- control socket ---- */
+
+/* Handles one envelope from a worker. Returns true when it kept env (a StatusReply). */
+static bool on_message(struct daemon *d, struct worker *w, const struct wire_identity *id,
+                       Bitnet__Envelope *env)
+{
+    if (env->body_case == BITNET__ENVELOPE__BODY_HELLO) {
+        on_hello(d, w, id, env);
+        return false;
+    }
+    if (!w) {
+        struct errbuf e = {{0}};
+        wire_send_error(d->ipc.workers, id, env->request_id,
+                        BITNET__ERROR_CODE__ERROR_CODE_UNAUTHORIZED,
+                        "unknown peer: send Hello with a worker id of this placement", 0, &e);
+        return false;
+    }
+    /* what a killed process sent before it died may still be queued: ignore it */
+    if (w->state == WORKER_STOPPED || w->state == WORKER_DEAD || w->state == WORKER_CONNECTING)
+        return false;
+    w->t_heartbeat_ms = mono_ms();
+    switch (env->body_case) {
+    case BITNET__ENVELOPE__BODY_HEARTBEAT:
+        return false;
+    case BITNET__ENVELOPE__BODY_ACK:
+        scheduler_on_control_answer(d, env->request_id);
+        return false;
+    case BITNET__ENVELOPE__BODY_LOAD_SHARD_REPLY:
+        on_loaded(d, w, env->load_shard_reply);
+        return false;
+    case BITNET__ENVELOPE__BODY_STATUS_REPLY:
+        on_status(d, w, env);
+        return true;
+    case BITNET__ENVELOPE__BODY_ERROR: {
+        const char *msg = env->error->message ? env->error->message : "";
+        dlog("worker %s: error (request %llu): %s", w->id, (unsigned long long)env->request_id,
+             msg);
+        char why[600];
+        snprintf(why, sizeof why, "worker %s: %s", w->id, msg);
+        scheduler_step_failed(d, env->request_id, why);
+        scheduler_on_control_answer(d, env->request_id);
+        return false;
+    }
+    default:
+        dlog("worker %s: unexpected %s, ignored", w->id, wire_body_name(env->body_case));
+        return false;
+    }
+}
+
+void workers_on_control(struct daemon *d)
+{
+    /* bounded, so a chatty worker cannot starve the other sockets */
+    for (int k = 0; k < 256; k++) {
+        struct wire_identity id;
+        Bitnet__Envelope *env = NULL;
+        struct errbuf e = {{0}};
+        int rc = wire_recv_from(d->ipc.workers, &d->workers_rx, &id, &env, 0, &e);
+        if (rc == WIRE_AGAIN)
+            return;
+        if (rc == WIRE_ERROR) {
+            dlog("worker socket: %s", e.msg);
+            return;
+        }
+        if (wire_rc_is_reject(rc)) {
+            dlog("worker socket: refused a message from %.*s: %s", (int)id.len,
+                 (const char *)id.bytes, e.msg);
+            if (id.len)
+                wire_send_error(d->ipc.workers, &id, 0, wire_rc_error_code(rc), e.msg, 0, &e);
+            continue;
+        }
+        if (!on_message(d, by_identity(d, &id), &id, env))
+            wire_free(env);
+    }
+}
+
+int workers_kv_drop(struct daemon *d, uint32_t slot, uint64_t *request_id)
+{
+    Bitnet__KvOp op = BITNET__KV_OP__INIT;
+    op.kind = BITNET__KV_OP_KIND__KV_OP_KIND_DROP;
+    op.seq_id = slot;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, ++d->workers.next_request_id);
+    env.body_case = BITNET__ENVELOPE__BODY_KV_OP;
+    env.kv_op = &op;
+    int sent = 0;
+    for (int i = 0; i < d->workers.n; i++)
+        if (d->workers.w[i].state == WORKER_READY)
+            sent += send_to(d, &d->workers.w[i], &env) == WIRE_OK;
+    *request_id = env.request_id;
+    return sent;
+}
+
+double workers_cron(struct daemon *d, double now)
+{
+    double next = 100;
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        char why[128];
+        switch (w->state) {
+        case WORKER_CONNECTING:
+            if (now - w->t_state_ms > HELLO_TIMEOUT_MS)
+                worker_lost(d, w, "no Hello within 30 s");
+            break;
+        case WORKER_LOADING:
+            if (now - w->t_state_ms > LOAD_TIMEOUT_MS)
+                worker_lost(d, w, "LoadShard not answered within 600 s");
+            break;
+        case WORKER_READY:
+            if (now - w->t_heartbeat_ms > d->cfg.heartbeat_timeout_ms) {
+                snprintf(why, sizeof why, "no heartbeat for %.1f s",
+                         (now - w->t_heartbeat_ms) / 1000);
+                worker_lost(d, w, why);
+            }
+            break;
+        case WORKER_STOPPED:
+            if (d->phase == PHASE_STOPPING)
+                break;
+            if (now >= w->restart_at_ms) {
+                struct errbuf e = {{0}};
+                if (start_worker(d, w, &e) < 0) {
+                    dlog("worker %s: %s; trying again in %d ms", w->id, e.msg, BACKOFF_MAX_MS);
+                    w->restart_at_ms = now + BACKOFF_MAX_MS;
+                }
+            } else if (w->restart_at_ms - now < next) {
+                next = w->restart_at_ms - now;
+            }
+            break;
+        case WORKER_DEAD:
+            break;
+        }
+    }
+    for (int qi = 0; qi < d->workers.n_queries; qi++)
+        if (now >= d->workers.queries[qi].deadline_ms)
+            answer_query(d, qi--);
+    return next;
+}
