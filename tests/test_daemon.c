@@ -945,7 +945,7 @@ int main(void)
     }
     int n_layer = (int)r.m.hp.n_layer;
     for (int i = 0; i < N_PROMPTS; i++) {
-        r.n_predict[i] = i == 4 ? 40 : 12;
+        r.n_predict[i] = i == 4 ? 160 : 12;
         r.n_ids[i] = ref_generate(&r, prompts[i], r.n_predict[i], r.ids[i]);
         CHECK(r.n_ids[i] == r.n_predict[i], "reference %d: %d tokens", i, r.n_ids[i]);
     }
