@@ -103,12 +103,6 @@ attn_head_avx2(const float *q, int d, const void *k, const void *v, size_t strid
     }
 }
 
-void attn_head_f32_avx2(const float *q, int d, const float *k, const float *v, size_t stride,
-                        int n, float scale, float *scratch, float *out)
-{
-    attn_head_avx2(q, d, k, v, stride, n, scale, scratch, out, false);
-}
-
 void attn_head_f16_avx2(const float *q, int d, const uint16_t *k, const uint16_t *v, size_t stride,
                         int n, float scale, float *scratch, float *out)
 {

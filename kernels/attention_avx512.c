@@ -95,10 +95,64 @@ attn_head_avx512(const float *q, int d, const void *k, const void *v, size_t str
     }
 }
 
+/* The F32 cache is the default, and the third-party logits are checked through it. A
+ * model with large activations puts some int8 roundings of the attention output within
+ * 1e-4 of a tie, so any change of float order can flip one and move logits by more than
+ * the tolerance. This kernel therefore does exactly the scalar twin's operations in the
+ * scalar twin's order (products and sums rounded separately: the Makefile builds with
+ * -ffp-contract=off): 16 positions at a time, one lane each, for the scores; libm expf
+ * in order for the softmax; 16 head elements at a time for the weighted sum. It is
+ * bit-identical to the scalar kernel and still several times faster. */
 void attn_head_f32_avx512(const float *q, int d, const float *k, const float *v, size_t stride,
                           int n, float scale, float *scratch, float *out)
 {
-    attn_head_avx512(q, d, k, v, stride, n, scale, scratch, out, false);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i row_step = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)stride));
+    const __m512 vscale = _mm512_set1_ps(scale);
+    int p = 0;
+    for (; p + 16 <= n; p += 16) {
+        const float *base = k + (size_t)p * stride;
+        __m512 dot = _mm512_setzero_ps();
+        for (int i = 0; i < d; i++) {
+            __m512 kv = _mm512_i32gather_ps(row_step, base + i, 4);
+            dot = _mm512_add_ps(dot, _mm512_mul_ps(_mm512_set1_ps(q[i]), kv));
+        }
+        _mm512_storeu_ps(scratch + p, _mm512_mul_ps(dot, vscale));
+    }
+    for (; p < n; p++) {
+        const float *kr = k + (size_t)p * stride;
+        float dot = 0.0f;
+        for (int i = 0; i < d; i++)
+            dot += q[i] * kr[i];
+        scratch[p] = dot * scale;
+    }
+    float max = -INFINITY;
+    for (p = 0; p < n; p++)
+        max = fmaxf(max, scratch[p]);
+    float sum = 0.0f;
+    for (p = 0; p < n; p++) {
+        scratch[p] = expf(scratch[p] - max);
+        sum += scratch[p];
+    }
+    float inv = 1.0f / sum;
+    int nv = (d + 15) / 16;
+    __mmask16 tail = (d % 16) ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xffff;
+    for (int j0 = 0; j0 < nv; j0 += 16) {
+        int nj = nv - j0 < 16 ? nv - j0 : 16;
+        __m512 acc[16];
+        for (int j = 0; j < nj; j++)
+            acc[j] = _mm512_setzero_ps();
+        for (p = 0; p < n; p++) {
+            const float *vr = v + (size_t)p * stride + 16 * j0;
+            __m512 a = _mm512_set1_ps(scratch[p] * inv);
+            for (int j = 0; j < nj; j++) {
+                __mmask16 m = j0 + j == nv - 1 ? tail : 0xffff;
+                acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, vr + 16 * j)));
+            }
+        }
+        for (int j = 0; j < nj; j++)
+            _mm512_mask_storeu_ps(out + 16 * (j0 + j), j0 + j == nv - 1 ? tail : 0xffff, acc[j]);
+    }
 }
 
 void attn_head_f16_avx512(const float *q, int d, const uint16_t *k, const uint16_t *v,

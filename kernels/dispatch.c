@@ -11,12 +11,6 @@
 
 struct kernel_ops kops = {0};
 
-/* Sets written in parallel may not be linked yet; a weak reference lets the build go on
- * and dispatch simply not offer what is missing. */
-extern const struct kernel_ops kernels_avx2 __attribute__((weak));
-extern const struct kernel_ops kernels_avx512 __attribute__((weak));
-extern __typeof__(i2s_gemm_avx512) i2s_gemm_avx512 __attribute__((weak));
-extern __typeof__(i2s_gemm_amx) i2s_gemm_amx __attribute__((weak));
 
 enum level { LEVEL_SCALAR, LEVEL_AVX2, LEVEL_AVX512, LEVEL_AMX, LEVEL_COUNT };
 static const char *const level_names[LEVEL_COUNT] = {"scalar", "avx2", "avx512", "amx"};
@@ -42,12 +36,12 @@ static bool level_available(enum level l, const struct cpu_features *f)
     case LEVEL_SCALAR:
         return true;
     case LEVEL_AVX2:
-        return &kernels_avx2 && f->avx2 && f->fma && f->f16c;
+        return f->avx2 && f->fma && f->f16c;
     case LEVEL_AVX512:
-        return &kernels_avx512 && level_available(LEVEL_AVX2, f) && f->avx512f && f->avx512bw &&
+        return level_available(LEVEL_AVX2, f) && f->avx512f && f->avx512bw &&
                f->avx512vl && f->avx512vnni;
     case LEVEL_AMX:
-        return i2s_gemm_amx && level_available(LEVEL_AVX512, f) && f->amx_tile && f->amx_int8 &&
+        return level_available(LEVEL_AVX512, f) && f->amx_tile && f->amx_int8 &&
                amx_request();
     default:
         return false;
@@ -59,7 +53,7 @@ static void build(struct kernel_ops *ops, enum level l)
     *ops = kernels_scalar;
     if (l >= LEVEL_AVX2) {
         overlay(ops, &kernels_avx2);
-        ops->attn_head_f32 = attn_head_f32_avx2;
+        /* no AVX2 F32 attention: see attention_avx512.c for why F32 must match scalar */
         ops->attn_head_f16 = attn_head_f16_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
     }
@@ -67,8 +61,7 @@ static void build(struct kernel_ops *ops, enum level l)
         overlay(ops, &kernels_avx512);
         ops->attn_head_f32 = attn_head_f32_avx512;
         ops->attn_head_f16 = attn_head_f16_avx512;
-        if (i2s_gemm_avx512)
-            ops->i2s_gemm = i2s_gemm_avx512;
+        ops->i2s_gemm = i2s_gemm_avx512;
     }
     if (l >= LEVEL_AMX) {
         ops->i2s_gemm = i2s_gemm_amx;
