@@ -107,12 +107,24 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@tests/run.sh
 
-# The quick start: synthesize a small model and stream a generation from it.
+# The quick start: synthesize a small model, start bitnetd with two local workers (each
+# running half the layers), stream a generation through them, and stop the daemon.
 DEMO_MODEL := $(B)/models/demo.gguf
+DEMO_RUN   := $(B)/demo-run
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@[ -f $(DEMO_MODEL) ] || { mkdir -p $(dir $(DEMO_MODEL)) && $(B)/bitnetctl model synth --out $(DEMO_MODEL) --shape tiny --seed 1; }
-	$(B)/bitnetctl generate --model $(DEMO_MODEL) --prompt "The capital of France is" -n 32 --temp 0.8 --seed 1
+	@[ -f $(DEMO_MODEL) ] || { mkdir -p $(dir $(DEMO_MODEL)) && \
+	  $(B)/bitnetctl model synth --out $(DEMO_MODEL) --shape tiny --layers 8 --seed 1; }
+	@mkdir -p $(DEMO_RUN); \
+	$(B)/bitnetd --model $(DEMO_MODEL) --workers 2 --run-dir $(abspath $(DEMO_RUN)) \
+	  2>$(DEMO_RUN)/bitnetd.log & pid=$$!; \
+	for i in $$(seq 1 100); do $(B)/bitnetctl status --run-dir $(abspath $(DEMO_RUN)) 2>/dev/null \
+	  | grep -q '^state  *ready' && break; kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	$(B)/bitnetctl workers --run-dir $(abspath $(DEMO_RUN)); \
+	$(B)/bitnetctl generate --run-dir $(abspath $(DEMO_RUN)) --prompt "The capital of France is" \
+	  -n 48 --temp 0.8 --seed 1; rc=$$?; \
+	$(B)/bitnetctl shutdown --run-dir $(abspath $(DEMO_RUN)) >/dev/null 2>&1; wait $$pid; \
+	[ $$rc -eq 0 ] || { echo "demo failed; daemon log: $(DEMO_RUN)/bitnetd.log"; cat $(DEMO_RUN)/bitnetd.log; exit 1; }
 
 clean:
 	rm -rf $(B)/obj $(B)/tests $(B)/bitnetctl $(B)/libbitnet.a

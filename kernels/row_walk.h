@@ -1,0 +1,56 @@
+/* The order in which decode kernels visit rows, shared by the AVX2 and AVX-512 sets. */
+#ifndef BITNET_ROW_WALK_H
+#define BITNET_ROW_WALK_H
+
+#include <immintrin.h>
+
+/* What limits a decode kernel is how many cache lines are on their way from memory at
+ * once. A core's own misses (a dozen or so fill buffers) cannot cover the latency, and
+ * the L2 streamer runs only a few lines ahead of each sequential stream it tracks. So
+ * rows [r0, r1) are walked as ROW_STREAMS contiguous runs advanced together: the
+ * streamer works on all of them, and every row also prefetches its successor in its run
+ * (into L2, where it does not crowd x out of L1). Measured on Sapphire Rapids: 8 runs
+ * read I2_S at ~97% of a plain read of the same bytes; one run of four-row groups
+ * managed ~80%. Rows left over go in consecutive groups of four, then singly. */
+#define ROW_STREAMS 8
+
+struct row_walk {
+    int r0, r1, q, t, steps, r;
+};
+
+static inline void row_walk_init(struct row_walk *w, int r0, int r1)
+{
+    w->r0 = r0;
+    w->r1 = r1;
+    w->q = r1 > r0 ? (r1 - r0) / ROW_STREAMS : 0;
+    w->t = 0;
+    w->steps = w->q * (ROW_STREAMS / 4);
+    w->r = r0 + ROW_STREAMS * w->q;
+}
+
+/* The next rows to compute (4 or 1 of them); 0 when done. */
+static inline int row_walk_next(struct row_walk *w, int rr[4])
+{
+    if (w->t < w->steps) {
+        int i = w->t / (ROW_STREAMS / 4), g = w->t % (ROW_STREAMS / 4);
+        for (int k = 0; k < 4; k++)
+            rr[k] = w->r0 + (4 * g + k) * w->q + i;
+        w->t++;
+        return 4;
+    }
+    if (w->r + 4 <= w->r1) {
+        for (int k = 0; k < 4; k++)
+            rr[k] = w->r + k;
+        w->r += 4;
+        return 4;
+    }
+    if (w->r < w->r1) {
+        rr[0] = w->r++;
+        return 1;
+    }
+    return 0;
+}
+
+#define PF_NEXT_ROW(p, rb) _mm_prefetch((const char *)(p) + (rb), _MM_HINT_T1)
+
+#endif
