@@ -41,6 +41,8 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
 .PHONY: all deps test clean demo bench-kernels
+# keep objects of test and bench programs between runs (make would delete them as intermediates)
+.SECONDARY:
 PROGRAMS := $(B)/bitnetctl $(if $(wildcard daemon/main.c),$(B)/bitnetd) \
             $(if $(wildcard worker/main.c),$(B)/bitnet-worker)
 all: $(PROGRAMS) $(TEST_BIN) $(BENCH_BIN)
