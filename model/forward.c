@@ -10,6 +10,10 @@
 #include "kernels/kernels.h"
 #include "model/ggml_types.h"
 
+/* Below this many rows a batch multiplies through the decode kernel (see bitlinear_task). */
+#define SMALL_BATCH 16
+#define GEMV_BLOCK_ROWS 128
+
 static int max_i(int a, int b) { return a > b ? a : b; }
 
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
@@ -145,10 +149,21 @@ static void bitlinear_task(void *ctx, int ith, int nth)
             continue;
         size_t rows = (size_t)w->rows;
         if (w->type == GGML_TYPE_I2_S) {
-            if (job->n == 1)
+            if (job->n == 1) {
                 kops.i2s_dot_rows(w, s->xq, lo, hi, job->acc[i]);
-            else
+            } else if (job->n <= SMALL_BATCH) {
+                /* a few rows (decode of several streams): the GEMM's unpacking would cost
+                 * more than it saves, so run the decode kernel per row over blocks of
+                 * weight rows small enough to stay in L2 between rows */
+                for (int b = lo; b < hi; b += GEMV_BLOCK_ROWS) {
+                    int be = b + GEMV_BLOCK_ROWS < hi ? b + GEMV_BLOCK_ROWS : hi;
+                    for (int t = 0; t < job->n; t++)
+                        kops.i2s_dot_rows(w, s->xq + (size_t)t * w->cols, b, be,
+                                          job->acc[i] + t * rows);
+                }
+            } else {
                 kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
+            }
             for (int t = 0; t < job->n; t++) {
                 float k = w->scale / s->xscale[t];
                 const int32_t *a = job->acc[i] + t * rows;
