@@ -426,29 +426,7 @@ ALWAYS_INLINE float q8_0_row1(uint32_t type, const uint8_t *p0, const float *x, 
     return _mm512_reduce_add_ps(a0);
 }
 
-/* One driver per type, so the type switch in dense_load16 folds away. */
-#define DENSE_DRIVER(name, type, rows4, row1)                                             \
-    static void name(const struct dense_matrix *m, const float *x, int r0, int r1,        \
-                     float *out)                                                          \
-    {                                                                                     \
-        size_t rb = m->row_bytes;                                                         \
-        struct row_walk it;                                                               \
-        row_walk_init(&it, r0, r1);                                                       \
-        int rr[4], n;                                                                     \
-        float dot[4];                                                                     \
-        while ((n = row_walk_next(&it, rr)) != 0) {                                       \
-            if (n == 4) {                                                                 \
-                rows4(type, m->data + (size_t)rr[0] * rb, m->data + (size_t)rr[1] * rb,  \
-                      m->data + (size_t)rr[2] * rb, m->data + (size_t)rr[3] * rb, rb, x,  \
-                      m->cols, dot);                                                      \
-                for (int k = 0; k < 4; k++)                                               \
-                    out[rr[k]] = dot[k];                                                  \
-            } else {                                                                      \
-                out[rr[0]] = row1(type, m->data + (size_t)rr[0] * rb, x, m->cols);        \
-            }                                                                             \
-        }                                                                                 \
-    }
-
+/* One driver per type (kernels/row_walk.h), so the type switch in dense_load16 folds away. */
 DENSE_DRIVER(dense_f32, GGML_TYPE_F32, dense_rows4, dense_row1)
 DENSE_DRIVER(dense_f16, GGML_TYPE_F16, dense_rows4, dense_row1)
 DENSE_DRIVER(dense_bf16, GGML_TYPE_BF16, dense_rows4, dense_row1)

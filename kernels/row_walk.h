@@ -53,4 +53,28 @@ static inline int row_walk_next(struct row_walk *w, int rr[4])
 
 #define PF_NEXT_ROW(p, rb) _mm_prefetch((const char *)(p) + (rb), _MM_HINT_T1)
 
+/* The walk of a dense (output-head) kernel: rows4 computes four rows' dots, row1 one;
+ * both are the instruction set's own, the order of rows is the walk's. */
+#define DENSE_DRIVER(name, type, rows4, row1)                                             \
+    static void name(const struct dense_matrix *m, const float *x, int r0, int r1,        \
+                     float *out)                                                          \
+    {                                                                                     \
+        size_t rb = m->row_bytes;                                                         \
+        struct row_walk it;                                                               \
+        row_walk_init(&it, r0, r1);                                                       \
+        int rr[4], n;                                                                     \
+        float dot[4];                                                                     \
+        while ((n = row_walk_next(&it, rr)) != 0) {                                       \
+            if (n == 4) {                                                                 \
+                rows4(type, m->data + (size_t)rr[0] * rb, m->data + (size_t)rr[1] * rb,  \
+                      m->data + (size_t)rr[2] * rb, m->data + (size_t)rr[3] * rb, rb, x,  \
+                      m->cols, dot);                                                      \
+                for (int k = 0; k < 4; k++)                                               \
+                    out[rr[k]] = dot[k];                                                  \
+            } else {                                                                      \
+                out[rr[0]] = row1(type, m->data + (size_t)rr[0] * rb, x, m->cols);        \
+            }                                                                             \
+        }                                                                                 \
+    }
+
 #endif
