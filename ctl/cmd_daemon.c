@@ -42,10 +42,16 @@ static int parse_daemon_opts(int argc, char **argv, struct daemon_opts *o, int w
     return 0;
 }
 
-/* Sends one request and waits for its single reply (10 s). */
-static Bitnet__Envelope *request(const struct daemon_opts *o, Bitnet__Envelope *env,
-                                 const char *what)
+/* Sends one request whose body is msg and waits for its single reply (10 s), which must
+ * be of the kind `expect` (any kind when expect is NOT_SET). NULL, message printed, on
+ * any failure. */
+static Bitnet__Envelope *request(const struct daemon_opts *o, Bitnet__Envelope__BodyCase body,
+                                 void *msg, Bitnet__Envelope__BodyCase expect, const char *what)
 {
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, 0);
+    env.body_case = body;
+    env.hello = msg; /* every body shares the union's storage */
     struct daemon_client c;
     struct errbuf e = {{0}};
     if (daemon_connect(&c, o->run_dir, &e) < 0) {
@@ -53,10 +59,15 @@ static Bitnet__Envelope *request(const struct daemon_opts *o, Bitnet__Envelope *
         return NULL;
     }
     Bitnet__Envelope *reply = NULL;
-    uint64_t id = daemon_send(&c, env, &e);
+    uint64_t id = daemon_send(&c, &env, &e);
     int rc = id ? daemon_recv(&c, id, 10000, &reply, &e) : -1;
     if (rc == 1)
         err_set(&e, "no answer from %s within 10 s", c.endpoint);
+    if (rc == 0 && expect != BITNET__ENVELOPE__BODY__NOT_SET && reply->body_case != expect) {
+        err_set(&e, "unexpected reply '%s'", wire_body_name(reply->body_case));
+        wire_free(reply);
+        rc = -1;
+    }
     if (rc != 0)
         fprintf(stderr, "bitnetctl %s: %s\n", what, e.msg);
     daemon_disconnect(&c);
@@ -91,19 +102,11 @@ int cmd_status(int argc, char **argv)
     struct daemon_opts o;
     if (parse_daemon_opts(argc, argv, &o, 0, "status [--run-dir DIR] [--json]") < 0)
         return 2;
-    Bitnet__Envelope env;
     Bitnet__StatusRequest req = BITNET__STATUS_REQUEST__INIT;
-    wire_envelope_init(&env, 0);
-    env.body_case = BITNET__ENVELOPE__BODY_STATUS_REQUEST;
-    env.status_request = &req;
-    Bitnet__Envelope *r = request(&o, &env, "status");
+    Bitnet__Envelope *r = request(&o, BITNET__ENVELOPE__BODY_STATUS_REQUEST, &req,
+                                  BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY, "status");
     if (!r)
         return 1;
-    if (r->body_case != BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY) {
-        fprintf(stderr, "bitnetctl status: unexpected reply '%s'\n", wire_body_name(r->body_case));
-        wire_free(r);
-        return 1;
-    }
     const Bitnet__DaemonStatusReply *s = r->daemon_status_reply;
     if (o.json) {
         json_object *j = json_object_new_object();
@@ -147,19 +150,11 @@ int cmd_workers(int argc, char **argv)
     struct daemon_opts o;
     if (parse_daemon_opts(argc, argv, &o, 0, "workers [--run-dir DIR] [--json]") < 0)
         return 2;
-    Bitnet__Envelope env;
     Bitnet__WorkersRequest req = BITNET__WORKERS_REQUEST__INIT;
-    wire_envelope_init(&env, 0);
-    env.body_case = BITNET__ENVELOPE__BODY_WORKERS_REQUEST;
-    env.workers_request = &req;
-    Bitnet__Envelope *r = request(&o, &env, "workers");
+    Bitnet__Envelope *r = request(&o, BITNET__ENVELOPE__BODY_WORKERS_REQUEST, &req,
+                                  BITNET__ENVELOPE__BODY_WORKERS_REPLY, "workers");
     if (!r)
         return 1;
-    if (r->body_case != BITNET__ENVELOPE__BODY_WORKERS_REPLY) {
-        fprintf(stderr, "bitnetctl workers: unexpected reply '%s'\n", wire_body_name(r->body_case));
-        wire_free(r);
-        return 1;
-    }
     const Bitnet__WorkersReply *w = r->workers_reply;
     json_object *arr = o.json ? json_object_new_array() : NULL;
     if (!o.json)
@@ -208,19 +203,13 @@ int cmd_placement(int argc, char **argv)
     struct daemon_opts o;
     if (parse_daemon_opts(argc, argv, &o, 0, "placement [--run-dir DIR] [--json]") < 0)
         return 2;
-    Bitnet__Envelope env;
     Bitnet__PlacementRequest req = BITNET__PLACEMENT_REQUEST__INIT;
-    wire_envelope_init(&env, 0);
-    env.body_case = BITNET__ENVELOPE__BODY_PLACEMENT_REQUEST;
-    env.placement_request = &req;
-    Bitnet__Envelope *r = request(&o, &env, "placement");
+    Bitnet__Envelope *r = request(&o, BITNET__ENVELOPE__BODY_PLACEMENT_REQUEST, &req,
+                                  BITNET__ENVELOPE__BODY_PLACEMENT_REPLY, "placement");
     if (!r)
         return 1;
     int rc = 0;
-    if (r->body_case != BITNET__ENVELOPE__BODY_PLACEMENT_REPLY) {
-        fprintf(stderr, "bitnetctl placement: unexpected reply '%s'\n", wire_body_name(r->body_case));
-        rc = 1;
-    } else if (o.json) {
+    if (o.json) {
         puts(r->placement_reply->table_json);
     } else {
         json_object *j = json_tokener_parse(r->placement_reply->table_json);
@@ -243,17 +232,13 @@ static int simple_request(int argc, char **argv, const char *what, const char *u
     struct daemon_opts o;
     if (parse_daemon_opts(argc, argv, &o, body == BITNET__ENVELOPE__BODY_CANCEL ? 1 : 0, usage) < 0)
         return 2;
-    Bitnet__Envelope env;
-    wire_envelope_init(&env, 0);
-    env.body_case = body;
-    env.hello = msg; /* every body shares the union's storage */
     if (body == BITNET__ENVELOPE__BODY_CANCEL) {
         uint64_t id;
         if (arg_u64("ID", argv[optind], &id) < 0)
             return 2;
         ((Bitnet__Cancel *)msg)->job_id = id;
     }
-    Bitnet__Envelope *r = request(&o, &env, what);
+    Bitnet__Envelope *r = request(&o, body, msg, BITNET__ENVELOPE__BODY__NOT_SET, what);
     if (!r)
         return 1;
     if (r->body_case == BITNET__ENVELOPE__BODY_ACK && r->ack->detail && *r->ack->detail)
