@@ -1,8 +1,7 @@
-/* One attention head over an F32 or F16 KV cache with AVX2/F16C; the AVX-512 file says why it
+/* One attention head over an F16 KV cache with AVX2/F16C; the AVX-512 file says why it
  * is shaped this way. Head sizes that are not a multiple of 8 finish in scalar code. */
 #include <immintrin.h>
 #include <math.h>
-#include <stdbool.h>
 
 #include "kernels/f16.h"
 #include "kernels/kernels_x86.h"
@@ -37,22 +36,14 @@ static inline float hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* 8 cached elements starting at element i, widened to float when the cache is F16. */
-static inline __m256 load_kv(const void *base, size_t i, bool f16)
+/* 8 cached F16 elements starting at element i, widened to float. */
+static inline __m256 load_f16x8(const uint16_t *base, size_t i)
 {
-    if (f16)
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)base + i)));
-    return _mm256_loadu_ps((const float *)base + i);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(base + i)));
 }
 
-static inline float kv_elem(const void *base, size_t i, bool f16)
-{
-    return f16 ? f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
-}
-
-static inline __attribute__((always_inline)) void
-attn_head_avx2(const float *q, int d, const void *k, const void *v, size_t stride, int n,
-               float scale, float *scratch, float *out, bool f16)
+void attn_head_f16_avx2(const float *q, int d, const uint16_t *k, const uint16_t *v, size_t stride,
+                        int n, float scale, float *scratch, float *out)
 {
     int dv = d / 8 * 8;
     float max = -INFINITY;
@@ -60,10 +51,10 @@ attn_head_avx2(const float *q, int d, const void *k, const void *v, size_t strid
         size_t row = (size_t)p * stride;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < dv; i += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_kv(k, row + i, f16), acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_f16x8(k, row + i), acc);
         float s = hsum256(acc);
         for (int i = dv; i < d; i++)
-            s += q[i] * kv_elem(k, row + i, f16);
+            s += q[i] * f16_to_f32(k[row + i]);
         s *= scale;
         scratch[p] = s;
         max = s > max ? s : max;
@@ -90,7 +81,7 @@ attn_head_avx2(const float *q, int d, const void *k, const void *v, size_t strid
             size_t row = (size_t)pp * stride + i0;
             __m256 a = _mm256_set1_ps(scratch[pp] * inv);
             for (int j = 0; j < nj; j++)
-                acc[j] = _mm256_fmadd_ps(a, load_kv(v, row + 8 * j, f16), acc[j]);
+                acc[j] = _mm256_fmadd_ps(a, load_f16x8(v, row + 8 * j), acc[j]);
         }
         for (int j = 0; j < nj; j++)
             _mm256_storeu_ps(out + i0 + 8 * j, acc[j]);
@@ -98,13 +89,7 @@ attn_head_avx2(const float *q, int d, const void *k, const void *v, size_t strid
     for (int i = dv; i < d; i++) {
         float o = 0.0f;
         for (int pp = 0; pp < n; pp++)
-            o += scratch[pp] * inv * kv_elem(v, (size_t)pp * stride + i, f16);
+            o += scratch[pp] * inv * f16_to_f32(v[(size_t)pp * stride + i]);
         out[i] = o;
     }
-}
-
-void attn_head_f16_avx2(const float *q, int d, const uint16_t *k, const uint16_t *v, size_t stride,
-                        int n, float scale, float *scratch, float *out)
-{
-    attn_head_avx2(q, d, k, v, stride, n, scale, scratch, out, true);
 }

@@ -1,9 +1,8 @@
-/* One attention head over an F32 or F16 KV cache with AVX-512: F16 rows widened in registers,
- * a polynomial exp so the softmax over thousands of positions costs no more than the
- * dot products. */
+/* One attention head with AVX-512. Over an F16 cache: rows widened in registers and a
+ * polynomial exp, so the softmax over thousands of positions costs no more than the dot
+ * products. Over the F32 cache: the scalar twin's exact arithmetic (see below). */
 #include <immintrin.h>
 #include <math.h>
-#include <stdbool.h>
 
 #include "kernels/kernels_x86.h"
 
@@ -27,17 +26,14 @@ static inline __m512 exp_neg512(__m512 x)
     return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, k));
 }
 
-/* 16 cached elements starting at element i, widened to float when the cache is F16. */
-static inline __m512 load_kv(const void *base, size_t i, __mmask16 m, bool f16)
+/* 16 cached F16 elements (those in m) starting at element i, widened to float. */
+static inline __m512 load_f16x16(const uint16_t *base, size_t i, __mmask16 m)
 {
-    if (f16)
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
-    return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + i));
 }
 
-static inline __attribute__((always_inline)) void
-attn_head_avx512(const float *q, int d, const void *k, const void *v, size_t stride, int n,
-                 float scale, float *scratch, float *out, bool f16)
+void attn_head_f16_avx512(const float *q, int d, const uint16_t *k, const uint16_t *v,
+                          size_t stride, int n, float scale, float *scratch, float *out)
 {
     /* q stays in registers for heads up to 256 wide; wider ones reload the rest */
     int nv = (d + 15) / 16;
@@ -54,7 +50,7 @@ attn_head_avx512(const float *q, int d, const void *k, const void *v, size_t str
         for (int j = 0; j < nv; j++) {
             __mmask16 m = j == nv - 1 ? tail : 0xffff;
             __m512 qj = j < 16 ? qv[j] : _mm512_maskz_loadu_ps(m, q + 16 * j);
-            acc = _mm512_fmadd_ps(qj, load_kv(k, row + 16 * j, m, f16), acc);
+            acc = _mm512_fmadd_ps(qj, load_f16x16(k, row + 16 * j, m), acc);
         }
         float s = _mm512_reduce_add_ps(acc) * scale;
         scratch[p] = s;
@@ -87,7 +83,7 @@ attn_head_avx512(const float *q, int d, const void *k, const void *v, size_t str
             __m512 a = _mm512_set1_ps(scratch[pp] * inv);
             for (int j = 0; j < nj; j++) {
                 __mmask16 m = j0 + j == nv - 1 ? tail : 0xffff;
-                acc[j] = _mm512_fmadd_ps(a, load_kv(v, row + 16 * j, m, f16), acc[j]);
+                acc[j] = _mm512_fmadd_ps(a, load_f16x16(v, row + 16 * j, m), acc[j]);
             }
         }
         for (int j = 0; j < nj; j++)
@@ -153,10 +149,4 @@ void attn_head_f32_avx512(const float *q, int d, const float *k, const float *v,
         for (int j = 0; j < nj; j++)
             _mm512_mask_storeu_ps(out + 16 * (j0 + j), j0 + j == nv - 1 ? tail : 0xffff, acc[j]);
     }
-}
-
-void attn_head_f16_avx512(const float *q, int d, const uint16_t *k, const uint16_t *v,
-                          size_t stride, int n, float scale, float *scratch, float *out)
-{
-    attn_head_avx512(q, d, k, v, stride, n, scale, scratch, out, true);
 }

@@ -345,22 +345,7 @@ ALWAYS_INLINE float q8_0_row1(uint32_t type, const uint8_t *p0, const float *x, 
 }
 
 /* One driver per type (kernels/row_walk.h), so the type switch in dense_load8 folds away. */
-DENSE_DRIVER(dense_f32, GGML_TYPE_F32, dense_rows4, dense_row1)
-DENSE_DRIVER(dense_f16, GGML_TYPE_F16, dense_rows4, dense_row1)
-DENSE_DRIVER(dense_bf16, GGML_TYPE_BF16, dense_rows4, dense_row1)
-DENSE_DRIVER(dense_q8_0, GGML_TYPE_Q8_0, q8_0_rows4, q8_0_row1)
-
-static void dense_dot_rows_avx2(const struct dense_matrix *m, const float *x, int r0, int r1,
-                                float *out)
-{
-    switch (m->type) {
-    case GGML_TYPE_F32: dense_f32(m, x, r0, r1, out); break;
-    case GGML_TYPE_F16: dense_f16(m, x, r0, r1, out); break;
-    case GGML_TYPE_BF16: dense_bf16(m, x, r0, r1, out); break;
-    case GGML_TYPE_Q8_0: dense_q8_0(m, x, r0, r1, out); break;
-    default: kernels_scalar.dense_dot_rows(m, x, r0, r1, out); break;
-    }
-}
+DENSE_DOT_ROWS(dense_dot_rows_avx2)
 
 const struct kernel_ops kernels_avx2 = {
     .name = "avx2",

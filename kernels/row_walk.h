@@ -77,4 +77,22 @@ static inline int row_walk_next(struct row_walk *w, int rr[4])
         }                                                                                 \
     }
 
+/* dense_dot_rows for one instruction set: a driver per dense type over that set's
+ * dense_rows4/dense_row1 and q8_0_rows4/q8_0_row1, and the switch between them. */
+#define DENSE_DOT_ROWS(fn)                                                                \
+    DENSE_DRIVER(dense_f32, GGML_TYPE_F32, dense_rows4, dense_row1)                       \
+    DENSE_DRIVER(dense_f16, GGML_TYPE_F16, dense_rows4, dense_row1)                       \
+    DENSE_DRIVER(dense_bf16, GGML_TYPE_BF16, dense_rows4, dense_row1)                     \
+    DENSE_DRIVER(dense_q8_0, GGML_TYPE_Q8_0, q8_0_rows4, q8_0_row1)                       \
+    static void fn(const struct dense_matrix *m, const float *x, int r0, int r1, float *out) \
+    {                                                                                     \
+        switch (m->type) {                                                                \
+        case GGML_TYPE_F32: dense_f32(m, x, r0, r1, out); break;                          \
+        case GGML_TYPE_F16: dense_f16(m, x, r0, r1, out); break;                          \
+        case GGML_TYPE_BF16: dense_bf16(m, x, r0, r1, out); break;                        \
+        case GGML_TYPE_Q8_0: dense_q8_0(m, x, r0, r1, out); break;                        \
+        default: kernels_scalar.dense_dot_rows(m, x, r0, r1, out); break;                 \
+        }                                                                                 \
+    }
+
 #endif
