@@ -1,152 +1,176 @@
-/* One attention head with AVX-512. Over an F16 cache: rows widened in registers and a
- * polynomial exp, so the softmax over thousands of positions costs no more than the dot
- * products. Over the F32 cache: the scalar twin's exact arithmetic (see below). */
+/* Attention with AVX-512: the scalar twin's arithmetic (kernels.h, struct attn_group)
+ * done 16 positions or 16 head elements at a time. Every head of a GQA group is scored
+ * from one pass over the key tiles and reads each block of values while it is in L1, so
+ * the cache is streamed from memory once per KV head, not once per query head. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 
-#include "kernels/kernels_x86.h"
+#include "kernels/attention.h"
+#include "kernels/attn_exp.h"
 
-/* e^x for x <= 0 (scores minus their max): 2^k * e^r with |r| <= ln2/2, degree-6
- * polynomial (relative error ~2e-7); below -87 the result is 0. */
-static inline __m512 exp_neg512(__m512 x)
+#define HEADS_AT_ONCE 8  /* heads scored together: one accumulator each */
+#define V_BLOCK 32       /* positions of values read by every head while in L1 */
+#define V_CHUNKS 8       /* 16-float chunks of a head accumulated in registers at once */
+
+static inline __m512 load16(const void *base, size_t at, __mmask16 m, bool f16)
 {
-    const __m512 log2e = _mm512_set1_ps(1.44269504f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
-    r = _mm512_fnmadd_ps(k, ln2_lo, r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, k));
+    return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + at))
+               : _mm512_maskz_loadu_ps(m, (const float *)base + at);
 }
 
-/* 16 cached F16 elements (those in m) starting at element i, widened to float. */
-static inline __m512 load_f16x16(const uint16_t *base, size_t i, __mmask16 m)
+/* attn_exp of 8 floats: the same double-precision operations in the same order. */
+static inline __m256 exp8(__m256 xf)
 {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + i));
+    static const double c[ATTN_EXP_NCOEFF] = ATTN_EXP_COEFFS;
+    __m512d x = _mm512_max_pd(_mm512_cvtps_pd(xf), _mm512_set1_pd(ATTN_EXP_MIN));
+    __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(ATTN_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d r = _mm512_sub_pd(x, _mm512_mul_pd(k, _mm512_set1_pd(ATTN_LN2_HI)));
+    r = _mm512_sub_pd(r, _mm512_mul_pd(k, _mm512_set1_pd(ATTN_LN2_LO)));
+    __m512d p = _mm512_set1_pd(c[0]);
+    for (int i = 1; i < ATTN_EXP_NCOEFF; i++)
+        p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(c[i]));
+    p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(1.0));
+    p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(1.0));
+    return _mm512_cvtpd_ps(_mm512_scalef_pd(p, k));
 }
 
-void attn_head_f16_avx512(const float *q, int d, const uint16_t *k, const uint16_t *v,
-                          size_t stride, int n, float scale, float *scratch, float *out)
+static inline __m512 exp16(__m512 x)
 {
-    /* q stays in registers for heads up to 256 wide; wider ones reload the rest */
-    int nv = (d + 15) / 16;
-    __mmask16 tail = (d % 16) ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xffff;
-    __m512 qv[16];
-    int nq = nv < 16 ? nv : 16;
-    for (int j = 0; j < nq; j++)
-        qv[j] = _mm512_maskz_loadu_ps(j == nv - 1 ? tail : 0xffff, q + 16 * j);
-
-    float max = -INFINITY;
-    for (int p = 0; p < n; p++) {
-        size_t row = (size_t)p * stride;
-        __m512 acc = _mm512_setzero_ps();
-        for (int j = 0; j < nv; j++) {
-            __mmask16 m = j == nv - 1 ? tail : 0xffff;
-            __m512 qj = j < 16 ? qv[j] : _mm512_maskz_loadu_ps(m, q + 16 * j);
-            acc = _mm512_fmadd_ps(qj, load_f16x16(k, row + 16 * j, m), acc);
-        }
-        float s = _mm512_reduce_add_ps(acc) * scale;
-        scratch[p] = s;
-        max = s > max ? s : max;
-    }
-
-    __m512 vmax = _mm512_set1_ps(max), vsum = _mm512_setzero_ps();
-    int p = 0;
-    for (; p + 16 <= n; p += 16) {
-        __m512 e = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(scratch + p), vmax));
-        _mm512_storeu_ps(scratch + p, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    if (p < n) {
-        __mmask16 m = (__mmask16)((1u << (n - p)) - 1);
-        __m512 e = exp_neg512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scratch + p), vmax));
-        e = _mm512_maskz_mov_ps(m, e);
-        _mm512_mask_storeu_ps(scratch + p, m, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    float inv = 1.0f / _mm512_reduce_add_ps(vsum);
-
-    for (int j0 = 0; j0 < nv; j0 += 16) {
-        int nj = nv - j0 < 16 ? nv - j0 : 16;
-        __m512 acc[16];
-        for (int j = 0; j < nj; j++)
-            acc[j] = _mm512_setzero_ps();
-        for (int pp = 0; pp < n; pp++) {
-            size_t row = (size_t)pp * stride + 16 * j0;
-            __m512 a = _mm512_set1_ps(scratch[pp] * inv);
-            for (int j = 0; j < nj; j++) {
-                __mmask16 m = j0 + j == nv - 1 ? tail : 0xffff;
-                acc[j] = _mm512_fmadd_ps(a, load_f16x16(v, row + 16 * j, m), acc[j]);
-            }
-        }
-        for (int j = 0; j < nj; j++)
-            _mm512_mask_storeu_ps(out + 16 * (j0 + j), j0 + j == nv - 1 ? tail : 0xffff, acc[j]);
-    }
+    __m256 lo = exp8(_mm512_castps512_ps256(x));
+    __m256 hi = exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
-/* The F32 cache is the default, and the third-party logits are checked through it. A
- * model with large activations puts some int8 roundings of the attention output within
- * 1e-4 of a tie, so any change of float order can flip one and move logits by more than
- * the tolerance. This kernel therefore does exactly the scalar twin's operations in the
- * scalar twin's order (products and sums rounded separately: the Makefile builds with
- * -ffp-contract=off): 16 positions at a time, one lane each, for the scores; libm expf
- * in order for the softmax; 16 head elements at a time for the weighted sum. It is
- * bit-identical to the scalar kernel and still several times faster. */
-void attn_head_f32_avx512(const float *q, int d, const float *k, const float *v, size_t stride,
-                          int n, float scale, float *scratch, float *out)
+/* The lane sums folded as kernels.h states: halves, then quarters, down to one. */
+static inline float fold16(__m512 v)
 {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i row_step = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)stride));
-    const __m512 vscale = _mm512_set1_ps(scale);
-    int p = 0;
-    for (; p + 16 <= n; p += 16) {
-        const float *base = k + (size_t)p * stride;
-        __m512 dot = _mm512_setzero_ps();
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+static inline __mmask16 first_lanes(int count)
+{
+    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
+}
+
+/* Scores of heads [h0, h0 + HN) for every tile, times scale, into their scratch rows. */
+static inline __attribute__((always_inline)) void score(const struct attn_group *a, int h0,
+                                                        const int HN, bool f16)
+{
+    int d = a->d, stride = attn_tiles_len(a->n);
+    const float *q = a->q + (size_t)h0 * d;
+    __m512 vscale = _mm512_set1_ps(a->scale);
+    for (int b = 0; b < stride / ATTN_TILE; b++) {
+        size_t base = (size_t)b * d * ATTN_TILE;
+        __m512 acc[HEADS_AT_ONCE];
+#pragma GCC unroll 8
+        for (int h = 0; h < HN; h++)
+            acc[h] = _mm512_setzero_ps();
         for (int i = 0; i < d; i++) {
-            __m512 kv = _mm512_i32gather_ps(row_step, base + i, 4);
-            dot = _mm512_add_ps(dot, _mm512_mul_ps(_mm512_set1_ps(q[i]), kv));
+            __m512 k = load16(a->k, base + (size_t)i * ATTN_TILE, 0xffff, f16);
+#pragma GCC unroll 8
+            for (int h = 0; h < HN; h++)
+                acc[h] = _mm512_add_ps(acc[h], _mm512_mul_ps(_mm512_set1_ps(q[(size_t)h * d + i]), k));
         }
-        _mm512_storeu_ps(scratch + p, _mm512_mul_ps(dot, vscale));
-    }
-    for (; p < n; p++) {
-        const float *kr = k + (size_t)p * stride;
-        float dot = 0.0f;
-        for (int i = 0; i < d; i++)
-            dot += q[i] * kr[i];
-        scratch[p] = dot * scale;
-    }
-    float max = -INFINITY;
-    for (p = 0; p < n; p++)
-        max = fmaxf(max, scratch[p]);
-    float sum = 0.0f;
-    for (p = 0; p < n; p++) {
-        scratch[p] = expf(scratch[p] - max);
-        sum += scratch[p];
-    }
-    float inv = 1.0f / sum;
-    int nv = (d + 15) / 16;
-    __mmask16 tail = (d % 16) ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xffff;
-    for (int j0 = 0; j0 < nv; j0 += 16) {
-        int nj = nv - j0 < 16 ? nv - j0 : 16;
-        __m512 acc[16];
-        for (int j = 0; j < nj; j++)
-            acc[j] = _mm512_setzero_ps();
-        for (p = 0; p < n; p++) {
-            const float *vr = v + (size_t)p * stride + 16 * j0;
-            __m512 a = _mm512_set1_ps(scratch[p] * inv);
-            for (int j = 0; j < nj; j++) {
-                __mmask16 m = j0 + j == nv - 1 ? tail : 0xffff;
-                acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, vr + 16 * j)));
-            }
-        }
-        for (int j = 0; j < nj; j++)
-            _mm512_mask_storeu_ps(out + 16 * (j0 + j), j0 + j == nv - 1 ? tail : 0xffff, acc[j]);
+#pragma GCC unroll 8
+        for (int h = 0; h < HN; h++)
+            _mm512_storeu_ps(a->scratch + (size_t)(h0 + h) * stride + b * ATTN_TILE,
+                             _mm512_mul_ps(acc[h], vscale));
     }
 }
+
+/* A head's scores in w[0..n) become its softmax weights. */
+static void softmax(float *w, int n)
+{
+    int n_tiles = (n + ATTN_TILE - 1) / ATTN_TILE;
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int b = 0; b < n_tiles; b++)
+        vmax = _mm512_mask_max_ps(vmax, first_lanes(n - b * ATTN_TILE), vmax,
+                                  _mm512_loadu_ps(w + b * ATTN_TILE));
+    __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), lanes = _mm512_setzero_ps();
+    for (int b = 0; b < n_tiles; b++) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(w + b * ATTN_TILE), max));
+        e = _mm512_maskz_mov_ps(first_lanes(n - b * ATTN_TILE), e);
+        _mm512_storeu_ps(w + b * ATTN_TILE, e);
+        lanes = _mm512_add_ps(lanes, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / fold16(lanes));
+    for (int b = 0; b < n_tiles; b++)
+        _mm512_storeu_ps(w + b * ATTN_TILE, _mm512_mul_ps(_mm512_loadu_ps(w + b * ATTN_TILE), inv));
+}
+
+/* out[c] += w[p] * v[p][c] for positions [p0, p1) over NJ chunks from chunk j0, kept in
+ * registers across the positions. */
+static inline __attribute__((always_inline)) void weigh_values(const struct attn_group *a,
+                                                               const float *w, float *out,
+                                                               int p0, int p1, int j0,
+                                                               const int NJ, bool f16)
+{
+    int d = a->d, nv = (d + 15) / 16;
+    __mmask16 m[V_CHUNKS];
+    __m512 acc[V_CHUNKS];
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; j++) {
+        m[j] = j0 + j == nv - 1 ? first_lanes(d - 16 * (nv - 1)) : (__mmask16)0xffff;
+        acc[j] = _mm512_maskz_loadu_ps(m[j], out + 16 * (j0 + j));
+    }
+    for (int p = p0; p < p1; p++) {
+        __m512 wp = _mm512_set1_ps(w[p]);
+        size_t row = (size_t)p * d + 16 * (size_t)j0;
+#pragma GCC unroll 8
+        for (int j = 0; j < NJ; j++)
+            acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(wp, load16(a->v, row + 16 * j, m[j], f16)));
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; j++)
+        _mm512_mask_storeu_ps(out + 16 * (j0 + j), m[j], acc[j]);
+}
+
+static inline __attribute__((always_inline)) void attn_avx512(const struct attn_group *a, bool f16)
+{
+    int d = a->d, n = a->n, g = a->g, stride = attn_tiles_len(n);
+    for (int h0 = 0; h0 < g; h0 += HEADS_AT_ONCE) {
+        switch (g - h0 < HEADS_AT_ONCE ? g - h0 : HEADS_AT_ONCE) {
+        case 1: score(a, h0, 1, f16); break;
+        case 2: score(a, h0, 2, f16); break;
+        case 3: score(a, h0, 3, f16); break;
+        case 4: score(a, h0, 4, f16); break;
+        case 5: score(a, h0, 5, f16); break;
+        case 6: score(a, h0, 6, f16); break;
+        case 7: score(a, h0, 7, f16); break;
+        default: score(a, h0, 8, f16); break;
+        }
+    }
+    for (int h = 0; h < g; h++)
+        softmax(a->scratch + (size_t)h * stride, n);
+    for (int i = 0; i < g * d; i++)
+        a->out[i] = 0.0f;
+    int nv = (d + 15) / 16;
+    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
+        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
+        for (int h = 0; h < g; h++) {
+            const float *w = a->scratch + (size_t)h * stride;
+            float *out = a->out + (size_t)h * d;
+            for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
+                switch (nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS) {
+                case 1: weigh_values(a, w, out, p0, p1, j0, 1, f16); break;
+                case 2: weigh_values(a, w, out, p0, p1, j0, 2, f16); break;
+                case 3: weigh_values(a, w, out, p0, p1, j0, 3, f16); break;
+                case 4: weigh_values(a, w, out, p0, p1, j0, 4, f16); break;
+                case 5: weigh_values(a, w, out, p0, p1, j0, 5, f16); break;
+                case 6: weigh_values(a, w, out, p0, p1, j0, 6, f16); break;
+                case 7: weigh_values(a, w, out, p0, p1, j0, 7, f16); break;
+                default: weigh_values(a, w, out, p0, p1, j0, 8, f16); break;
+                }
+            }
+        }
+    }
+}
+
+void attn_f32_avx512(const struct attn_group *a) { attn_avx512(a, false); }
+void attn_f16_avx512(const struct attn_group *a) { attn_avx512(a, true); }

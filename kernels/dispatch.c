@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/cpu_features.h"
 #include "kernels/kernels_x86.h"
 
@@ -25,8 +26,8 @@ static void overlay(struct kernel_ops *ops, const struct kernel_ops *set)
     if (set->dense_dot_rows) ops->dense_dot_rows = set->dense_dot_rows;
     if (set->q8_dot_rows) ops->q8_dot_rows = set->q8_dot_rows;
     if (set->i2s_gemm) ops->i2s_gemm = set->i2s_gemm;
-    if (set->attn_head_f32) ops->attn_head_f32 = set->attn_head_f32;
-    if (set->attn_head_f16) ops->attn_head_f16 = set->attn_head_f16;
+    if (set->attn_f32) ops->attn_f32 = set->attn_f32;
+    if (set->attn_f16) ops->attn_f16 = set->attn_f16;
     if (set->dense_rows_to_q8) ops->dense_rows_to_q8 = set->dense_rows_to_q8;
 }
 
@@ -53,14 +54,14 @@ static void build(struct kernel_ops *ops, enum level l)
     *ops = kernels_scalar;
     if (l >= LEVEL_AVX2) {
         overlay(ops, &kernels_avx2);
-        /* no AVX2 F32 attention: see attention_avx512.c for why F32 must match scalar */
-        ops->attn_head_f16 = attn_head_f16_avx2;
+        ops->attn_f32 = attn_f32_avx2;
+        ops->attn_f16 = attn_f16_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
     }
     if (l >= LEVEL_AVX512) {
         overlay(ops, &kernels_avx512);
-        ops->attn_head_f32 = attn_head_f32_avx512;
-        ops->attn_head_f16 = attn_head_f16_avx512;
+        ops->attn_f32 = attn_f32_avx512;
+        ops->attn_f16 = attn_f16_avx512;
         ops->i2s_gemm = i2s_gemm_avx512;
     }
     if (l >= LEVEL_AMX) {

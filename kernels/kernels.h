@@ -41,6 +41,38 @@ struct q8_matrix {
     const int32_t *row_sum;
 };
 
+/* The KV cache of one KV head, as the attention kernels read it. Keys lie in tiles of
+ * ATTN_TILE positions, element i of position p at
+ *     k[(p / ATTN_TILE) * d * ATTN_TILE + i * ATTN_TILE + p % ATTN_TILE],
+ * so that a kernel scores a tile of positions with contiguous loads and each score keeps
+ * the reference's order of additions; values lie by position, v[p * d + i].
+ *
+ * What every kernel computes, for each of the g query heads, exactly as the scalar twin
+ * does (bit-identical floats; -ffp-contract=off):
+ *   s_p = (q . k_p, summed over i in order) * scale               for p < n
+ *   e_p = attn_exp(s_p - max_p s_p)                                (kernels/attn_exp.h)
+ *   sum = e_p added into ATTN_TILE lane sums (lane p % ATTN_TILE, p increasing), then
+ *         lane[j] += lane[j + w] for w = ATTN_TILE/2, ..., 1
+ *   out_i = sum over p in order of (e_p * (1 / sum)) * v_p,i
+ * The scores' order matters most: with large activations a score is a sum of large
+ * terms, and a different order moves logits of the third-party check data past its
+ * tolerance. */
+#define ATTN_TILE 16
+
+struct attn_group {
+    const float *q;     /* [g][d]: the query heads that share this KV head */
+    float *out;         /* [g][d] */
+    const void *k;      /* key tiles, float or F16 (uint16_t) */
+    const void *v;      /* values [n][d], same type */
+    int g, d, n;        /* heads, head size, cached positions (n >= 1) */
+    float scale;
+    float *scratch;     /* [g][attn_tiles_len(n)] */
+};
+
+/* n rounded up to whole tiles: the positions a key cache holds room for, and the floats
+ * of scratch per head. */
+static inline int attn_tiles_len(int n) { return (n + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE; }
+
 struct kernel_ops {
     const char *name;
     /* Decode. out[r] = sum_c W[r][c] * xq[c] (trits), exact. */
@@ -61,13 +93,10 @@ struct kernel_ops {
      * once and used for every token. */
     void (*i2s_gemm)(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                      int r0, int r1, int32_t *out, size_t ldo);
-    /* One attention head over n cached positions (row p of K at k + p * stride
-     * elements, likewise V): out[0..d) = softmax(q . K^T * scale) V. scratch holds n
-     * floats. One entry per cache element type. */
-    void (*attn_head_f32)(const float *q, int d, const float *k, const float *v, size_t stride,
-                          int n, float scale, float *scratch, float *out);
-    void (*attn_head_f16)(const float *q, int d, const uint16_t *k, const uint16_t *v,
-                          size_t stride, int n, float scale, float *scratch, float *out);
+    /* Attention of the query heads that share one KV head (see struct attn_group),
+     * one entry per cache element type. */
+    void (*attn_f32)(const struct attn_group *a);
+    void (*attn_f16)(const struct attn_group *a);
     /* Rows [r0, r1) of a dense matrix to int8 with one scale per row (absmax / 127,
      * round half to even) and each row's sum of q. */
     void (*dense_rows_to_q8)(const struct dense_matrix *m, int r0, int r1, int8_t *q,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/f16.h"
 #include "kernels/ternary_formats.h"
 #include "model/ggml_types.h"
@@ -147,51 +148,6 @@ float quantize_act_i8(const float *x, int n, int8_t *xq)
     return s;
 }
 
-/* The body of both attention twins; kv_f16 picks how a cached element is read. */
-static inline float kv_elem(const void *base, size_t i, bool kv_f16)
-{
-    return kv_f16 ? f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
-}
-
-static inline void attn_head_scalar(const float *q, int d, const void *k, const void *v,
-                                    size_t stride, int n, float scale, float *scratch, float *out,
-                                    bool kv_f16)
-{
-    float max = -INFINITY;
-    for (int p = 0; p < n; p++) {
-        float dot = 0.0f;
-        for (int i = 0; i < d; i++)
-            dot += q[i] * kv_elem(k, (size_t)p * stride + i, kv_f16);
-        scratch[p] = dot * scale;
-        max = fmaxf(max, scratch[p]);
-    }
-    float sum = 0.0f;
-    for (int p = 0; p < n; p++) {
-        scratch[p] = expf(scratch[p] - max);
-        sum += scratch[p];
-    }
-    float inv = 1.0f / sum;
-    for (int i = 0; i < d; i++)
-        out[i] = 0.0f;
-    for (int p = 0; p < n; p++) {
-        float a = scratch[p] * inv;
-        for (int i = 0; i < d; i++)
-            out[i] += a * kv_elem(v, (size_t)p * stride + i, kv_f16);
-    }
-}
-
-static void attn_head_f32_scalar(const float *q, int d, const float *k, const float *v,
-                                 size_t stride, int n, float scale, float *scratch, float *out)
-{
-    attn_head_scalar(q, d, k, v, stride, n, scale, scratch, out, false);
-}
-
-static void attn_head_f16_scalar(const float *q, int d, const uint16_t *k, const uint16_t *v,
-                                 size_t stride, int n, float scale, float *scratch, float *out)
-{
-    attn_head_scalar(q, d, k, v, stride, n, scale, scratch, out, true);
-}
-
 static void dense_rows_to_q8_scalar(const struct dense_matrix *m, int r0, int r1, int8_t *q,
                                     float *scale, int32_t *row_sum)
 {
@@ -220,7 +176,7 @@ const struct kernel_ops kernels_scalar = {
     .dense_dot_rows = dense_dot_rows_scalar,
     .q8_dot_rows = q8_dot_rows_scalar,
     .i2s_gemm = i2s_gemm_scalar,
-    .attn_head_f32 = attn_head_f32_scalar,
-    .attn_head_f16 = attn_head_f16_scalar,
+    .attn_f32 = attn_f32_scalar,
+    .attn_f16 = attn_f16_scalar,
     .dense_rows_to_q8 = dense_rows_to_q8_scalar,
 };

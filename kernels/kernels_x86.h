@@ -15,13 +15,7 @@ void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ld
 void i2s_gemm_amx(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                   int r0, int r1, int32_t *out, size_t ldo);
 
-/* Attention over an F32 or F16 KV cache, and F16/F32/BF16/Q8_0 rows to int8 rows. */
-void attn_head_f32_avx512(const float *q, int d, const float *k, const float *v, size_t stride,
-                          int n, float scale, float *scratch, float *out);
-void attn_head_f16_avx2(const float *q, int d, const uint16_t *k, const uint16_t *v, size_t stride,
-                        int n, float scale, float *scratch, float *out);
-void attn_head_f16_avx512(const float *q, int d, const uint16_t *k, const uint16_t *v,
-                          size_t stride, int n, float scale, float *scratch, float *out);
+/* F16/F32/BF16/Q8_0 rows to int8 rows. */
 void dense_rows_to_q8_avx2(const struct dense_matrix *m, int r0, int r1, int8_t *q, float *scale,
                            int32_t *row_sum);
 

@@ -35,9 +35,11 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     if (s->layer_begin >= s->layer_end || s->layer_end > hp->n_layer)
         return err_set(e, "layer range [%u, %u) is not within the model's %u layers",
                        s->layer_begin, s->layer_end, hp->n_layer);
-    size_t cache = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * (size_t)cfg->n_ctx *
-                   kv_dim;
     s->n_ctx = cfg->n_ctx;
+    s->n_ctx_pad = attn_tiles_len(cfg->n_ctx);
+    s->group = (int)(hp->n_head / hp->n_head_kv);
+    size_t cache = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * (size_t)s->n_ctx_pad *
+                   kv_dim;
     s->n_batch = cfg->n_batch;
     s->pool = cfg->pool;
     s->nth = threadpool_size(cfg->pool);
@@ -54,7 +56,7 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->hb2 = calloc(nb * ff, sizeof(float));
     s->rope_cos = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->rope_sin = calloc(nb * hp->head_dim / 2, sizeof(float));
-    s->att = calloc((size_t)s->nth * cfg->n_ctx, sizeof(float));
+    s->att = calloc((size_t)s->nth * s->group * s->n_ctx_pad, sizeof(float));
     size_t elem = cfg->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     s->kv_f16 = cfg->kv_f16;
     s->key_cache = calloc(cache, elem);
@@ -254,7 +256,39 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
     return 0;
 }
 
-/* Causal attention of every (position, head) pair of the batch over the cache. */
+/* Where the cache of one KV head of one layer of a slot starts (its layout: kernels.h,
+ * struct attn_group). */
+static size_t kv_head_offset(const struct forward_state *s, const struct bitnet_hparams *hp,
+                             int slot, uint32_t il, int kvh)
+{
+    size_t layer = (size_t)slot * (s->layer_end - s->layer_begin) + (il - s->layer_begin);
+    return (layer * hp->n_head_kv + (size_t)kvh) * (size_t)s->n_ctx_pad * hp->head_dim;
+}
+
+/* Row t's K and V into the cache of layer il at the row's position. */
+static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, uint32_t il, int t)
+{
+    int hd = (int)hp->head_dim, p = s->row_pos[t];
+    const float *kt = s->k + (size_t)t * hp->n_head_kv * hd, *vt = s->v + (size_t)t * hp->n_head_kv * hd;
+    for (int kvh = 0; kvh < (int)hp->n_head_kv; kvh++, kt += hd, vt += hd) {
+        size_t off = kv_head_offset(s, hp, s->row_slot[t], il, kvh);
+        size_t k_at = off + (size_t)(p / ATTN_TILE) * hd * ATTN_TILE + p % ATTN_TILE;
+        size_t v_at = off + (size_t)p * hd;
+        for (int i = 0; i < hd; i++) {
+            if (s->kv_f16) {
+                ((uint16_t *)s->key_cache)[k_at + (size_t)i * ATTN_TILE] = f32_to_f16(kt[i]);
+                ((uint16_t *)s->value_cache)[v_at + i] = f32_to_f16(vt[i]);
+            } else {
+                ((float *)s->key_cache)[k_at + (size_t)i * ATTN_TILE] = kt[i];
+                ((float *)s->value_cache)[v_at + i] = vt[i];
+            }
+        }
+    }
+}
+
+/* Causal attention of every (position, head) pair of the batch over the cache. The pairs
+ * are split evenly among threads; each thread hands the heads of one KV head it has to
+ * one kernel call, which reads that part of the cache once for all of them. */
 struct attention_job {
     const struct bitnet_hparams *hp;
     struct forward_state *s;
@@ -266,30 +300,30 @@ static void attention_task(void *ctx, int ith, int nth)
     const struct attention_job *job = ctx;
     const struct bitnet_hparams *hp = job->hp;
     struct forward_state *s = job->s;
-    int hd = (int)hp->head_dim, n_head = (int)hp->n_head;
-    int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
-    int group = (int)(hp->n_head / hp->n_head_kv);
-    uint32_t n_local = s->layer_end - s->layer_begin;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->att + (size_t)ith * s->n_ctx;
+    int hd = (int)hp->head_dim, n_head = (int)hp->n_head, group = s->group;
+    size_t elem = s->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     int lo, hi;
     split_range(s->n_rows * n_head, 1, ith, nth, &lo, &hi);
-    for (int item = lo; item < hi; item++) {
+    for (int item = lo; item < hi;) {
         int t = item / n_head, h = item % n_head, kvh = h / group;
-        const float *q = s->q + (size_t)t * hp->n_embd + h * hd;
-        float *o = s->attn_out + (size_t)t * hp->n_embd + h * hd;
-        size_t layer_off = ((size_t)s->row_slot[t] * n_local + (job->il - s->layer_begin)) *
-                           (size_t)s->n_ctx * kv_dim;
-        size_t off = layer_off + (size_t)kvh * hd;
-        int n_pos = s->row_pos[t] + 1;
+        int g = (kvh + 1) * group - h;
+        if (g > hi - item)
+            g = hi - item;
+        size_t off = kv_head_offset(s, hp, s->row_slot[t], job->il, kvh) * elem;
+        struct attn_group a = {
+            .q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd,
+            .out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd,
+            .k = (const char *)s->key_cache + off,
+            .v = (const char *)s->value_cache + off,
+            .g = g, .d = hd, .n = s->row_pos[t] + 1,
+            .scale = 1.0f / sqrtf((float)hd),
+            .scratch = s->att + (size_t)ith * group * s->n_ctx_pad,
+        };
         if (s->kv_f16)
-            kops.attn_head_f16(q, hd, (const uint16_t *)s->key_cache + off,
-                               (const uint16_t *)s->value_cache + off, (size_t)kv_dim, n_pos,
-                               scale, att, o);
+            kops.attn_f16(&a);
         else
-            kops.attn_head_f32(q, hd, (const float *)s->key_cache + off,
-                               (const float *)s->value_cache + off, (size_t)kv_dim, n_pos, scale,
-                               att, o);
+            kops.attn_f32(&a);
+        item += g;
     }
 }
 
@@ -309,18 +343,7 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
         const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
         rope(s->q + (size_t)t * embd, (int)hp->n_head, hd, c, sn);
         rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
-        size_t off = (((size_t)s->row_slot[t] * (s->layer_end - s->layer_begin) +
-                       (il - s->layer_begin)) * (size_t)s->n_ctx + (size_t)s->row_pos[t]) * kv_dim;
-        const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
-        if (s->kv_f16) {
-            for (int i = 0; i < kv_dim; i++) {
-                ((uint16_t *)s->key_cache)[off + i] = f32_to_f16(kt[i]);
-                ((uint16_t *)s->value_cache)[off + i] = f32_to_f16(vt[i]);
-            }
-        } else {
-            memcpy((float *)s->key_cache + off, kt, (size_t)kv_dim * sizeof(float));
-            memcpy((float *)s->value_cache + off, vt, (size_t)kv_dim * sizeof(float));
-        }
+        kv_store(s, hp, il, t);
     }
     struct attention_job aj = {.hp = hp, .s = s, .il = il};
     threadpool_run(s->pool, attention_task, &aj);

@@ -25,6 +25,8 @@ struct forward_config {
 
 struct forward_state {
     int n_ctx, n_batch, nth, n_slots;
+    int n_ctx_pad;   /* n_ctx rounded up to whole key tiles (kernels.h) */
+    int group;       /* query heads per KV head */
     uint32_t layer_begin, layer_end;
     struct threadpool *pool;
     int n_rows;      /* rows set by forward_set_rows */
@@ -40,10 +42,11 @@ struct forward_state {
     float *attn_out; /* [n_embd] */
     float *hb, *hb2; /* FFN gate and up [n_ff] */
     float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
-    float *att;      /* attention scores, [nth][n_ctx] */
+    float *att;      /* attention weights, [nth][group][n_ctx_pad] */
     bool kv_f16;
-    void *key_cache;   /* [slot][layer - begin][n_ctx][kv_dim] of float, or F16 when kv_f16 */
-    void *value_cache;
+    void *key_cache;   /* [slot][layer - begin][kv head] of n_ctx_pad x head_dim, keys in
+                        * tiles as kernels.h lays them out; float, or F16 when kv_f16 */
+    void *value_cache; /* same, values by position */
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden state for a q8 output head */
     int32_t *head_acc; /* its integer row sums [n_vocab] */

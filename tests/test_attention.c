@@ -1,10 +1,12 @@
-/* Attention-head and int8-row-conversion kernels against their scalar twins: attention
- * (floats, polynomial exp) within a tight tolerance, the int8 conversion bit for bit. */
+/* Attention and int8-row-conversion kernels against their scalar twins, bit for bit; the
+ * scalar attention against float64, and its exp against libm. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attention.h"
+#include "kernels/attn_exp.h"
 #include "kernels/cpu_features.h"
 #include "kernels/f16.h"
 #include "kernels/kernels.h"
@@ -19,58 +21,112 @@ static float frand(float lo, float hi)
     return lo + (hi - lo) * (float)((rng >> 40) * (1.0 / 16777216.0));
 }
 
-typedef void (*attn32_fn)(const float *, int, const float *, const float *, size_t, int, float,
-                          float *, float *);
-typedef void (*attn16_fn)(const float *, int, const uint16_t *, const uint16_t *, size_t, int,
-                          float, float *, float *);
+typedef void (*attn_fn)(const struct attn_group *);
 
-static void check_attention(const char *name, attn32_fn f32, attn16_fn f16)
+/* The contract of kernels.h in float64 (no int8 anywhere in attention), to show the
+ * scalar twin computes what it claims. */
+static void attn_f64(const float *q, const float *k, const float *v, int g, int d, int n,
+                     float scale, double *out)
+{
+    double *w = malloc(sizeof(double) * n);
+    for (int h = 0; h < g; h++) {
+        double max = -INFINITY, sum = 0.0;
+        for (int p = 0; p < n; p++) {
+            double dot = 0.0;
+            for (int i = 0; i < d; i++)
+                dot += (double)q[h * d + i] *
+                       k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)i * ATTN_TILE + p % ATTN_TILE];
+            w[p] = dot * scale;
+            max = fmax(max, w[p]);
+        }
+        for (int p = 0; p < n; p++)
+            sum += (w[p] = exp(w[p] - max));
+        for (int i = 0; i < d; i++) {
+            double o = 0.0;
+            for (int p = 0; p < n; p++)
+                o += w[p] / sum * v[(size_t)p * d + i];
+            out[h * d + i] = o;
+        }
+    }
+    free(w);
+}
+
+/* Every kernel against the scalar twin, bit for bit, with keys past n (the rest of the
+ * last tile) set to NaN: a kernel that let them into the softmax would show it. */
+static void check_attention(const char *name, attn_fn f32, attn_fn f16)
 {
     static const int dims[] = {32, 64, 100, 128};
     static const int lens[] = {1, 7, 16, 17, 300};
+    static const int groups[] = {1, 3, 4, 9};
     static const float spreads[] = {1.0f, 8.0f, 40.0f}; /* 40: nearly one-hot softmax */
-    float worst = 0.0f;
+    int bad = 0, runs = 0;
+    double worst64 = 0.0;
     for (size_t di = 0; di < 4; di++)
         for (size_t li = 0; li < 5; li++)
-            for (size_t si = 0; si < 3; si++) {
-                int d = dims[di], n = lens[li];
-                size_t stride = (size_t)d + 24;
-                float *q = malloc(sizeof(float) * d), *k = malloc(sizeof(float) * n * stride);
-                float *v = malloc(sizeof(float) * n * stride);
-                uint16_t *kh = malloc(2 * n * stride), *vh = malloc(2 * n * stride);
-                float *scr = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * d);
-                float *got = malloc(sizeof(float) * (d + 1));
-                for (int i = 0; i < d; i++)
-                    q[i] = frand(-1, 1) * spreads[si];
-                for (size_t i = 0; i < (size_t)n * stride; i++) {
-                    k[i] = frand(-1, 1), v[i] = frand(-2, 2);
-                    kh[i] = f32_to_f16(k[i]), vh[i] = f32_to_f16(v[i]);
-                }
-                float scale = 1.0f / sqrtf((float)d);
-                for (int kind = 0; kind < 2; kind++) {
-                    got[d] = 12345.0f; /* guard: nothing past d is written */
-                    if (kind == 0) {
-                        kernels_scalar.attn_head_f32(q, d, k, v, stride, n, scale, scr, ref);
-                        f32(q, d, k, v, stride, n, scale, scr, got);
-                    } else {
-                        kernels_scalar.attn_head_f16(q, d, kh, vh, stride, n, scale, scr, ref);
-                        f16(q, d, kh, vh, stride, n, scale, scr, got);
+            for (size_t gi = 0; gi < 4; gi++)
+                for (size_t si = 0; si < 3; si++) {
+                    int d = dims[di], n = lens[li], g = groups[gi], np = attn_tiles_len(n);
+                    size_t kn = (size_t)np * d;
+                    float *q = malloc(sizeof(float) * g * d), *k = malloc(sizeof(float) * kn);
+                    float *v = malloc(sizeof(float) * kn);
+                    uint16_t *kh = malloc(2 * kn), *vh = malloc(2 * kn);
+                    float *scr = malloc(sizeof(float) * g * np);
+                    float *ref = malloc(sizeof(float) * g * d), *got = malloc(sizeof(float) * (g * d + 1));
+                    double *exact = malloc(sizeof(double) * g * d);
+                    for (int i = 0; i < g * d; i++)
+                        q[i] = frand(-1, 1) * spreads[si];
+                    for (size_t i = 0; i < kn; i++) {
+                        int pos = (int)(i / ATTN_TILE / d) * ATTN_TILE + (int)(i % ATTN_TILE);
+                        k[i] = pos < n ? frand(-1, 1) : NAN, v[i] = frand(-2, 2);
+                        kh[i] = f32_to_f16(k[i]), vh[i] = f32_to_f16(v[i]);
                     }
-                    float err = 0.0f;
-                    for (int i = 0; i < d; i++)
-                        err = fmaxf(err, fabsf(got[i] - ref[i]));
-                    worst = fmaxf(worst, err);
-                    CHECK(err < 2e-5f, "%s %s d=%d n=%d spread=%g: max error %g", name,
-                          kind ? "f16" : "f32", d, n, spreads[si], err);
-                    /* the F32 kernels promise the scalar twin's exact arithmetic */
-                    if (kind == 0 && f32 != kernels_scalar.attn_head_f32)
-                        CHECK(memcmp(got, ref, sizeof(float) * d) == 0,
-                              "%s f32 d=%d n=%d not bit-identical to scalar", name, d, n);
-                    CHECK(got[d] == 12345.0f, "%s wrote past the head", name);
+                    float scale = 1.0f / sqrtf((float)d);
+                    for (int kind = 0; kind < 2; kind++) {
+                        struct attn_group a = {.q = q, .k = kind ? (const void *)kh : k,
+                                               .v = kind ? (const void *)vh : v, .g = g, .d = d,
+                                               .n = n, .scale = scale, .scratch = scr};
+                        a.out = ref;
+                        (kind ? kernels_scalar.attn_f16 : kernels_scalar.attn_f32)(&a);
+                        got[g * d] = 12345.0f; /* guard: nothing past the heads is written */
+                        a.out = got;
+                        (kind ? f16 : f32)(&a);
+                        runs++;
+                        if (memcmp(got, ref, sizeof(float) * g * d) != 0 && bad++ < 5)
+                            CHECK(0, "%s %s d=%d n=%d g=%d spread=%g: not bit-identical to scalar",
+                                  name, kind ? "f16" : "f32", d, n, g, spreads[si]);
+                        CHECK(got[g * d] == 12345.0f, "%s wrote past the heads", name);
+                        if (kind == 0 && f32 == kernels_scalar.attn_f32) {
+                            attn_f64(q, k, v, g, d, n, scale, exact);
+                            for (int i = 0; i < g * d; i++)
+                                worst64 = fmax(worst64, fabs(ref[i] - exact[i]));
+                        }
+                    }
+                    free(q), free(k), free(v), free(kh), free(vh), free(scr), free(ref), free(got);
+                    free(exact);
                 }
-                free(q), free(k), free(v), free(kh), free(vh), free(scr), free(ref), free(got);
-            }
-    printf("%s attention: worst |diff| vs scalar %.2e\n", name, worst);
+    CHECK(bad == 0, "%s attention: %d of %d runs differ from the scalar twin", name, bad, runs);
+    if (f32 == kernels_scalar.attn_f32) {
+        CHECK(worst64 < 2e-5, "scalar attention vs float64: max |diff| %.3g", worst64);
+        printf("scalar attention vs float64: max |diff| %.2e\n", worst64);
+    }
+    printf("%s attention: %d runs, %d not bit-identical to scalar\n", name, runs, bad);
+}
+
+/* attn_exp is libm's expf in practice: never more than one ulp away, and equal almost
+ * always (it is evaluated in double and rounded once). */
+static void check_attn_exp(void)
+{
+    int equal = 0, total = 0, far = 0;
+    for (float x = -110.0f; x <= 0.0f; x += 0.000731f, total++) {
+        float a = attn_exp(x), b = expf(x);
+        equal += a == b;
+        far += fabsf(a - b) > fabsf(nextafterf(b, INFINITY) - b);
+    }
+    CHECK(far == 0, "attn_exp: %d of %d values more than one ulp from expf", far, total);
+    CHECK(equal >= total - total / 1000, "attn_exp: only %d of %d equal to expf", equal, total);
+    CHECK(attn_exp(0.0f) == 1.0f && attn_exp(-200.0f) == 0.0f && attn_exp(-1.0f) == expf(-1.0f),
+          "attn_exp at 0, -200, -1");
+    printf("attn_exp: %d of %d equal to expf, none further than one ulp\n", equal, total);
 }
 
 static void check_q8_rows(void)
@@ -135,15 +191,16 @@ int main(void)
 {
     struct cpu_features f;
     cpu_features_detect(&f);
-    check_attention("scalar", kernels_scalar.attn_head_f32, kernels_scalar.attn_head_f16);
+    check_attn_exp();
+    check_attention("scalar", kernels_scalar.attn_f32, kernels_scalar.attn_f16);
     if (f.avx2 && f.fma && f.f16c) {
-        check_attention("avx2", kernels_scalar.attn_head_f32, attn_head_f16_avx2);
+        check_attention("avx2", attn_f32_avx2, attn_f16_avx2);
         check_q8_rows();
     } else {
         printf("no AVX2/FMA/F16C on this CPU: avx2 kernels not run\n");
     }
     if (f.avx512f && f.avx512bw && f.avx512vl)
-        check_attention("avx512", attn_head_f32_avx512, attn_head_f16_avx512);
+        check_attention("avx512", attn_f32_avx512, attn_f16_avx512);
     else
         printf("no AVX-512 on this CPU: avx512 kernels not run\n");
     return check_done("test_attention");

@@ -1,0 +1,61 @@
+/* The scalar twin of attention over the KV cache: the arithmetic kernels.h states, in
+ * plain loops. Every SIMD attention kernel must give these floats bit for bit. */
+#include <math.h>
+#include <stdbool.h>
+
+#include "kernels/attn_exp.h"
+#include "kernels/f16.h"
+#include "kernels/attention.h"
+
+static inline float cache_elem(const void *base, size_t i, bool f16)
+{
+    return f16 ? f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+static inline float key_elem(const struct attn_group *a, int p, int i, bool f16)
+{
+    size_t at = (size_t)(p / ATTN_TILE) * a->d * ATTN_TILE + (size_t)i * ATTN_TILE + p % ATTN_TILE;
+    return cache_elem(a->k, at, f16);
+}
+
+/* scratch[0..n) = softmax weights of one head (scores, then e^(s - max), then e / sum). */
+static void softmax_weights(const struct attn_group *a, const float *q, float *w, bool f16)
+{
+    int n = a->n;
+    float max = -INFINITY;
+    for (int p = 0; p < n; p++) {
+        float dot = 0.0f;
+        for (int i = 0; i < a->d; i++)
+            dot += q[i] * key_elem(a, p, i, f16);
+        w[p] = dot * a->scale;
+        max = fmaxf(max, w[p]);
+    }
+    float lane[ATTN_TILE] = {0};
+    for (int p = 0; p < n; p++) {
+        w[p] = attn_exp(w[p] - max);
+        lane[p % ATTN_TILE] += w[p];
+    }
+    for (int width = ATTN_TILE / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++)
+            lane[j] += lane[j + width];
+    float inv = 1.0f / lane[0];
+    for (int p = 0; p < n; p++)
+        w[p] = w[p] * inv;
+}
+
+static inline void attn_scalar(const struct attn_group *a, bool f16)
+{
+    int d = a->d, stride = attn_tiles_len(a->n);
+    for (int h = 0; h < a->g; h++) {
+        float *w = a->scratch + (size_t)h * stride, *out = a->out + (size_t)h * d;
+        softmax_weights(a, a->q + (size_t)h * d, w, f16);
+        for (int i = 0; i < d; i++)
+            out[i] = 0.0f;
+        for (int p = 0; p < a->n; p++)
+            for (int i = 0; i < d; i++)
+                out[i] += w[p] * cache_elem(a->v, (size_t)p * d + i, f16);
+    }
+}
+
+void attn_f32_scalar(const struct attn_group *a) { attn_scalar(a, false); }
+void attn_f16_scalar(const struct attn_group *a) { attn_scalar(a, true); }
