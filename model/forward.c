@@ -62,7 +62,7 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->key_cache = calloc(cache, elem);
     s->value_cache = calloc(cache, elem);
     s->logits = calloc(hp->n_vocab, sizeof(float));
-    s->head_xq = calloc(embd, 1);
+    s->head_xq = calloc(nb * embd, 1);
     s->head_acc = calloc(hp->n_vocab, sizeof(int32_t));
     s->row_slot = calloc(nb, sizeof(int));
     s->row_pos = calloc(nb, sizeof(int));
@@ -365,40 +365,62 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
         s->x[i] += s->attn_out[i];
 }
 
+/* Rows of the output head multiplied against every requested row while they sit in L2:
+ * the head is read from memory once per call however many rows want logits, and each
+ * logit is the kernel's own single-row result (the kernel runs once per row over each
+ * block of weights), so a logit never depends on what else shared the call. */
+#define HEAD_BLOCK_ROWS 64
+
 struct output_job {
     const struct bitnet_model *m;
     struct forward_state *s;
-    const float *xb;
-    float xscale;
+    int n;            /* rows wanting logits: their normed x at xb[i], int8 at head_xq[i] */
+    float *logits;    /* [n][n_vocab] */
 };
 
 static void output_task(void *ctx, int ith, int nth)
 {
     const struct output_job *job = ctx;
     const struct bitnet_model *m = job->m;
-    float *logits = job->s->logits;
+    const struct forward_state *s = job->s;
+    size_t V = m->hp.n_vocab, embd = m->hp.n_embd;
+    const struct q8_matrix *q = m->output_q8.q ? &m->output_q8 : NULL;
     int lo, hi;
-    if (m->output_q8.q) {
-        const struct q8_matrix *q = &m->output_q8;
-        split_range(q->rows, 16, ith, nth, &lo, &hi);
-        int32_t *acc = job->s->head_acc;
-        kops.q8_dot_rows(q, job->s->head_xq, lo, hi, acc);
-        for (int r = lo; r < hi; r++)
-            logits[r] = (float)acc[r] * q->scale[r] / job->xscale;
-    } else {
-        split_range(m->output.rows, 16, ith, nth, &lo, &hi);
-        kops.dense_dot_rows(&m->output, job->xb, lo, hi, logits);
+    split_range(q ? q->rows : m->output.rows, 16, ith, nth, &lo, &hi);
+    int block = job->n == 1 ? hi - lo : HEAD_BLOCK_ROWS;
+    for (int b = lo; b < hi; b += block) {
+        int be = b + block < hi ? b + block : hi;
+        for (int i = 0; i < job->n; i++) {
+            float *logits = job->logits + (size_t)i * V;
+            if (q) {
+                /* head_acc rows [b, be) are this thread's alone */
+                kops.q8_dot_rows(q, s->head_xq + (size_t)i * embd, b, be, s->head_acc);
+                for (int r = b; r < be; r++)
+                    logits[r] = (float)s->head_acc[r] * q->scale[r] / s->xscale[i];
+            } else {
+                kops.dense_dot_rows(&m->output, s->xb + (size_t)i * embd, b, be, logits);
+            }
+        }
     }
+}
+
+void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, const int *rows,
+                         int n, float *logits)
+{
+    int embd = (int)m->hp.n_embd;
+    for (int i = 0; i < n; i++) {
+        float *xb = s->xb + (size_t)i * embd;
+        rmsnorm(xb, s->x + (size_t)rows[i] * embd, m->output_norm, embd, m->hp.norm_eps);
+        if (m->output_q8.q)
+            s->xscale[i] = quantize_act_i8(xb, embd, s->head_xq + (size_t)i * embd);
+    }
+    struct output_job job = {.m = m, .s = s, .n = n, .logits = logits};
+    threadpool_run(s->pool, output_task, &job);
 }
 
 void forward_output(const struct bitnet_model *m, struct forward_state *s, int t)
 {
-    int embd = (int)m->hp.n_embd;
-    rmsnorm(s->xb, s->x + (size_t)t * embd, m->output_norm, embd, m->hp.norm_eps);
-    struct output_job job = {.m = m, .s = s, .xb = s->xb, .xscale = 1.0f};
-    if (m->output_q8.q)
-        job.xscale = quantize_act_i8(s->xb, embd, s->head_xq);
-    threadpool_run(s->pool, output_task, &job);
+    forward_output_rows(m, s, &t, 1, s->logits);
 }
 
 int forward_batch(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,

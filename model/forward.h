@@ -48,8 +48,8 @@ struct forward_state {
                         * tiles as kernels.h lays them out; float, or F16 when kv_f16 */
     void *value_cache; /* same, values by position */
     float *logits;   /* [n_vocab] */
-    int8_t *head_xq; /* quantized final hidden state for a q8 output head */
-    int32_t *head_acc; /* its integer row sums [n_vocab] */
+    int8_t *head_xq; /* quantized final hidden states [n_batch][n_embd] for a q8 head */
+    int32_t *head_acc; /* integer row sums of the q8 head [n_vocab] */
 };
 
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
@@ -69,6 +69,11 @@ int forward_embed(const struct bitnet_model *m, struct forward_state *s, const i
 void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il);
 /* s->logits = output projection of the final-normed row x[t]. */
 void forward_output(const struct bitnet_model *m, struct forward_state *s, int t);
+/* logits[i * n_vocab ...] = the same for rows[i], i < n (n <= n_batch, rows distinct or
+ * not), reading the head's weights once for all of them; each row's logits are bit for
+ * bit what forward_output gives it. */
+void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, const int *rows,
+                         int n, float *logits);
 
 /* Embedding and every layer for tokens[0..n) at positions pos0.. of slot 0, without the
  * output projection. -1 and e filled if a token, the batch size or a position is out of

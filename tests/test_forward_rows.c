@@ -54,6 +54,16 @@ static void test_interleaved_slots(const struct bitnet_model *m, struct threadpo
         const float *want = slots1[t] == 2 ? ra + pos1[t] * V : rb + pos1[t] * V;
         bad += memcmp(s.logits, want, V * sizeof(float)) != 0;
     }
+    /* the same rows' logits in one pass over the head, reordered and repeated */
+    int pick[] = {4, 0, 2, 2, 3};
+    float *many = malloc(5 * V * sizeof(float));
+    forward_output_rows(m, &s, pick, 5, many);
+    for (int i = 0; i < 5; i++) {
+        int t = pick[i];
+        const float *want = slots1[t] == 2 ? ra + pos1[t] * V : rb + pos1[t] * V;
+        bad += memcmp(many + i * V, want, V * sizeof(float)) != 0;
+    }
+    free(many);
     /* step 2: decode-style rows, one per sequence, in the other order */
     for (int step = 0; step < 3; step++) {
         int slots2[] = {0, 2}, pos2[] = {2 + step, 3 + step};
@@ -118,6 +128,30 @@ static void test_layer_split(const struct bitnet_model *m, struct threadpool *po
     forward_state_free(&b);
 }
 
+/* With the int8 head too, several rows' logits in one call are each row's own. */
+static void test_q8_head_rows(struct bitnet_model *m, struct threadpool *pool)
+{
+    struct errbuf e;
+    CHECK(bitnet_model_build_q8_head(m, pool, &e) == 0, "%s", e.msg);
+    struct forward_state s;
+    struct forward_config cfg = {.n_ctx = 16, .n_batch = 8, .pool = pool};
+    CHECK(forward_state_init(&s, m, &cfg, &e) == 0, "%s", e.msg);
+    size_t V = m->hp.n_vocab;
+    int n = (int)(sizeof seq_a / sizeof seq_a[0]), rows[7], bad = 0;
+    CHECK(forward_batch(m, &s, seq_a, n, 0, &e) == 0, "%s", e.msg);
+    for (int t = 0; t < n; t++)
+        rows[t] = n - 1 - t;
+    float *many = malloc((size_t)n * V * sizeof(float));
+    forward_output_rows(m, &s, rows, n, many);
+    for (int t = 0; t < n; t++) {
+        forward_output(m, &s, rows[t]);
+        bad += memcmp(many + (size_t)t * V, s.logits, V * sizeof(float)) != 0;
+    }
+    CHECK(bad == 0, "q8 head: %d of %d rows differ when computed together", bad, n);
+    free(many);
+    forward_state_free(&s);
+}
+
 int main(void)
 {
     kernels_init();
@@ -132,6 +166,7 @@ int main(void)
     test_interleaved_slots(&m, pool, ra, rb);
     for (uint32_t cut = 1; cut < m.hp.n_layer; cut++)
         test_layer_split(&m, pool, ra, cut);
+    test_q8_head_rows(&m, pool);
     free(ra);
     free(rb);
     threadpool_free(pool);

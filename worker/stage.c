@@ -206,28 +206,41 @@ static int send_result(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
         rc = err_set(e, "out of memory for %u result rows", n);
         goto out;
     }
+    /* every row's logits in one pass over the head: into the message itself when the
+     * full rows go out (little-endian f32, the host order here), else into scratch */
+    float *logits = k ? malloc((size_t)n * V * sizeof(float)) : (float *)r.logits.data;
+    int *rows = malloc((n ? n : 1) * sizeof *rows);
+    if (!logits || !rows) {
+        if (k)
+            free(logits);
+        free(rows);
+        *code = BITNET__ERROR_CODE__ERROR_CODE_OUT_OF_MEMORY;
+        rc = err_set(e, "out of memory for %u result rows", n);
+        goto out;
+    }
     uint32_t i = 0;
     for (uint32_t t = 0; t < fw->n_rows; t++) {
         if (!fw->want_logits[t])
             continue;
-        forward_output(&s->model, &s->state, (int)t);
+        rows[i] = (int)t;
         r.seq_ids[i] = fw->seq_ids[t];
         r.positions[i] = fw->positions[t];
-        if (k) {
-            top_k(s->state.logits, V, k, r.top_ids + (size_t)i * k, r.top_logits + (size_t)i * k);
-            r.argmax[i] = r.top_ids[(size_t)i * k];
-        } else {
-            r.argmax[i] = argmax_f32(s->state.logits, V);
-            /* logits go out little-endian f32, which is the host order here */
-            if (wire_pack_rows(s->state.logits, 1, V, BITNET__ELEM_TYPE__ELEM_TYPE_F32,
-                               r.logits.data + (size_t)i * V * sizeof(float),
-                               (size_t)V * sizeof(float), e) < 0) {
-                rc = -1;
-                goto out;
-            }
-        }
         i++;
     }
+    if (n)
+        forward_output_rows(&s->model, &s->state, rows, (int)n, logits);
+    for (i = 0; i < n; i++) {
+        const float *row = logits + (size_t)i * V;
+        if (k) {
+            top_k(row, V, k, r.top_ids + (size_t)i * k, r.top_logits + (size_t)i * k);
+            r.argmax[i] = r.top_ids[(size_t)i * k];
+        } else {
+            r.argmax[i] = argmax_f32(row, V);
+        }
+    }
+    if (k)
+        free(logits);
+    free(rows);
     uint64_t t_out = worker_now_us();
     timing->compute_us += t_out - t_done_us; /* the output head is compute too */
     append_timing(fw, timing, &r.timings, &r.n_timings, e, &rc);
