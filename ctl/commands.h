@@ -17,6 +17,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /* Talking to a running bitnetd (ctl/cmd_daemon.c). */
 int cmd_status(int argc, char **argv);

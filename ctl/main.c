@@ -28,6 +28,9 @@ static void usage(FILE *out)
           "  generate (--prompt S | --chat S) [...]   as above, without --model\n"
           "  eval --ids 1,2,3 --logits-out OUT         as above, without --model\n"
           "\n"
+          "Keys for remote workers (bitnetd --listen, bitnet-worker on tcp):\n"
+          "  keygen --out PREFIX [--force]   writes PREFIX.key (mode 0600) and PREFIX.pub\n"
+          "\n"
           "Every in-process command also takes --threads N, --batch N (positions per forward\n"
           "call), --lm-head f16|q8 (int8 copy of the output projection, made at load) and\n"
           "--kv-type f32|f16 (KV cache element; f32 by default).\n"
@@ -64,6 +67,8 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return cmd_keygen(argc - 1, argv + 1);
     static const struct {
         const char *name;
         int (*fn)(int, char **);

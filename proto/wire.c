@@ -632,6 +632,9 @@ static int recv_envelope(void *sock, struct wire_rx *rx, struct wire_identity *i
         const char *user = zmq_msg_gets(&m, "User-Id");
         if (user)
             snprintf(id->user_id, sizeof id->user_id, "%s", user);
+        const char *addr = zmq_msg_gets(&m, "Peer-Address");
+        if (addr)
+            snprintf(id->peer_address, sizeof id->peer_address, "%s", addr);
     }
     rc = wire_decode(zmq_msg_data(&m), zmq_msg_size(&m), rx, out, e);
     zmq_msg_close(&m);

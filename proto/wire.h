@@ -94,6 +94,8 @@ struct wire_identity {
     /* ZAP User-Id the connection was admitted with: under proto/zap.c the client's Z85
      * CURVE public key, to compare with Hello.curve_public_key. Empty without ZAP. */
     char user_id[64];
+    /* the peer's IP address on tcp (libzmq's Peer-Address), for logs; "" on ipc */
+    char peer_address[64];
 };
 
 /* Socket helpers. One envelope is one frame; ROUTER sockets add the identity frame in

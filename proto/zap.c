@@ -1,11 +1,15 @@
 #include "proto/zap.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zmq.h>
+
+#include "proto/keys.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_MAX_FRAMES 8 /* CURVE requests have 7; more than that is not RFC 27 */
@@ -22,24 +26,26 @@ struct zap {
     uint8_t (*keys)[32];
     size_t n_keys;
     struct zap_stats stats;
+    zap_observer observer;
+    void *observer_arg;
 };
 
-static int load_keys(const char *path, uint8_t (**out)[32], size_t *n_out, struct errbuf *e)
+/* Appends the keys of one file to *keys (n of cap). */
+static int load_key_file(const char *path, uint8_t (**keys)[32], size_t *n, size_t *cap,
+                         struct errbuf *e)
 {
     FILE *fp = fopen(path, "r");
     if (!fp)
         return err_set(e, "%s: %s", path, strerror(errno));
-    uint8_t(*keys)[32] = NULL;
-    size_t n = 0, cap = 0;
     char *line = NULL;
     size_t line_cap = 0;
     unsigned lineno = 0;
     int rc = 0;
     while (getline(&line, &line_cap, fp) >= 0) {
         lineno++;
-        const char *p = line + strspn(line, " \t\r\n");
-        if (!*p || *p == '#')
+        if (curve_line_is_comment(line))
             continue;
+        const char *p = line + strspn(line, " \t\r\n");
         size_t len = strcspn(p, " \t\r\n");
         char z85[41];
         uint8_t key[32];
@@ -54,22 +60,89 @@ static int load_keys(const char *path, uint8_t (**out)[32], size_t *n_out, struc
             rc = err_set(e, "%s:%u: not a Z85 CURVE public key", path, lineno);
             break;
         }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            void *nk = realloc(keys, ncap * sizeof *keys);
+        if (*n == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 8;
+            void *nk = realloc(*keys, ncap * sizeof **keys);
             if (!nk) {
                 rc = err_set(e, "%s: out of memory", path);
                 break;
             }
-            keys = nk;
-            cap = ncap;
+            *keys = nk;
+            *cap = ncap;
         }
-        memcpy(keys[n++], key, 32);
+        memcpy((*keys)[(*n)++], key, 32);
     }
     if (!rc && ferror(fp))
         rc = err_set(e, "%s: read error", path);
     free(line);
     fclose(fp);
+    return rc;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every *.pub file of a directory, in name order so that errors are reproducible. */
+static int load_key_dir(const char *dir, uint8_t (**keys)[32], size_t *n, size_t *cap,
+                        struct errbuf *e)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return err_set(e, "%s: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n_names = 0, names_cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".pub") != 0)
+            continue;
+        if (n_names == names_cap) {
+            size_t ncap = names_cap ? names_cap * 2 : 16;
+            char **nn = realloc(names, ncap * sizeof *nn);
+            if (!nn) {
+                rc = err_set(e, "%s: out of memory", dir);
+                break;
+            }
+            names = nn;
+            names_cap = ncap;
+        }
+        if (!(names[n_names] = strdup(de->d_name)))
+            rc = err_set(e, "%s: out of memory", dir);
+        else
+            n_names++;
+    }
+    closedir(d);
+    if (n_names)
+        qsort(names, n_names, sizeof *names, by_name);
+    for (size_t i = 0; i < n_names; i++) {
+        if (rc == 0) {
+            char path[4096];
+            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= sizeof path)
+                rc = err_set(e, "%s/%s: path too long", dir, names[i]);
+            else
+                rc = load_key_file(path, keys, n, cap, e);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+static int load_keys(const char *path, uint8_t (**out)[32], size_t *n_out, struct errbuf *e)
+{
+    uint8_t(*keys)[32] = NULL;
+    size_t n = 0, cap = 0;
+    struct stat st;
+    int rc;
+    if (stat(path, &st) != 0)
+        rc = err_set(e, "%s: %s", path, strerror(errno));
+    else if (S_ISDIR(st.st_mode))
+        rc = load_key_dir(path, &keys, &n, &cap, e);
+    else
+        rc = load_key_file(path, &keys, &n, &cap, e);
     if (rc) {
         free(keys);
         return -1;
@@ -90,11 +163,18 @@ static int frame_is(zmq_msg_t *m, const char *s)
     return zmq_msg_size(m) == n && memcmp(zmq_msg_data(m), s, n) == 0;
 }
 
-/* Decides one request; fills status code, text and User-Id. */
+/* Decides one request; fills status code, text and User-Id, and d for the observer. */
 static void decide(struct zap *z, zmq_msg_t *f, int nf, int overflow, const char **status,
-                   const char **text, char *user, size_t user_cap)
+                   const char **text, char *user, size_t user_cap, struct zap_decision *d,
+                   char *key_z85, char *address, size_t address_cap)
 {
     user[0] = 0;
+    key_z85[0] = 0;
+    address[0] = 0;
+    memset(d, 0, sizeof *d);
+    d->key = key_z85;
+    d->address = address;
+    d->mechanism = "";
     /* frames: version, request id, domain, address, routing id, mechanism, credentials */
     if (overflow || nf < 6 || !frame_is(&f[0], "1.0")) {
         pthread_mutex_lock(&z->lock);
@@ -102,23 +182,33 @@ static void decide(struct zap *z, zmq_msg_t *f, int nf, int overflow, const char
         pthread_mutex_unlock(&z->lock);
         *status = "500";
         *text = "malformed ZAP request";
+        d->text = *text;
         return;
     }
+    size_t alen = zmq_msg_size(&f[3]) < address_cap ? zmq_msg_size(&f[3]) : address_cap - 1;
+    memcpy(address, zmq_msg_data(&f[3]), alen);
+    address[alen] = 0;
     int allowed = 0;
     if (frame_is(&f[5], "NULL")) {
         allowed = 1;
         *text = "NULL mechanism";
+        d->mechanism = "NULL";
     } else if (frame_is(&f[5], "CURVE") && nf == 7 && zmq_msg_size(&f[6]) == 32) {
         const uint8_t *key = zmq_msg_data(&f[6]);
         pthread_mutex_lock(&z->lock);
         for (size_t i = 0; i < z->n_keys && !allowed; i++)
             allowed = memcmp(z->keys[i], key, 32) == 0;
         pthread_mutex_unlock(&z->lock);
+        zmq_z85_encode(key_z85, key, 32);
         if (allowed && user_cap >= 41)
-            zmq_z85_encode(user, key, 32);
+            memcpy(user, key_z85, 41);
         *text = allowed ? "key listed" : "client key not listed";
+        d->mechanism = "CURVE";
     } else {
         *text = "mechanism not allowed";
+        d->mechanism = frame_is(&f[5], "PLAIN")    ? "PLAIN"
+                       : frame_is(&f[5], "GSSAPI") ? "GSSAPI"
+                                                   : "?";
     }
     pthread_mutex_lock(&z->lock);
     if (allowed)
@@ -127,13 +217,17 @@ static void decide(struct zap *z, zmq_msg_t *f, int nf, int overflow, const char
         z->stats.refused++;
     pthread_mutex_unlock(&z->lock);
     *status = allowed ? "200" : "400";
+    d->allowed = allowed;
+    d->text = *text;
 }
 
 static int reply(struct zap *z, zmq_msg_t *f, int nf, int overflow, struct errbuf *e)
 {
     const char *status, *text;
-    char user[48];
-    decide(z, f, nf, overflow, &status, &text, user, sizeof user);
+    char user[48], key[48], address[64];
+    struct zap_decision d;
+    decide(z, f, nf, overflow, &status, &text, user, sizeof user, &d, key, address,
+           sizeof address);
     const void *req_id = nf >= 2 ? zmq_msg_data(&f[1]) : "";
     size_t req_len = nf >= 2 ? zmq_msg_size(&f[1]) : 0;
     if (zmq_send(z->rep, "1.0", 3, ZMQ_SNDMORE) < 0 ||
@@ -143,6 +237,9 @@ static int reply(struct zap *z, zmq_msg_t *f, int nf, int overflow, struct errbu
         zmq_send(z->rep, user, strlen(user), ZMQ_SNDMORE) < 0 ||
         zmq_send(z->rep, "", 0, 0) < 0) /* metadata: none */
         return err_set(e, "zap: reply: %s", zmq_strerror(zmq_errno()));
+    /* after the reply: whatever the observer does (logging) never delays a handshake */
+    if (z->observer)
+        z->observer(z->observer_arg, &d);
     return 0;
 }
 
@@ -276,6 +373,20 @@ int zap_reload(struct zap *z, const char *keys_path, struct errbuf *e)
     pthread_mutex_unlock(&z->lock);
     free(old);
     return 0;
+}
+
+void zap_set_observer(struct zap *z, zap_observer fn, void *arg)
+{
+    z->observer = fn;
+    z->observer_arg = arg;
+}
+
+size_t zap_n_keys(struct zap *z)
+{
+    pthread_mutex_lock(&z->lock);
+    size_t n = z->n_keys;
+    pthread_mutex_unlock(&z->lock);
+    return n;
 }
 
 void zap_get_stats(struct zap *z, struct zap_stats *out)

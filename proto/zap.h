@@ -3,8 +3,9 @@
  * CURVE alone proves a client knows the server's public key, which every worker must know;
  * it says nothing about who the client is. libzmq asks the ZAP handler of the socket's
  * context (a REP socket bound to inproc://zeromq.zap.01) about every new CURVE connection,
- * and this one answers yes only for keys listed in a file: one Z85 public key (40 chars)
- * per line; blank lines, lines starting with '#' and text after the key are ignored.
+ * and this one answers yes only for keys listed in a file, or in the *.pub files of a
+ * directory: one Z85 public key (40 chars) per line; blank lines, lines starting with '#'
+ * and text after the key are ignored (the format of bitnetctl keygen's .pub files).
  *
  * Answers by mechanism: CURVE - listed keys only, User-Id = the client's Z85 key (see
  * struct wire_identity.user_id); NULL - allowed, because libzmq only consults ZAP for NULL
@@ -31,8 +32,18 @@ struct zap_stats {
     struct errbuf error;
 };
 
-/* Loads the key file and binds the handler in ctx, for a caller that serves it from its
- * own zmq_poll loop (zap_socket + zap_serve). */
+/* One decision, for an observer (logging, counting). Strings live during the call only. */
+struct zap_decision {
+    int allowed;
+    const char *mechanism;  /* "CURVE", "NULL", ...; "" for a malformed request */
+    const char *address;    /* the peer's IP address, as libzmq gives it */
+    const char *key;        /* CURVE: the client's Z85 public key; else "" */
+    const char *text;       /* the status text sent back */
+};
+typedef void (*zap_observer)(void *arg, const struct zap_decision *d);
+
+/* Loads the key file (or directory) and binds the handler in ctx, for a caller that serves
+ * it from its own zmq_poll loop (zap_socket + zap_serve). */
 struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e);
 
 /* As zap_open, plus a thread that serves requests until zap_close. */
@@ -49,6 +60,13 @@ int zap_serve(struct zap *z, struct errbuf *e);
 int zap_reload(struct zap *z, const char *keys_path, struct errbuf *e);
 
 void zap_get_stats(struct zap *z, struct zap_stats *out);
+
+/* Called after each answer, on the thread that serves (the caller's with zap_serve, the
+ * handler's own with zap_start). Set it before the first request can arrive. */
+void zap_set_observer(struct zap *z, zap_observer fn, void *arg);
+
+/* Keys in the allow-list now. */
+size_t zap_n_keys(struct zap *z);
 
 /* Stops the thread (if any), unbinds and frees. NULL is a no-op. */
 void zap_close(struct zap *z);

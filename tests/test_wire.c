@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "kernels/f16.h"
+#include "proto/keys.h"
 #include "proto/wire.h"
 #include "proto/zap.h"
 #include "tests/check.h"
@@ -1104,11 +1106,11 @@ static void test_dealer_router(void *ctx, const struct samples *s)
     CHECK(rx.counts.malformed == 2, "router counts");
 
     /* ROUTER_MANDATORY turns a vanished peer into an answer instead of a silent drop */
-    struct wire_identity ghost = {5, "ghost", ""};
+    struct wire_identity ghost = {5, "ghost", "", ""};
     CHECK(wire_send_to(router, &ghost, &s->env[0], 100, &e) == WIRE_UNREACHABLE &&
               strstr(e.msg, "not connected"),
           "ghost: %s", e.msg);
-    struct wire_identity none = {0, "", ""};
+    struct wire_identity none = {0, "", "", ""};
     CHECK(wire_send_to(router, &none, &s->env[0], 100, &e) == WIRE_ERROR, "empty identity");
     /* and the socket still works after all that */
     CHECK(wire_send(dealer, &s->env[2], 1000, &e) == WIRE_OK &&
@@ -1409,6 +1411,151 @@ static void test_zap(const struct samples *s)
     zmq_ctx_term(ctx);
 }
 
+/* bitnetctl keygen's files (proto/keys.h): written, read back, and every way they can be
+ * wrong named with the file. */
+static void test_key_files(void)
+{
+    char dir[] = "/tmp/bitnet-test-keys-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char prefix[128], key[160], pub_path[160], pub[41], pub2[41], sec[41], got[41];
+    snprintf(prefix, sizeof prefix, "%s/w1", dir);
+    snprintf(key, sizeof key, "%s.key", prefix);
+    snprintf(pub_path, sizeof pub_path, "%s.pub", prefix);
+    struct errbuf e = {""};
+    CHECK(curve_write_pair(prefix, false, pub, &e) == 0, "write: %s", e.msg);
+    struct stat st;
+    CHECK(stat(key, &st) == 0 && (st.st_mode & 0777) == 0600, "key mode %o", st.st_mode & 0777);
+    CHECK(curve_read_public(pub_path, got, &e) == 0 && !strcmp(got, pub), "read .pub: %s", e.msg);
+    CHECK(curve_read_secret(key, got, sec, &e) == 0 && !strcmp(got, pub), "read .key: %s", e.msg);
+    char derived[41];
+    CHECK(zmq_curve_public(derived, sec) == 0 && !strcmp(derived, pub), "secret matches public");
+    CHECK(curve_write_pair(prefix, false, pub2, &e) == -1 && strstr(e.msg, "w1.key: File exists"),
+          "no overwrite without force: %s", e.msg);
+    CHECK(curve_read_public(pub_path, got, &e) == 0 && !strcmp(got, pub), "old pair kept");
+    CHECK(curve_write_pair(prefix, true, pub2, &e) == 0 && strcmp(pub, pub2) != 0,
+          "overwrite with force: %s", e.msg);
+    CHECK(curve_read_secret(key, got, sec, &e) == 0 && !strcmp(got, pub2), "new pair read");
+
+    /* each file where the other belongs */
+    CHECK(curve_read_public(key, got, &e) == -1 && strstr(e.msg, "w1.key: holds a secret key"),
+          ".key as public: %s", e.msg);
+    CHECK(curve_read_secret(pub_path, got, sec, &e) == -1 &&
+              strstr(e.msg, "w1.pub:1: expected 'public-key = KEY' or 'secret-key = KEY'"),
+          ".pub as secret: %s", e.msg);
+    chmod(key, 0640);
+    CHECK(curve_read_secret(key, got, sec, &e) == -1 && strstr(e.msg, "(mode 0640); chmod 600"),
+          "readable secret: %s", e.msg);
+    chmod(key, 0600);
+    char path[160], body[400];
+    struct keys a, b;
+    keypair(&a);
+    keypair(&b);
+    snprintf(path, sizeof path, "%s/mixed.key", dir);
+    snprintf(body, sizeof body, "public-key = %s\nsecret-key = %s\n", b.pub, a.sec);
+    write_keys(path, body);
+    chmod(path, 0600);
+    CHECK(curve_read_secret(path, got, sec, &e) == -1 && strstr(e.msg, "does not belong"),
+          "public of another pair: %s", e.msg);
+    snprintf(body, sizeof body, "secret-key = %.39s\n", a.sec);
+    write_keys(path, body);
+    CHECK(curve_read_secret(path, got, sec, &e) == -1 &&
+              strstr(e.msg, "mixed.key:1: secret-key is not a Z85 CURVE key (39 characters"),
+          "short secret: %s", e.msg);
+    snprintf(path, sizeof path, "%s/empty.pub", dir);
+    write_keys(path, "# nothing here\n\n");
+    CHECK(curve_read_public(path, got, &e) == -1 && strstr(e.msg, "empty.pub: no public key"),
+          "empty: %s", e.msg);
+    snprintf(path, sizeof path, "%s/none.pub", dir);
+    CHECK(curve_read_public(path, got, &e) == -1 && strstr(e.msg, "none.pub: No such file"),
+          "missing: %s", e.msg);
+    CHECK(curve_write_pair("/nonexistent-dir/x", false, pub, &e) == -1 &&
+              strstr(e.msg, "/nonexistent-dir/x.key: No such file"),
+          "unwritable: %s", e.msg);
+
+    /* comments, and the key's name after it, as in keygen's .pub */
+    snprintf(path, sizeof path, "%s/named.pub", dir);
+    snprintf(body, sizeof body, "# worker on host b\n\n  %s  host-b/w1\n", a.pub);
+    write_keys(path, body);
+    CHECK(curve_read_public(path, got, &e) == 0 && !strcmp(got, a.pub), "named: %s", e.msg);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "rm");
+}
+
+struct observed {
+    int allowed, refused;
+    char refused_key[41], refused_address[64];
+};
+
+static void observe(void *arg, const struct zap_decision *d)
+{
+    struct observed *o = arg;
+    if (d->allowed) {
+        o->allowed++;
+    } else {
+        o->refused++;
+        snprintf(o->refused_key, sizeof o->refused_key, "%s", d->key);
+        snprintf(o->refused_address, sizeof o->refused_address, "%s", d->address);
+    }
+}
+
+/* An allow-list directory (bitnetd --allow-keys DIR): its *.pub files count, nothing else;
+ * and the observer hears of each decision with the address and key. */
+static void test_zap_dir(const struct samples *s)
+{
+    char dir[] = "/tmp/bitnet-test-allow-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    struct keys server, a, b, out;
+    keypair(&server);
+    keypair(&a);
+    keypair(&b);
+    keypair(&out);
+    char path[160], body[200];
+    struct { const char *name; const struct keys *k; } files[] = {
+        {"a.pub", &a}, {"b.pub", &b}, {".hidden.pub", &out}, {"out.pub.bak", &out},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+        snprintf(body, sizeof body, "%s %s\n", files[i].k->pub, files[i].name);
+        write_keys(path, body);
+    }
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    write_keys(path, "not keys at all\n");
+    struct errbuf e = {""};
+    void *ctx = zmq_ctx_new();
+    struct zap *z = zap_open(ctx, dir, &e);
+    CHECK(z && zap_n_keys(z) == 2, "directory: %zu keys (%s)", z ? zap_n_keys(z) : 0,
+          z ? "" : e.msg);
+    if (z) {
+        struct observed o = {0};
+        zap_set_observer(z, observe, &o);
+        char ep[128];
+        struct wire_identity id;
+        void *srv = curve_server(ctx, &server, ep, sizeof ep);
+        void *ca = curve_client(ctx, &b, server.pub, ep);
+        CHECK(hello_exchange(srv, ca, s, 2000, z, &id), "key of a .pub in the directory");
+        CHECK(!strcmp(id.peer_address, "127.0.0.1"), "peer address '%s'", id.peer_address);
+        void *co = curve_client(ctx, &out, server.pub, ep);
+        CHECK(!hello_exchange(srv, co, s, 300, z, &id), "key of a hidden/non-.pub file refused");
+        CHECK(o.allowed == 1 && o.refused >= 1 && !strcmp(o.refused_key, out.pub) &&
+                  !strcmp(o.refused_address, "127.0.0.1"),
+              "observer: %d allowed, %d refused, key %s from %s", o.allowed, o.refused,
+              o.refused_key, o.refused_address);
+        zmq_close(co);
+        zmq_close(ca);
+        zmq_close(srv);
+        zap_close(z);
+    }
+    snprintf(path, sizeof path, "%s/c.pub", dir);
+    write_keys(path, "garbage\n");
+    CHECK(zap_open(ctx, dir, &e) == NULL && strstr(e.msg, "/c.pub:1: not a Z85"),
+          "bad file in the directory: %s", e.msg);
+    zmq_ctx_term(ctx);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "rm");
+}
+
 int main(void)
 {
     static struct samples s;
@@ -1426,5 +1573,7 @@ int main(void)
     zmq_ctx_term(ctx);
     test_curve(&s);
     test_zap(&s);
+    test_key_files();
+    test_zap_dir(&s);
     return check_done("test_wire");
 }
