@@ -93,6 +93,7 @@ static const char *worker_state_name(Bitnet__WorkerState s)
     case BITNET__WORKER_STATE__WORKER_STATE_READY: return "ready";
     case BITNET__WORKER_STATE__WORKER_STATE_DRAINING: return "draining";
     case BITNET__WORKER_STATE__WORKER_STATE_DEAD: return "dead";
+    case BITNET__WORKER_STATE__WORKER_STATE_WAITING: return "waiting";
     default: return "unknown";
     }
 }
@@ -125,6 +126,7 @@ int cmd_status(int argc, char **argv)
         json_object_object_add(j, "malformed_rejected", json_object_new_int64((int64_t)s->malformed_rejected));
         json_object_object_add(j, "oversized_rejected", json_object_new_int64((int64_t)s->oversized_rejected));
         json_object_object_add(j, "wrong_version_rejected", json_object_new_int64((int64_t)s->wrong_version_rejected));
+        json_object_object_add(j, "keys_refused", json_object_new_int64((int64_t)s->keys_refused));
         puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(j);
     } else {
@@ -140,6 +142,7 @@ int cmd_status(int argc, char **argv)
         printf("rejected         %llu malformed, %llu oversized, %llu wrong version\n",
                (unsigned long long)s->malformed_rejected, (unsigned long long)s->oversized_rejected,
                (unsigned long long)s->wrong_version_rejected);
+        printf("keys refused     %llu\n", (unsigned long long)s->keys_refused);
     }
     wire_free(r);
     return 0;

@@ -198,6 +198,12 @@ static bool accepting(struct daemon *d, const struct wire_identity *from, uint64
         clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_NOT_LOADED, msg);
         return false;
     }
+    /* a job would only wait for a stage that has not come back within its time */
+    char why[400];
+    if (workers_outage(d, why, sizeof why)) {
+        clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_TIMEOUT, why);
+        return false;
+    }
     return true;
 }
 

@@ -39,6 +39,12 @@ static const struct opt opts[] = {
     {"worker-bin", OPT_STR, OFF(worker_bin), 0, 0, false},
     {"topology", OPT_STR, OFF(topology), 0, 0, false},
     {"heartbeat-timeout", OPT_INT, OFF(heartbeat_timeout_ms), 200, 3600 * 1000, false},
+    {"listen", OPT_STR, OFF(listen), 0, 0, false},
+    {"advertise", OPT_STR, OFF(advertise), 0, 0, false},
+    {"curve-key", OPT_STR, OFF(curve_key), 0, 0, false},
+    {"allow-keys", OPT_STR, OFF(allow_keys), 0, 0, false},
+    {"remote-workers", OPT_STR, OFF(remote_workers), 0, 0, false},
+    {"worker-timeout", OPT_INT, OFF(worker_timeout_s), 1, 86400, false},
     {"foreground", OPT_BOOL, OFF(foreground), 0, 0, false},
     {"help", OPT_BOOL, 0, 0, 0, true},
 };
@@ -63,6 +69,14 @@ void config_usage(FILE *f)
             "  --worker-bin PATH        (default: bitnet-worker beside bitnetd)\n"
             "  --topology SRC           synthetic:<hwloc synthetic> or xml:<file>\n"
             "  --heartbeat-timeout MS   a silent worker is dead after this (1500)\n"
+            "remote workers (started by hand on other hosts, joined over CURVE):\n"
+            "  --listen tcp://ADDR:PORT worker control on PORT, results on PORT+1\n"
+            "  --advertise HOST         host remote workers send results to (default: ADDR,\n"
+            "                           or this host's name when ADDR is a wildcard)\n"
+            "  --curve-key FILE         this daemon's key pair (bitnetctl keygen's .key)\n"
+            "  --allow-keys FILE|DIR    worker public keys admitted (a list, or *.pub files)\n"
+            "  --remote-workers w1,...  stages not started here; they join on --listen\n"
+            "  --worker-timeout S       a remote worker gone this long fails its jobs (30)\n"
             "  --foreground             accepted; bitnetd always stays in the foreground\n");
 }
 
@@ -82,6 +96,7 @@ static void set_defaults(struct daemon_config *c)
     c->act_type = BITNET__ELEM_TYPE__ELEM_TYPE_F32;
     c->prefill_chunk = 64;
     c->heartbeat_timeout_ms = 1500;
+    c->worker_timeout_s = 30;
     c->foreground = true;
 }
 
@@ -202,6 +217,35 @@ static int load_ini(struct daemon_config *c, const char *path, struct errbuf *e)
     return 0;
 }
 
+/* The tcp settings come as a group; a part given alone is a mistake worth naming. */
+static int check_remote(const struct daemon_config *c, struct errbuf *e)
+{
+    if (!c->listen) {
+        const char *alone = c->remote_workers ? "--remote-workers" : c->curve_key ? "--curve-key"
+                            : c->allow_keys ? "--allow-keys" : c->advertise ? "--advertise" : NULL;
+        if (alone)
+            return err_set(e, "%s needs --listen tcp://ADDR:PORT (remote workers join there)",
+                           alone);
+        return 0;
+    }
+    if (strncmp(c->listen, "tcp://", 6) != 0)
+        return err_set(e, "--listen: '%s' is not a tcp://ADDR:PORT endpoint (local workers "
+                          "always use ipc://)", c->listen);
+    const char *colon = strrchr(c->listen + 6, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == c->listen + 6 || !colon[1] || *end || port < 1 || port > 65534)
+        return err_set(e, "--listen: '%s': expected tcp://ADDR:PORT with PORT 1..65534 "
+                          "(results use PORT+1)", c->listen);
+    /* without keys the tcp endpoints would be open to anyone who can reach them */
+    if (!c->curve_key)
+        return err_set(e, "--listen needs --curve-key FILE (this daemon's key pair: bitnetctl "
+                          "keygen --out PREFIX writes PREFIX.key)");
+    if (!c->allow_keys)
+        return err_set(e, "--listen needs --allow-keys FILE|DIR (the workers' public keys)");
+    return 0;
+}
+
 int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf *e)
 {
     set_defaults(cfg);
@@ -248,7 +292,7 @@ int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf 
         return err_set(e, "unexpected argument '%s' (see --help)", argv[optind]);
     if (!cfg->model)
         return err_set(e, "no model: give --model FILE (or model = FILE in [daemon] of --config)");
-    return 0;
+    return check_remote(cfg, e);
 }
 
 void config_free(struct daemon_config *cfg)

@@ -23,12 +23,21 @@ struct daemon_config {
     char *worker_bin;         /* NULL: bitnet-worker beside this executable */
     char *topology;           /* NULL: this machine; "synthetic:..." or "xml:..." */
     int heartbeat_timeout_ms; /* a READY worker silent this long is dead */
+    /* remote workers (docs/runtime.md, Remote workers) */
+    char *listen;             /* tcp://ADDR:PORT: worker control there, results on PORT+1 */
+    char *advertise;          /* host named in the results endpoint told to remote workers */
+    char *curve_key;          /* the daemon's key pair file (bitnetctl keygen's PREFIX.key) */
+    char *allow_keys;         /* worker public keys admitted: a file, or a directory of .pub */
+    char *remote_workers;     /* "w1,w2": stages started by hand elsewhere, not by bitnetd */
+    int worker_timeout_s;     /* a remote worker gone this long fails the jobs */
     bool foreground;          /* accepted for systemd-style unit files; always true */
 };
 
 /* Fills cfg from argv (and the file named by --config). Returns 0, 1 when --help was
  * asked (usage printed to stdout), or -1 with e filled ("--ctx: ..." or
- * "file:line: key: ..."). cfg must be released with config_free in every case. */
+ * "file:line: key: ..."). cfg must be released with config_free in every case. Settings
+ * that only make sense together (--listen with its keys, --remote-workers with --listen)
+ * are checked here; the stage ids of --remote-workers once the plan is known. */
 int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf *e);
 void config_free(struct daemon_config *cfg);
 

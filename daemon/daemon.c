@@ -13,6 +13,7 @@
 #include "daemon/plan.h"
 #include "daemon/supervisor.h"
 #include "model/vocab_gguf.h"
+#include "proto/zap.h"
 
 double mono_ms(void)
 {
@@ -54,6 +55,22 @@ static int load_model(struct daemon *d, struct errbuf *e)
     return 0;
 }
 
+/* Every refusal is logged with what an operator needs to fix it: the address it came
+ * from and the key to add if the worker is wanted. (Runs on the loop's thread: the
+ * handler is served from the loop.) */
+static void on_zap_decision(void *arg, const struct zap_decision *z)
+{
+    struct daemon *d = arg;
+    if (z->allowed)
+        return;
+    if (*z->key)
+        dlog("refused a CURVE connection from %s: key %s is not in %s (%s)", z->address,
+             z->key, d->cfg.allow_keys, z->text);
+    else
+        dlog("refused a %s connection from %s: %s", *z->mechanism ? z->mechanism : "malformed",
+             z->address, z->text);
+}
+
 int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e)
 {
     memset(d, 0, sizeof *d);
@@ -81,8 +98,18 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     wire_rx_init(&d->ctl_rx, 0);
     wire_rx_init(&d->workers_rx, 0);
     wire_rx_init(&d->results_rx, 0);
-    if (ipc_open(&d->ipc, cfg->run_dir, e) < 0)
+    struct ipc_tcp tcp = {cfg->listen, cfg->advertise, cfg->curve_key, cfg->allow_keys};
+    if (ipc_open(&d->ipc, cfg->run_dir, &tcp, e) < 0)
         return -1;
+    if (d->ipc.zap) {
+        zap_set_observer(d->ipc.zap, on_zap_decision, d);
+        size_t n = zap_n_keys(d->ipc.zap);
+        dlog("remote workers: control on %s, results on %s (as told to workers), daemon key %s, "
+             "%zu allowed key%s in %s", d->ipc.tcp_workers_ep, d->ipc.tcp_results_ep,
+             d->ipc.curve_pub, n, n == 1 ? "" : "s", cfg->allow_keys);
+        if (n == 0)
+            dlog("warning: %s lists no key: every remote worker will be refused", cfg->allow_keys);
+    }
     if (workers_init(d, e) < 0 || scheduler_init(d, e) < 0)
         return -1;
     return workers_start_all(d, e);
@@ -134,7 +161,10 @@ void daemon_pipeline_changed(struct daemon *d, bool ready)
         if (d->phase == PHASE_STARTING)
             d->phase = PHASE_RUNNING;
         char summary[1024];
-        plan_summary(&d->plan, summary, sizeof summary);
+        bool remote[PLACEMENT_MAX_WORKERS] = {false};
+        for (int i = 0; i < ws->n && i < PLACEMENT_MAX_WORKERS; i++)
+            remote[i] = ws->w[i].remote;
+        plan_summary(&d->plan, remote, summary, sizeof summary);
         fprintf(stderr, "bitnetd: ready (%d worker%s, placement %s) in %.2f s\n", ws->n,
                 ws->n > 1 ? "s" : "", summary, (mono_ms() - d->t_start_ms) / 1e3);
     } else {
@@ -165,6 +195,11 @@ void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r)
     r->jobs_queued = (uint32_t)scheduler_n_queued(d);
     r->jobs_done = d->sched.jobs_done;
     r->tokens_generated = d->sched.tokens_generated;
+    if (d->ipc.zap) {
+        struct zap_stats zs;
+        zap_get_stats(d->ipc.zap, &zs);
+        r->keys_refused = zs.refused;
+    }
     const struct wire_rx *rx[] = {&d->ctl_rx, &d->workers_rx, &d->results_rx};
     for (size_t i = 0; i < 3; i++) {
         r->malformed_rejected += rx[i]->counts.malformed;

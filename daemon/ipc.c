@@ -13,6 +13,8 @@
 #include <zmq.h>
 
 #include "proto/endpoints.h"
+#include "proto/wire.h"
+#include "proto/zap.h"
 
 #define LOCK_NAME "bitnetd.lock"
 
@@ -107,7 +109,73 @@ static int bind_ipc(void *sock, const char *endpoint, struct errbuf *e)
     return 0;
 }
 
-int ipc_open(struct ipc *x, const char *run_dir, struct errbuf *e)
+static bool wildcard_host(const char *h, size_t n)
+{
+    return (n == 1 && *h == '*') || (n == 7 && memcmp(h, "0.0.0.0", 7) == 0) ||
+           (n == 4 && memcmp(h, "[::]", 4) == 0);
+}
+
+/* The tcp sockets, each a CURVE server behind the allow-list. */
+static int open_tcp(struct ipc *x, const struct ipc_tcp *t, struct errbuf *e)
+{
+    /* config.c checked the shape: tcp://HOST:PORT, PORT 1..65534 */
+    const char *host = t->listen + 6, *colon = strrchr(host, ':');
+    size_t host_len = (size_t)(colon - host);
+    long port = strtol(colon + 1, NULL, 10);
+    char results_bind[IPC_ENDPOINT_MAX];
+    if ((size_t)snprintf(results_bind, sizeof results_bind, "tcp://%.*s:%ld", (int)host_len,
+                         host, port + 1) >= sizeof results_bind)
+        return err_set(e, "--listen %s: too long", t->listen);
+    char adv[256];
+    if (t->advertise) {
+        snprintf(adv, sizeof adv, "%s", t->advertise);
+    } else if (wildcard_host(host, host_len)) {
+        /* a wildcard is no address to connect to: this host's name is the best guess */
+        if (gethostname(adv, sizeof adv) != 0)
+            return err_set(e, "gethostname: %s (give --advertise HOST)", strerror(errno));
+        adv[sizeof adv - 1] = 0;
+    } else {
+        snprintf(adv, sizeof adv, "%.*s", (int)host_len, host);
+    }
+    if ((size_t)snprintf(x->tcp_results_ep, sizeof x->tcp_results_ep, "tcp://%s:%ld", adv,
+                         port + 1) >= sizeof x->tcp_results_ep)
+        return err_set(e, "--advertise %s: too long", adv);
+
+    if (curve_read_secret(t->curve_key, x->curve_pub, x->curve_sec, e) < 0)
+        return err_prefix(e, "--curve-key");
+    /* the handler must be bound before any CURVE listener: until it is, libzmq admits
+     * every client that knows the server key */
+    x->zap = zap_open(x->ctx, t->allow_keys, e);
+    if (!x->zap)
+        return err_prefix(e, "--allow-keys");
+    if (!(x->workers_tcp = new_socket(x, ZMQ_ROUTER, "tcp worker socket", e)) ||
+        !(x->results_tcp = new_socket(x, ZMQ_PULL, "tcp results socket", e)))
+        return -1;
+    /* as the ipc one: a restarted remote worker joins again with the same id */
+    if (set_int(x->workers_tcp, ZMQ_ROUTER_MANDATORY, 1, "tcp worker socket", e) < 0 ||
+        set_int(x->workers_tcp, ZMQ_ROUTER_HANDOVER, 1, "tcp worker socket", e) < 0)
+        return -1;
+    /* reachable by other hosts: a huge frame drops the connection instead of being
+     * buffered */
+    int64_t max = (int64_t)WIRE_DEFAULT_MAX_BYTES * 2;
+    void *socks[] = {x->workers_tcp, x->results_tcp};
+    const char *names[] = {"tcp worker socket", "tcp results socket"};
+    const char *eps[] = {t->listen, results_bind};
+    for (int i = 0; i < 2; i++) {
+        if (zmq_setsockopt(socks[i], ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
+            set_int(socks[i], ZMQ_CURVE_SERVER, 1, names[i], e) < 0 ||
+            zmq_setsockopt(socks[i], ZMQ_CURVE_SECRETKEY, x->curve_sec, CURVE_Z85_LEN) != 0)
+            return err_set(e, "%s: CURVE options: %s", names[i], zmq_strerror(zmq_errno()));
+        if (zmq_bind(socks[i], eps[i]) != 0)
+            return err_set(e, "bind %s: %s", eps[i], zmq_strerror(zmq_errno()));
+    }
+    size_t len = sizeof x->tcp_workers_ep;
+    if (zmq_getsockopt(x->workers_tcp, ZMQ_LAST_ENDPOINT, x->tcp_workers_ep, &len) != 0)
+        snprintf(x->tcp_workers_ep, sizeof x->tcp_workers_ep, "%s", t->listen);
+    return 0;
+}
+
+int ipc_open(struct ipc *x, const char *run_dir, const struct ipc_tcp *tcp, struct errbuf *e)
 {
     memset(x, 0, sizeof *x);
     x->lock_fd = -1;
@@ -163,21 +231,38 @@ int ipc_open(struct ipc *x, const char *run_dir, struct errbuf *e)
         return -1;
     if (chmod(ep_path(x->ctl_ep), 0660) != 0)
         return err_set(e, "%s: chmod: %s", ep_path(x->ctl_ep), strerror(errno));
+    if (tcp && tcp->listen && open_tcp(x, tcp, e) < 0)
+        return -1;
     return 0;
 }
 
-int ipc_connect_feed(struct ipc *x, const char *endpoint, struct errbuf *e)
+int ipc_connect_feed(struct ipc *x, const char *endpoint, const char *server_key,
+                     struct errbuf *e)
 {
-    if (strcmp(x->feed_ep, endpoint) == 0)
+    if (!server_key)
+        server_key = "";
+    if (strcmp(x->feed_ep, endpoint) == 0 && strcmp(x->feed_key, server_key) == 0)
         return 0;
     if (*x->feed_ep)
         zmq_disconnect(x->feed, x->feed_ep);
     x->feed_ep[0] = 0;
+    x->feed_key[0] = 0;
     if (strlen(endpoint) >= sizeof x->feed_ep)
         return err_set(e, "stage-0 endpoint %s: too long", endpoint);
+    if (*server_key) {
+        /* options apply to the connections made after them: this one, to a remote stage */
+        if (!*x->curve_sec)
+            return err_set(e, "stage-0 endpoint %s: CURVE without a key of our own", endpoint);
+        if (zmq_setsockopt(x->feed, ZMQ_CURVE_SERVERKEY, server_key, CURVE_Z85_LEN) != 0 ||
+            zmq_setsockopt(x->feed, ZMQ_CURVE_PUBLICKEY, x->curve_pub, CURVE_Z85_LEN) != 0 ||
+            zmq_setsockopt(x->feed, ZMQ_CURVE_SECRETKEY, x->curve_sec, CURVE_Z85_LEN) != 0)
+            return err_set(e, "stage-0 feed %s: CURVE options: %s", endpoint,
+                           zmq_strerror(zmq_errno()));
+    }
     if (zmq_connect(x->feed, endpoint) != 0)
         return err_set(e, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
     snprintf(x->feed_ep, sizeof x->feed_ep, "%s", endpoint);
+    snprintf(x->feed_key, sizeof x->feed_key, "%s", server_key);
     return 0;
 }
 
@@ -190,12 +275,17 @@ static void unlink_ep(const char *endpoint)
 
 void ipc_close(struct ipc *x, const char *const *extra_endpoints, int n_extra)
 {
-    void **socks[] = {&x->ctl, &x->workers, &x->results, &x->feed};
+    void **socks[] = {&x->ctl, &x->workers, &x->results, &x->feed, &x->workers_tcp,
+                      &x->results_tcp};
     for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
         if (*socks[i]) {
             zmq_close(*socks[i]);
             *socks[i] = NULL;
         }
+    /* before zmq_ctx_term, which would wait for its socket */
+    zap_close(x->zap);
+    x->zap = NULL;
+    memset(x->curve_sec, 0, sizeof x->curve_sec);
     if (x->ctx) {
         zmq_ctx_term(x->ctx);
         x->ctx = NULL;

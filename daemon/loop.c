@@ -10,6 +10,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/supervisor.h"
+#include "proto/zap.h"
 
 int loop_signals_open(int *sig_fd, struct errbuf *e)
 {
@@ -75,13 +76,18 @@ int loop_run(struct daemon *d)
             break;
         double wait = ceil(next_cron - mono_ms());
         long timeout = wait < 0 ? 0 : wait > 1000 ? 1000 : (long)wait;
+        /* the last three exist with --listen only (remote workers) */
         zmq_pollitem_t items[] = {
             {NULL, d->sig_fd, ZMQ_POLLIN, 0},
             {d->ipc.workers, 0, ZMQ_POLLIN, 0},
             {d->ipc.results, 0, ZMQ_POLLIN, 0},
             {d->ipc.ctl, 0, ZMQ_POLLIN, 0},
+            {d->ipc.workers_tcp, 0, ZMQ_POLLIN, 0},
+            {d->ipc.results_tcp, 0, ZMQ_POLLIN, 0},
+            {d->ipc.zap ? zap_socket(d->ipc.zap) : NULL, 0, ZMQ_POLLIN, 0},
         };
-        if (zmq_poll(items, 4, timeout) < 0) {
+        bool tcp = d->ipc.zap != NULL;
+        if (zmq_poll(items, tcp ? 7 : 4, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             dlog("zmq_poll: %s", zmq_strerror(zmq_errno()));
@@ -91,11 +97,22 @@ int loop_run(struct daemon *d)
         if (items[0].revents & ZMQ_POLLIN)
             on_signals(d);
         if (items[1].revents & ZMQ_POLLIN)
-            workers_on_control(d);
+            workers_on_control(d, d->ipc.workers);
+        if (tcp && (items[4].revents & ZMQ_POLLIN))
+            workers_on_control(d, d->ipc.workers_tcp);
         if (items[2].revents & ZMQ_POLLIN)
-            scheduler_on_results(d);
+            scheduler_on_results(d, d->ipc.results);
+        if (tcp && (items[5].revents & ZMQ_POLLIN))
+            scheduler_on_results(d, d->ipc.results_tcp);
         if (items[3].revents & ZMQ_POLLIN)
             clients_on_request(d);
+        /* served here rather than on a thread of its own: its log lines and counts then
+         * need no locking, and a handshake waits at most one loop turn */
+        if (tcp && (items[6].revents & ZMQ_POLLIN)) {
+            struct errbuf e = {{0}};
+            if (zap_serve(d->ipc.zap, &e) < 0)
+                dlog("%s", e.msg);
+        }
     }
     return 0;
 }

@@ -56,7 +56,7 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
     return rc;
 }
 
-void plan_summary(const struct placement *p, char *out, size_t cap)
+void plan_summary(const struct placement *p, const bool *remote, char *out, size_t cap)
 {
     size_t len = 0;
     out[0] = 0;
@@ -65,8 +65,11 @@ void plan_summary(const struct placement *p, char *out, size_t cap)
         char cpus[64];
         if (format_cpu_ranges(cpus, sizeof cpus, pw->pus, pw->n_pus) >= (int)sizeof cpus)
             memcpy(cpus + sizeof cpus - 4, "...", 4);
-        int n = snprintf(out + len, cap - len, "%sw%d layers %d-%d node %d cpus %s",
-                         w ? ", " : "", w, pw->l0, pw->l1 - 1, pw->node, cpus);
+        int n = remote && remote[w]
+                    ? snprintf(out + len, cap - len, "%sw%d layers %d-%d remote", w ? ", " : "",
+                               w, pw->l0, pw->l1 - 1)
+                    : snprintf(out + len, cap - len, "%sw%d layers %d-%d node %d cpus %s",
+                               w ? ", " : "", w, pw->l0, pw->l1 - 1, pw->node, cpus);
         if (n < 0)
             break;
         len += (size_t)n;

@@ -14,6 +14,8 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
                    const struct topology *t, struct placement *p, struct errbuf *e);
 
 /* "w0 layers 0-2 cpus 0, w1 layers 3-5 cpus 1" for the ready line. */
-void plan_summary(const struct placement *p, char *out, size_t cap);
+/* remote[i] (may be NULL) marks stages run on another host: their node and CPUs are
+ * this machine's and mean nothing there. */
+void plan_summary(const struct placement *p, const bool *remote, char *out, size_t cap);
 
 #endif

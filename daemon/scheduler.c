@@ -197,6 +197,12 @@ void scheduler_cancel_all(struct daemon *d, const char *why)
         scheduler_finish(d, d->sched.jobs, BITNET__STOP_REASON__STOP_REASON_CANCELLED, why);
 }
 
+void scheduler_fail_all(struct daemon *d, const char *why)
+{
+    while (d->sched.jobs)
+        scheduler_finish(d, d->sched.jobs, BITNET__STOP_REASON__STOP_REASON_ERROR, why);
+}
+
 /* ---- building a step ---- */
 
 static void admit(struct daemon *d)
@@ -446,13 +452,13 @@ static void consume_result(struct daemon *d, const Bitnet__ForwardResult *r)
     s->n_parts = 0;
 }
 
-void scheduler_on_results(struct daemon *d)
+void scheduler_on_results(struct daemon *d, void *sock)
 {
     struct scheduler *s = &d->sched;
     for (int k = 0; k < 64; k++) {
         Bitnet__Envelope *env = NULL;
         struct errbuf e = {{0}};
-        int rc = wire_recv(d->ipc.results, &d->results_rx, &env, 0, &e);
+        int rc = wire_recv(sock, &d->results_rx, &env, 0, &e);
         if (rc == WIRE_AGAIN)
             break;
         if (rc != WIRE_OK) {

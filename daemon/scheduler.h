@@ -76,11 +76,13 @@ struct job *scheduler_find(struct daemon *d, uint64_t job_id);
 void scheduler_finish(struct daemon *d, struct job *j, Bitnet__StopReason reason,
                       const char *error);
 void scheduler_cancel_all(struct daemon *d, const char *why);
+/* Ends every job, queued or running, with stop reason ERROR and why. */
+void scheduler_fail_all(struct daemon *d, const char *why);
 
 /* Sends the next step if the pipeline is ready and nothing is in flight. */
 void scheduler_kick(struct daemon *d);
-/* The results socket is readable. */
-void scheduler_on_results(struct daemon *d);
+/* A results socket (the ipc one, or the tcp one of a remote last stage) is readable. */
+void scheduler_on_results(struct daemon *d, void *sock);
 /* A worker left READY: drop the step in flight; every running job will replay its tokens
  * once all stages are back. */
 void scheduler_pipeline_lost(struct daemon *d);

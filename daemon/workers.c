@@ -30,6 +30,7 @@ const char *worker_state_name(enum worker_state s)
     case WORKER_LOADING: return "loading";
     case WORKER_READY: return "ready";
     case WORKER_DEAD: return "dead";
+    case WORKER_WAITING: return "waiting";
     }
     return "?";
 }
@@ -40,8 +41,38 @@ static Bitnet__WorkerState proto_state(enum worker_state s)
     case WORKER_CONNECTING: return BITNET__WORKER_STATE__WORKER_STATE_CONNECTING;
     case WORKER_LOADING: return BITNET__WORKER_STATE__WORKER_STATE_LOADING;
     case WORKER_READY: return BITNET__WORKER_STATE__WORKER_STATE_READY;
+    case WORKER_WAITING: return BITNET__WORKER_STATE__WORKER_STATE_WAITING;
     default: return BITNET__WORKER_STATE__WORKER_STATE_DEAD;
     }
+}
+
+/* Marks the stages --remote-workers names ("w1,w2"). */
+static int mark_remote(struct daemon *d, struct errbuf *e)
+{
+    struct workers *ws = &d->workers;
+    const char *p = d->cfg.remote_workers;
+    while (p && *p) {
+        p += strspn(p, " ,");
+        size_t len = strcspn(p, " ,");
+        if (!len)
+            break;
+        char *end;
+        long i = p[0] == 'w' ? strtol(p + 1, &end, 10) : -1;
+        if (p[0] != 'w' || end == p + 1 || end != p + len || i < 0 || i >= ws->n)
+            return err_set(e, "--remote-workers: '%.*s' is not a stage of this placement "
+                              "(w0..w%d)", (int)len, p, ws->n - 1);
+        if (ws->w[i].remote)
+            return err_set(e, "--remote-workers: w%ld named twice", i);
+        ws->w[i].remote = true;
+        p += len;
+    }
+    /* a local worker listens on ipc only, which a stage on another host cannot reach */
+    for (int i = 1; i < ws->n; i++)
+        if (ws->w[i - 1].remote && !ws->w[i].remote)
+            return err_set(e, "--remote-workers: local w%d cannot follow remote w%d (local "
+                              "workers listen on ipc:// only); make the remote stages the "
+                              "last ones", i, i - 1);
+    return 0;
 }
 
 int workers_init(struct daemon *d, struct errbuf *e)
@@ -51,12 +82,16 @@ int workers_init(struct daemon *d, struct errbuf *e)
     ws->w = calloc((size_t)ws->n, sizeof *ws->w);
     if (!ws->w)
         return err_set(e, "out of memory for %d workers", ws->n);
+    if (mark_remote(d, e) < 0)
+        return -1;
     for (int i = 0; i < ws->n; i++) {
         struct worker *w = &ws->w[i];
         char name[32];
         snprintf(w->id, sizeof w->id, "w%d", i);
         snprintf(name, sizeof name, "w%d.data", i);
-        if (ipc_endpoint(&d->ipc, name, w->data_endpoint, sizeof w->data_endpoint, e) < 0)
+        /* a remote stage's endpoint is whatever its worker announces when it joins */
+        if (!w->remote &&
+            ipc_endpoint(&d->ipc, name, w->data_endpoint, sizeof w->data_endpoint, e) < 0)
             return -1;
         w->stage = i;
         w->pw = &d->plan.w[i];
@@ -65,8 +100,8 @@ int workers_init(struct daemon *d, struct errbuf *e)
     }
     ws->next_request_id = WORKERS_REQUEST_ID0;
     /* connected once: ZeroMQ reconnects by itself when stage 0 restarts at the same
-     * endpoint */
-    return ipc_connect_feed(&d->ipc, ws->w[0].data_endpoint, e);
+     * endpoint. A remote stage 0 is connected to when it joins. */
+    return ws->w[0].remote ? 0 : ipc_connect_feed(&d->ipc, ws->w[0].data_endpoint, "", e);
 }
 
 void workers_free(struct daemon *d)
@@ -89,6 +124,8 @@ int workers_n_ready(const struct daemon *d)
 static void set_state(struct daemon *d, struct worker *w, enum worker_state s)
 {
     w->state = s;
+    if (s == WORKER_READY)
+        w->outage_logged = false;
     w->t_state_ms = mono_ms();
     bool ready = workers_n_ready(d) == d->workers.n;
     if (ready != d->workers.pipeline_ready) {
@@ -110,10 +147,59 @@ static int start_worker(struct daemon *d, struct worker *w, struct errbuf *e)
 
 int workers_start_all(struct daemon *d, struct errbuf *e)
 {
-    for (int i = 0; i < d->workers.n; i++)
-        if (start_worker(d, &d->workers.w[i], e) < 0)
-            return -1;
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        if (!w->remote) {
+            if (start_worker(d, w, e) < 0)
+                return -1;
+            continue;
+        }
+        w->t_heartbeat_ms = mono_ms();
+        set_state(d, w, WORKER_CONNECTING);
+        dlog("worker %s: remote, layers %d-%d; waiting for it to join on %s (bitnet-worker "
+             "--id %s --control tcp://HOST:PORT --server-key DAEMON.pub --key %s.key --data "
+             "tcp://ADDR:PORT)", w->id, w->pw->l0, w->pw->l1 - 1, d->ipc.tcp_workers_ep, w->id,
+             w->id);
+    }
     return 0;
+}
+
+/* "host b, 198.18.7.2", or what of it is known. */
+static void describe_host(const struct worker *w, char *out, size_t cap)
+{
+    if (*w->host && *w->addr)
+        snprintf(out, cap, "host %s, %s", w->host, w->addr);
+    else if (*w->host || *w->addr)
+        snprintf(out, cap, "host %s", *w->host ? w->host : w->addr);
+    else
+        snprintf(out, cap, "remote");
+}
+
+/* The first remote stage gone past --worker-timeout, with why; NULL if none. */
+static struct worker *outage_of(const struct daemon *d, char *why, size_t cap)
+{
+    double now = mono_ms(), limit = d->cfg.worker_timeout_s * 1000.0;
+    for (int i = 0; i < d->workers.n; i++) {
+        struct worker *w = &d->workers.w[i];
+        /* t_heartbeat_ms: any message, so a worker loading for long is not gone */
+        if (!w->remote || w->state == WORKER_READY || now - w->t_heartbeat_ms < limit)
+            continue;
+        char host[200];
+        describe_host(w, host, sizeof host);
+        if (w->joined)
+            snprintf(why, cap, "worker %s (%s) lost: no heartbeat for %.1f s", w->id, host,
+                     (now - w->t_heartbeat_ms) / 1e3);
+        else
+            snprintf(why, cap, "worker %s (remote) has not joined: nothing connected for it in "
+                     "%.1f s", w->id, (now - w->t_heartbeat_ms) / 1e3);
+        return w;
+    }
+    return NULL;
+}
+
+bool workers_outage(const struct daemon *d, char *why, size_t cap)
+{
+    return outage_of(d, why, cap) != NULL;
 }
 
 /* Declares w dead: killed now if it still runs, started again once reaped (after the
@@ -122,6 +208,18 @@ static void worker_lost(struct daemon *d, struct worker *w, const char *why)
 {
     if (w->state == WORKER_STOPPED || w->state == WORKER_DEAD)
         return;
+    if (w->remote) {
+        /* nothing to kill or start here: the stage waits for a worker to join again */
+        if (w->state == WORKER_CONNECTING)
+            return;
+        char host[200];
+        describe_host(w, host, sizeof host);
+        dlog("worker %s (%s) lost while %s: %s; waiting for it to join again (jobs fail "
+             "after %d s without it)", w->id, host, worker_state_name(w->state), why,
+             d->cfg.worker_timeout_s);
+        set_state(d, w, WORKER_CONNECTING);
+        return;
+    }
     if (w->state == WORKER_READY)
         w->backoff_ms = 0;
     else
@@ -190,20 +288,44 @@ void workers_on_exit(struct daemon *d, pid_t pid, int status)
     }
 }
 
+/* The control socket a worker's stage talks on: remote stages only ever on the tcp one. */
+static void *sock_of(const struct daemon *d, const struct worker *w)
+{
+    return w->remote ? d->ipc.workers_tcp : d->ipc.workers;
+}
+
 static int send_to(struct daemon *d, struct worker *w, Bitnet__Envelope *env)
 {
     struct errbuf e = {{0}};
     struct wire_identity id = {0};
     id.len = strlen(w->id);
     memcpy(id.bytes, w->id, id.len);
-    int rc = wire_send_to(d->ipc.workers, &id, env, 0, &e);
+    int rc = wire_send_to(sock_of(d, w), &id, env, 0, &e);
     if (rc != WIRE_OK)
         dlog("worker %s: sending %s: %s", w->id, wire_body_name(env->body_case),
              rc == WIRE_AGAIN ? "its queue is full" : e.msg);
     return rc;
 }
 
-static int send_load_shard(struct daemon *d, struct worker *w)
+/* Where w's output goes: the next stage's data endpoint, or the daemon's results socket
+ * (its tcp one for a remote last stage). False while the next stage is remote and has
+ * not joined: its endpoint is not known yet. */
+static bool next_target(const struct daemon *d, const struct worker *w, const char **ep,
+                        const char **key)
+{
+    if (w->stage + 1 == d->workers.n) {
+        *ep = w->remote ? d->ipc.tcp_results_ep : d->ipc.results_ep;
+        *key = w->remote ? d->ipc.curve_pub : "";
+        return true;
+    }
+    const struct worker *n = &d->workers.w[w->stage + 1];
+    *ep = n->data_endpoint;
+    *key = n->data_key;
+    return **ep != 0;
+}
+
+static int send_load_shard(struct daemon *d, struct worker *w, const char *next_ep,
+                           const char *next_key)
 {
     const struct placement_worker *pw = w->pw;
     Bitnet__LoadShard ls = BITNET__LOAD_SHARD__INIT;
@@ -214,7 +336,12 @@ static int send_load_shard(struct daemon *d, struct worker *w)
     ls.layer_end = (uint32_t)pw->l1;
     ls.has_embedding = pw->has_embedding;
     ls.has_output = pw->has_output;
-    if (d->synthetic_topology) {
+    if (w->remote) {
+        /* the plan's CPUs and nodes are this machine's: another host runs its stage on
+         * every CPU it has (threads 0), unbound */
+        ls.threads = 0;
+        ls.numa_node = -1;
+    } else if (d->synthetic_topology) {
         /* A described topology's CPU and node numbers belong to another machine: here
          * they may not exist, or name the wrong cores. Such a plan only decides layer
          * ranges and thread counts (clipped to the CPUs this machine has); the workers
@@ -234,14 +361,58 @@ static int send_load_shard(struct daemon *d, struct worker *w)
     ls.kv_ctx = (uint32_t)d->n_ctx;
     ls.kv_type = d->cfg.kv_f16 ? BITNET__ELEM_TYPE__ELEM_TYPE_F16 : BITNET__ELEM_TYPE__ELEM_TYPE_F32;
     ls.act_type = (Bitnet__ElemType)d->cfg.act_type;
-    ls.next_endpoint = w->stage + 1 < d->workers.n ? d->workers.w[w->stage + 1].data_endpoint
-                                                   : d->ipc.results_ep;
+    ls.next_endpoint = (char *)next_ep;
+    ls.next_server_key = (char *)next_key;
     ls.max_sequences = (uint32_t)d->cfg.max_sequences;
     Bitnet__Envelope env;
     wire_envelope_init(&env, ++d->workers.next_request_id);
     env.body_case = BITNET__ENVELOPE__BODY_LOAD_SHARD;
     env.load_shard = &ls;
+    w->load_request_id = env.request_id;
+    snprintf(w->told_next, sizeof w->told_next, "%s", next_ep);
+    snprintf(w->told_next_key, sizeof w->told_next_key, "%s", next_key);
     return send_to(d, w, &env);
+}
+
+/* Sends w its LoadShard, or parks it in WAITING until its next stage has joined. */
+static void load_or_wait(struct daemon *d, struct worker *w)
+{
+    const char *ep, *key;
+    if (!next_target(d, w, &ep, &key)) {
+        if (w->state != WORKER_WAITING)
+            dlog("worker %s: waiting for w%d to join before loading (its data endpoint is not "
+                 "known yet)", w->id, w->stage + 1);
+        set_state(d, w, WORKER_WAITING);
+        return;
+    }
+    if (send_load_shard(d, w, ep, key) != WIRE_OK) {
+        worker_lost(d, w, "could not send LoadShard");
+        return;
+    }
+    set_state(d, w, WORKER_LOADING);
+}
+
+/* A remote stage joined at w->data_endpoint: whoever sends to it must send there. */
+static void data_endpoint_known(struct daemon *d, struct worker *w)
+{
+    if (w->stage == 0) {
+        struct errbuf e = {{0}};
+        if (ipc_connect_feed(&d->ipc, w->data_endpoint, w->data_key, &e) < 0)
+            dlog("worker %s: %s", w->id, e.msg);
+        return;
+    }
+    struct worker *p = &d->workers.w[w->stage - 1];
+    if (p->state == WORKER_WAITING) {
+        load_or_wait(d, p);
+    } else if ((p->state == WORKER_LOADING || p->state == WORKER_READY) &&
+               (strcmp(p->told_next, w->data_endpoint) != 0 ||
+                strcmp(p->told_next_key, w->data_key) != 0)) {
+        /* LoadShard is the one message that says where to send; reloading costs a load,
+         * and happens only when a remote stage came back somewhere else */
+        dlog("worker %s: its next stage %s is now at %s; loading it again to send there",
+             p->id, w->id, w->data_endpoint);
+        load_or_wait(d, p);
+    }
 }
 
 static void send_status_request(struct daemon *d, struct worker *w, uint64_t request_id,
@@ -257,7 +428,7 @@ static void send_status_request(struct daemon *d, struct worker *w, uint64_t req
         *sent = ok;
 }
 
-static void reply_hello(struct daemon *d, const struct wire_identity *id, uint64_t request_id,
+static void reply_hello(void *sock, const struct wire_identity *id, uint64_t request_id,
                         const char *refusal)
 {
     Bitnet__HelloReply hr = BITNET__HELLO_REPLY__INIT;
@@ -270,14 +441,36 @@ static void reply_hello(struct daemon *d, const struct wire_identity *id, uint64
     env.body_case = BITNET__ENVELOPE__BODY_HELLO_REPLY;
     env.hello_reply = &hr;
     struct errbuf e = {{0}};
-    if (wire_send_to(d->ipc.workers, id, &env, 0, &e) != WIRE_OK)
+    if (wire_send_to(sock, id, &env, 0, &e) != WIRE_OK)
         dlog("worker socket: HelloReply: %s", e.msg);
     if (refusal)
         dlog("worker %.*s: Hello refused: %s", (int)id->len, (const char *)id->bytes, refusal);
 }
 
-static void on_hello(struct daemon *d, struct worker *w, const struct wire_identity *id,
-                     const Bitnet__Envelope *env)
+/* What disqualifies a Hello for remote stage w, in why ("" when nothing). */
+static void remote_hello_problem(const struct worker *w, const struct wire_identity *id,
+                                 const Bitnet__Hello *h, char *why, size_t cap)
+{
+    const char *key = h->curve_public_key ? h->curve_public_key : "";
+    const char *ep = h->data_endpoint ? h->data_endpoint : "";
+    why[0] = 0;
+    if (!id->user_id[0])
+        snprintf(why, cap, "worker %s is remote: it joins over CURVE on the --listen endpoint, "
+                 "not on this socket", w->id);
+    else if (strcmp(key, id->user_id) != 0)
+        /* the allow-list admitted the connection's key; the Hello must be that worker's */
+        snprintf(why, cap, "Hello says key '%.40s' but the connection was admitted with %.40s",
+                 key, id->user_id);
+    else if (strncmp(ep, "tcp://", 6) != 0)
+        snprintf(why, cap, "remote worker %s must take its data on tcp:// (--data "
+                 "tcp://ADDR:PORT), not '%.150s'", w->id, ep);
+    else if (strlen(ep) >= sizeof w->data_endpoint)
+        snprintf(why, cap, "data endpoint %.100s...: longer than %zu characters", ep,
+                 sizeof w->data_endpoint - 1);
+}
+
+static void on_hello(struct daemon *d, void *sock, struct worker *w,
+                     const struct wire_identity *id, const Bitnet__Envelope *env)
 {
     const Bitnet__Hello *h = env->hello;
     char why[400];
@@ -293,6 +486,11 @@ static void on_hello(struct daemon *d, struct worker *w, const struct wire_ident
     } else if (strcmp(hid, w->id) != 0) {
         snprintf(why, sizeof why, "Hello names worker '%.64s' but the connection is '%s'", hid,
                  w->id);
+    } else if (w->remote) {
+        remote_hello_problem(w, id, h, why, sizeof why);
+    } else if (id->user_id[0]) {
+        snprintf(why, sizeof why, "worker %s is a local stage that bitnetd starts itself; it "
+                 "cannot join over tcp (list it in --remote-workers to run it elsewhere)", w->id);
     } else if (w->state != WORKER_CONNECTING || (int)h->pid != (int)w->pid) {
         /* e.g. a late Hello from a process already killed: the worker bitnetd started
          * must run the worker program itself (exec), so its pid is the one forked */
@@ -305,21 +503,39 @@ static void on_hello(struct daemon *d, struct worker *w, const struct wire_ident
     } else {
         why[0] = 0;
     }
-    reply_hello(d, id, env->request_id, *why ? why : NULL);
+    reply_hello(sock, id, env->request_id, *why ? why : NULL);
     if (*why)
         return;
+    /* a remote stage that says Hello again was restarted (or replaced) over there: what
+     * its predecessor loaded is gone */
+    if (w->remote && (w->state == WORKER_LOADING || w->state == WORKER_READY))
+        worker_lost(d, w, "it said Hello again (restarted)");
     snprintf(w->host, sizeof w->host, "%s", h->hostname ? h->hostname : "");
     snprintf(w->software, sizeof w->software, "%s", h->software_version ? h->software_version : "");
     w->t_heartbeat_ms = mono_ms();
-    if (send_load_shard(d, w) != WIRE_OK) {
-        worker_lost(d, w, "could not send LoadShard");
-        return;
+    if (w->remote) {
+        snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s", h->data_endpoint);
+        snprintf(w->data_key, sizeof w->data_key, "%s", h->curve_public_key);
+        snprintf(w->addr, sizeof w->addr, "%s", id->peer_address);
+        char host[200];
+        describe_host(w, host, sizeof host);
+        dlog("worker %s: joined from %s (key %s), data at %s", w->id, host, w->data_key,
+             w->data_endpoint);
+        w->joined = true;
     }
-    set_state(d, w, WORKER_LOADING);
+    load_or_wait(d, w);
+    if (w->remote)
+        data_endpoint_known(d, w);
 }
 
-static void on_loaded(struct daemon *d, struct worker *w, const Bitnet__LoadShardReply *r)
+static void on_loaded(struct daemon *d, struct worker *w, uint64_t request_id,
+                      const Bitnet__LoadShardReply *r)
 {
+    if (request_id != w->load_request_id) {
+        /* a LoadShard sent again since (its next stage moved): this reply is for the old */
+        dlog("worker %s: reply to an earlier LoadShard, ignored", w->id);
+        return;
+    }
     if (w->state != WORKER_LOADING) {
         dlog("worker %s: LoadShardReply while %s, ignored", w->id, worker_state_name(w->state));
         return;
@@ -431,18 +647,32 @@ static void on_status(struct daemon *d, struct worker *w, Bitnet__Envelope *env)
 /* ---- control socket ---- */
 
 /* Handles one envelope from a worker. Returns true when it kept env (a StatusReply). */
-static bool on_message(struct daemon *d, struct worker *w, const struct wire_identity *id,
-                       Bitnet__Envelope *env)
+static bool on_message(struct daemon *d, void *sock, struct worker *w,
+                       const struct wire_identity *id, Bitnet__Envelope *env)
 {
     if (env->body_case == BITNET__ENVELOPE__BODY_HELLO) {
-        on_hello(d, w, id, env);
+        on_hello(d, sock, w, id, env);
         return false;
     }
+    /* a stage's messages count only on its own socket, and a remote one's only with the
+     * key it joined with (a restarted worker with a new key says Hello first) */
+    if (w && (sock != sock_of(d, w) ||
+              (w->remote && w->joined && strcmp(id->user_id, w->data_key) != 0)))
+        w = NULL;
     if (!w) {
         struct errbuf e = {{0}};
-        wire_send_error(d->ipc.workers, id, env->request_id,
+        wire_send_error(sock, id, env->request_id,
                         BITNET__ERROR_CODE__ERROR_CODE_UNAUTHORIZED,
                         "unknown peer: send Hello with a worker id of this placement", 0, &e);
+        return false;
+    }
+    if (w->remote && w->state == WORKER_CONNECTING) {
+        /* a remote worker declared lost that is still there (a network outage ended): it
+         * believes it is joined, so tell it to say Hello again */
+        struct errbuf e = {{0}};
+        char msg[96];
+        snprintf(msg, sizeof msg, "not joined: %s was declared lost; send Hello again", w->id);
+        wire_send_error(sock, id, 0, BITNET__ERROR_CODE__ERROR_CODE_UNAUTHORIZED, msg, 0, &e);
         return false;
     }
     /* what a killed process sent before it died may still be queued: ignore it */
@@ -456,7 +686,7 @@ static bool on_message(struct daemon *d, struct worker *w, const struct wire_ide
         scheduler_on_control_answer(d, env->request_id);
         return false;
     case BITNET__ENVELOPE__BODY_LOAD_SHARD_REPLY:
-        on_loaded(d, w, env->load_shard_reply);
+        on_loaded(d, w, env->request_id, env->load_shard_reply);
         return false;
     case BITNET__ENVELOPE__BODY_STATUS_REPLY:
         on_status(d, w, env);
@@ -477,14 +707,14 @@ static bool on_message(struct daemon *d, struct worker *w, const struct wire_ide
     }
 }
 
-void workers_on_control(struct daemon *d)
+void workers_on_control(struct daemon *d, void *sock)
 {
     /* bounded, so a chatty worker cannot starve the other sockets */
     for (int k = 0; k < 256; k++) {
         struct wire_identity id;
         Bitnet__Envelope *env = NULL;
         struct errbuf e = {{0}};
-        int rc = wire_recv_from(d->ipc.workers, &d->workers_rx, &id, &env, 0, &e);
+        int rc = wire_recv_from(sock, &d->workers_rx, &id, &env, 0, &e);
         if (rc == WIRE_AGAIN)
             return;
         if (rc == WIRE_ERROR) {
@@ -495,10 +725,10 @@ void workers_on_control(struct daemon *d)
             dlog("worker socket: refused a message from %.*s: %s", (int)id.len,
                  (const char *)id.bytes, e.msg);
             if (id.len)
-                wire_send_error(d->ipc.workers, &id, 0, wire_rc_error_code(rc), e.msg, 0, &e);
+                wire_send_error(sock, &id, 0, wire_rc_error_code(rc), e.msg, 0, &e);
             continue;
         }
-        if (!on_message(d, by_identity(d, &id), &id, env))
+        if (!on_message(d, sock, by_identity(d, &id), &id, env))
             wire_free(env);
     }
 }
@@ -520,16 +750,47 @@ int workers_kv_drop(struct daemon *d, uint32_t slot, uint64_t *request_id)
     return sent;
 }
 
+/* A remote stage gone past --worker-timeout: the jobs waiting for it fail now, with a
+ * reason naming it (new ones are refused by clients.c meanwhile). */
+static void check_outage(struct daemon *d)
+{
+    char why[400];
+    struct worker *w = outage_of(d, why, sizeof why);
+    if (!w)
+        return;
+    if (!w->outage_logged) {
+        dlog("%s: new jobs are refused until it joins again", why);
+        w->outage_logged = true;
+    }
+    int n = scheduler_n_running(d) + scheduler_n_queued(d);
+    if (n) {
+        dlog("%s: failing %d job%s", why, n, n > 1 ? "s" : "");
+        scheduler_fail_all(d, why);
+    }
+}
+
 double workers_cron(struct daemon *d, double now)
 {
     double next = 100;
     for (int i = 0; i < d->workers.n; i++) {
         struct worker *w = &d->workers.w[i];
         char why[128];
+        /* a remote worker waiting for its next stage sits in its idle loop, heartbeats
+         * flowing; silence there is the only sign of a lost host. (Not while loading:
+         * parts of a load may outlast the heartbeat timeout, as for a local worker; a
+         * remote one that dies then fails the jobs after --worker-timeout all the same.) */
+        if (w->remote && w->state == WORKER_WAITING &&
+            now - w->t_heartbeat_ms > d->cfg.heartbeat_timeout_ms) {
+            snprintf(why, sizeof why, "no heartbeat for %.1f s", (now - w->t_heartbeat_ms) / 1000);
+            worker_lost(d, w, why);
+        }
         switch (w->state) {
         case WORKER_CONNECTING:
-            if (now - w->t_state_ms > HELLO_TIMEOUT_MS)
+            /* a remote stage waits as long as it takes: there is nothing to restart */
+            if (!w->remote && now - w->t_state_ms > HELLO_TIMEOUT_MS)
                 worker_lost(d, w, "no Hello within 30 s");
+            break;
+        case WORKER_WAITING:
             break;
         case WORKER_LOADING:
             if (now - w->t_state_ms > LOAD_TIMEOUT_MS)
@@ -562,5 +823,6 @@ double workers_cron(struct daemon *d, double now)
     for (int qi = 0; qi < d->workers.n_queries; qi++)
         if (now >= d->workers.queries[qi].deadline_ms)
             answer_query(d, qi--);
+    check_outage(d);
     return next;
 }

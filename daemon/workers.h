@@ -1,7 +1,12 @@
 /* The worker registry: one entry per pipeline stage of the placement, followed through
  * its life: started, Hello, LoadShard, READY with heartbeats, and DEAD (killed, reaped,
  * started again after a backoff). It answers WorkersRequest by asking every live worker
- * for a fresh StatusReply. */
+ * for a fresh StatusReply.
+ *
+ * A remote stage (--remote-workers) has no process here: it waits in CONNECTING for a
+ * worker that joins over CURVE with its id, and goes back there when that worker is lost.
+ * While one stays gone longer than --worker-timeout, jobs fail with workers_outage's
+ * reason. */
 #ifndef BITNET_DAEMON_WORKERS_H
 #define BITNET_DAEMON_WORKERS_H
 
@@ -20,13 +25,23 @@ enum worker_state {
     WORKER_LOADING,    /* Hello accepted, LoadShard sent */
     WORKER_READY,
     WORKER_DEAD,       /* declared dead and killed; waiting to reap it */
+    WORKER_WAITING,    /* Hello accepted; LoadShard waits until the next stage (remote,
+                        * not joined yet) has told where its data endpoint is */
 };
 
 struct worker {
     char id[16];                  /* "w0": its DEALER identity and --id */
     int stage;
     const struct placement_worker *pw;
-    char data_endpoint[160];      /* ipc://RUN/wN.data */
+    char data_endpoint[160];      /* ipc://RUN/wN.data; a remote one's from its Hello */
+    bool remote;                  /* started by hand elsewhere; joins over CURVE */
+    bool joined;                  /* a remote one: has been accepted at least once */
+    bool outage_logged;           /* its absence past --worker-timeout was logged */
+    char data_key[41];            /* CURVE server key of data_endpoint; "" on ipc */
+    char addr[64];                /* a remote one's IP address, for logs and errors */
+    char told_next[160];          /* next_endpoint and key of its last LoadShard */
+    char told_next_key[41];
+    uint64_t load_request_id;     /* of that LoadShard: older replies are stale */
     enum worker_state state;
     pid_t pid;                    /* 0 when no process */
     int exit_status;              /* of the last process, for logs */
@@ -73,8 +88,8 @@ void workers_free(struct daemon *d);
 
 /* Starts every worker process. */
 int workers_start_all(struct daemon *d, struct errbuf *e);
-/* The worker-control socket is readable. */
-void workers_on_control(struct daemon *d);
+/* A worker-control socket (the ipc one, or the tcp one of remote workers) is readable. */
+void workers_on_control(struct daemon *d, void *sock);
 /* A child process ended (from the supervisor's reaping). */
 void workers_on_exit(struct daemon *d, pid_t pid, int status);
 /* Timeouts, restarts and query deadlines; returns ms until it next needs a call. */
@@ -88,6 +103,10 @@ int workers_kv_drop(struct daemon *d, uint32_t slot, uint64_t *request_id);
 void workers_query(struct daemon *d, const struct wire_identity *client, uint64_t request_id);
 
 int workers_n_ready(const struct daemon *d);
+/* True when a remote stage has been gone longer than --worker-timeout: why says which,
+ * from where and for how long ("worker w1 (host b, 198.18.7.2) lost: no heartbeat for
+ * 30.0 s"). Jobs cannot run until it joins again. */
+bool workers_outage(const struct daemon *d, char *why, size_t cap);
 const char *worker_state_name(enum worker_state s);
 
 #endif

@@ -57,6 +57,9 @@ void control_send_hello(struct worker *w)
     h.hostname = w->hostname;
     h.pid = (uint32_t)getpid();
     h.data_endpoint = w->data_endpoint;
+    /* the daemon checks it against the key its allow-list admitted the connection with */
+    if (strncmp(w->opts.control, "tcp://", 6) == 0)
+        h.curve_public_key = w->curve_pub;
     env.body_case = BITNET__ENVELOPE__BODY_HELLO;
     env.hello = &h;
     send_control(w, &env);
@@ -147,7 +150,12 @@ static void on_load_shard(struct worker *w, uint64_t request_id, const Bitnet__L
     shard_unload(s, &w->origin, w->opts.id);
     worker_disconnect_next(w);
     struct shard_hooks hooks = {.log_id = w->opts.id, .tick = load_tick, .tick_ctx = w};
-    int rc = shard_load(s, &w->origin, req, &hooks, &e);
+    /* on another host the daemon's path may not exist: our own copy, whose sha256
+     * shard_load still checks against the one asked for */
+    Bitnet__LoadShard mine = *req;
+    if (w->opts.model)
+        mine.model_path = (char *)w->opts.model;
+    int rc = shard_load(s, &w->origin, &mine, &hooks, &e);
     if (rc == 0 && worker_connect_next(w, req->next_endpoint, req->next_server_key, &e) < 0) {
         shard_unload(s, &w->origin, w->opts.id);
         worker_disconnect_next(w);
@@ -267,6 +275,17 @@ void control_handle(struct worker *w, const Bitnet__Envelope *env)
         on_status(w, env->request_id);
         return;
     case BITNET__ENVELOPE__BODY_ERROR:
+        if (env->error->code == BITNET__ERROR_CODE__ERROR_CODE_UNAUTHORIZED) {
+            /* the daemon does not count us as joined (it declared us lost while we were
+             * cut off, or it restarted): joining again is the way back */
+            if (w->hello_accepted)
+                worker_log(w->opts.id, "the daemon says: %s; saying Hello again",
+                           env->error->message ? env->error->message : "not joined");
+            w->hello_accepted = false;
+            if (!w->next_hello_ms)
+                w->next_hello_ms = worker_now_ms();
+            return;
+        }
         worker_log(w->opts.id, "daemon reports error %d on request %llu: %s",
                    (int)env->error->code, (unsigned long long)env->request_id,
                    env->error->message ? env->error->message : "");

@@ -15,14 +15,25 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: bitnet-worker --id ID --control ENDPOINT --data ENDPOINT\n"
-            "                     [--max-bytes N] [--heartbeat-ms MS]\n"
+            "                     [--server-key FILE --key FILE] [--advertise HOST]\n"
+            "                     [--model FILE] [--max-bytes N] [--heartbeat-ms MS]\n"
             "\n"
             "  --id ID            worker id (the daemon's name for this stage, e.g. w1)\n"
             "  --control ENDPOINT the daemon's worker-control socket, e.g. ipc:///run/bitnetd/workers.sock\n"
+            "                     or, for a remote worker, tcp://HOST:5600 (bitnetd --listen)\n"
             "  --data ENDPOINT    where to bind this worker's Forward socket, e.g.\n"
             "                     ipc:///run/bitnetd/w1.data or tcp://*:5601\n"
+            "  --server-key FILE  the daemon's public key (its .pub); needed with tcp control\n"
+            "  --key FILE         this worker's key pair (bitnetctl keygen's .key); needed\n"
+            "                     with tcp control or data\n"
+            "  --advertise HOST   host peers connect to when --data binds a wildcard\n"
+            "                     (default: this host's name)\n"
+            "  --model FILE       this host's copy of the model (default: the daemon's path);\n"
+            "                     its sha256 must be the daemon's\n"
             "  --max-bytes N      largest message accepted or sent (default %zu)\n"
-            "  --heartbeat-ms MS  heartbeat interval (default 200)\n",
+            "  --heartbeat-ms MS  heartbeat interval (default 200)\n"
+            "\n"
+            "Exit status 1 when the daemon refuses this worker (its Hello, or on tcp its key).\n",
             WIRE_DEFAULT_MAX_BYTES);
 }
 
@@ -60,6 +71,10 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         {"data", required_argument, NULL, 'd'},
         {"max-bytes", required_argument, NULL, 'm'},
         {"heartbeat-ms", required_argument, NULL, 'b'},
+        {"server-key", required_argument, NULL, 's'},
+        {"key", required_argument, NULL, 'k'},
+        {"advertise", required_argument, NULL, 'a'},
+        {"model", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -97,6 +112,18 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
             }
             o->heartbeat_ms = (int)v;
             break;
+        case 's':
+            o->server_key = optarg;
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'a':
+            o->advertise = optarg;
+            break;
+        case 'M':
+            o->model = optarg;
+            break;
         case 'h':
             usage(stdout);
             return -1;
@@ -118,6 +145,20 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     if (missing) {
         fprintf(stderr, "bitnet-worker: %s is required\n", missing);
         usage(stderr);
+        return 2;
+    }
+    /* nothing crosses a network unencrypted: tcp needs the keys up front */
+    bool tcp_control = strncmp(o->control, "tcp://", 6) == 0;
+    bool tcp_data = strncmp(o->data, "tcp://", 6) == 0;
+    if (tcp_control && !o->server_key) {
+        fprintf(stderr, "bitnet-worker: --control %s: tcp needs --server-key FILE (the daemon's "
+                        ".pub)\n", o->control);
+        return 2;
+    }
+    if ((tcp_control || tcp_data) && !o->key) {
+        fprintf(stderr, "bitnet-worker: --%s %s: tcp needs --key FILE (this worker's key pair, "
+                        "from bitnetctl keygen)\n", tcp_control ? "control" : "data",
+                tcp_control ? o->control : o->data);
         return 2;
     }
     if (!valid_id(o->id)) {

@@ -20,6 +20,9 @@
 /* Frames queued per data socket: a pipeline has one step in flight, so a short queue
  * bounds the memory a flood of large frames can pin. */
 #define DATA_HWM 16
+/* A handshake that keeps failing (wrong server key, daemon restarting) is retried every
+ * reconnect interval; one log line per this long is enough to see it. */
+#define HANDSHAKE_LOG_MS 5000
 
 uint64_t worker_now_us(void)
 {
@@ -50,6 +53,32 @@ static int set_max_msg(void *sock, size_t max_bytes)
     return zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &v, sizeof v);
 }
 
+static bool is_tcp(const char *endpoint)
+{
+    return strncmp(endpoint, "tcp://", 6) == 0;
+}
+
+/* Our key pair as a CURVE client (the server's key given) or server (NULL). */
+static int set_curve(void *sock, const struct worker *w, const char *server_key)
+{
+    if (server_key)
+        return zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_key, CURVE_Z85_LEN) ||
+               zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, w->curve_pub, CURVE_Z85_LEN) ||
+               zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, w->curve_sec, CURVE_Z85_LEN);
+    return set_int(sock, ZMQ_CURVE_SERVER, 1) ||
+           zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, w->curve_sec, CURVE_Z85_LEN);
+}
+
+/* The key files, read before any socket exists so that a bad one stops us at once. */
+static int load_keys(struct worker *w, struct errbuf *e)
+{
+    if (w->opts.key && curve_read_secret(w->opts.key, w->curve_pub, w->curve_sec, e) < 0)
+        return err_prefix(e, "--key");
+    if (w->opts.server_key && curve_read_public(w->opts.server_key, w->server_pub, e) < 0)
+        return err_prefix(e, "--server-key");
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Opening */
 
@@ -65,10 +94,16 @@ static int open_control(struct worker *w, struct errbuf *e)
         set_int(w->control, ZMQ_RECONNECT_IVL, 100) ||
         set_int(w->control, ZMQ_RECONNECT_IVL_MAX, 2000) || set_max_msg(w->control, w->opts.max_bytes))
         return zerr(e, "control socket options for", w->opts.control);
+    if (is_tcp(w->opts.control) && set_curve(w->control, w, w->server_pub))
+        return zerr(e, "CURVE for", w->opts.control);
     /* the monitor tells when a (new) daemon is there, so Hello goes out at once and again
-     * after the daemon restarts */
+     * after the daemon restarts; and, on tcp, when the daemon refuses our key, which
+     * nothing else would tell us */
     if (zmq_socket_monitor(w->control, MONITOR_ENDPOINT,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED))
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
         return zerr(e, "monitor of", w->opts.control);
     w->monitor = zmq_socket(w->zctx, ZMQ_PAIR);
     if (!w->monitor || set_int(w->monitor, ZMQ_LINGER, 0) ||
@@ -93,8 +128,8 @@ static void announce_endpoint(struct worker *w)
     for (size_t i = 0; i < sizeof wild / sizeof wild[0]; i++) {
         size_t n = strlen(wild[i]);
         if (strncmp(last, wild[i], n) == 0) {
-            snprintf(w->data_endpoint, sizeof w->data_endpoint, "tcp://%s:%s", w->hostname,
-                     last + n);
+            snprintf(w->data_endpoint, sizeof w->data_endpoint, "tcp://%s:%s",
+                     w->opts.advertise ? w->opts.advertise : w->hostname, last + n);
             return;
         }
     }
@@ -122,8 +157,12 @@ static int open_data(struct worker *w, struct errbuf *e)
         if (zmq_bind(w->data_in, w->opts.data))
             return zerr(e, "bind data", w->opts.data);
         snprintf(w->ipc_path, sizeof w->ipc_path, "%s", path);
-    } else if (zmq_bind(w->data_in, w->opts.data)) {
-        return zerr(e, "bind data", w->opts.data);
+    } else {
+        /* hidden states cross the network here: encrypted, with our key as the server's */
+        if (is_tcp(w->opts.data) && set_curve(w->data_in, w, NULL))
+            return zerr(e, "CURVE for", w->opts.data);
+        if (zmq_bind(w->data_in, w->opts.data))
+            return zerr(e, "bind data", w->opts.data);
     }
     announce_endpoint(w);
     return 0;
@@ -138,7 +177,7 @@ int worker_open(struct worker *w, struct errbuf *e)
     if (gethostname(w->hostname, sizeof w->hostname) != 0)
         snprintf(w->hostname, sizeof w->hostname, "localhost");
     w->hostname[sizeof w->hostname - 1] = 0;
-    if (shard_origin_capture(&w->origin, e) < 0)
+    if (load_keys(w, e) < 0 || shard_origin_capture(&w->origin, e) < 0)
         return -1;
     w->zctx = zmq_ctx_new();
     if (!w->zctx)
@@ -158,15 +197,24 @@ int worker_connect_next(struct worker *w, const char *endpoint, const char *serv
     if (set_int(w->data_out, ZMQ_LINGER, 0) || set_int(w->data_out, ZMQ_SNDHWM, DATA_HWM))
         return zerr(e, "options of next stage", endpoint);
     if (server_key && *server_key) {
-        /* no client key is configured for workers (docs/runtime.md says nothing of one),
-         * so this is an ephemeral key: encryption and server authentication, but a peer
-         * with a ZAP allow-list will refuse it */
+        /* a remote worker sends as itself, which the daemon's allow-list admits for the
+         * results socket; a local one (started by bitnetd, no key files) sending to a
+         * remote next stage uses a throwaway key: encrypted, and the server authenticated,
+         * which is all a worker's data socket asks of its peers */
         char pub[41], sec[41];
-        if (zmq_curve_keypair(pub, sec) || zmq_setsockopt(w->data_out, ZMQ_CURVE_SERVERKEY,
-                                                          server_key, 40) ||
+        if (*w->curve_sec) {
+            memcpy(pub, w->curve_pub, sizeof pub);
+            memcpy(sec, w->curve_sec, sizeof sec);
+        } else if (zmq_curve_keypair(pub, sec)) {
+            return zerr(e, "CURVE key for next stage", endpoint);
+        }
+        if (zmq_setsockopt(w->data_out, ZMQ_CURVE_SERVERKEY, server_key, 40) ||
             zmq_setsockopt(w->data_out, ZMQ_CURVE_PUBLICKEY, pub, 40) ||
             zmq_setsockopt(w->data_out, ZMQ_CURVE_SECRETKEY, sec, 40))
             return zerr(e, "CURVE for next stage", endpoint);
+    } else if (is_tcp(endpoint)) {
+        /* never hidden states in clear text over a network */
+        return err_set(e, "next stage %s: tcp without a CURVE server key", endpoint);
     }
     if (zmq_connect(w->data_out, endpoint))
         return zerr(e, "connect to next stage", endpoint);
@@ -198,6 +246,7 @@ void worker_close(struct worker *w)
     if (w->ipc_path[0])
         unlink(w->ipc_path);
     shard_origin_free(&w->origin);
+    memset(w->curve_sec, 0, sizeof w->curve_sec);
     w->control = w->monitor = w->data_in = w->zctx = NULL;
     w->ipc_path[0] = 0;
 }
@@ -215,8 +264,11 @@ static void on_monitor(struct worker *w)
             return;
         }
         uint16_t event = 0;
+        uint32_t value = 0;
         if (zmq_msg_size(&ev) >= 2)
             memcpy(&event, zmq_msg_data(&ev), 2);
+        if (zmq_msg_size(&ev) >= 6)
+            memcpy(&value, (const char *)zmq_msg_data(&ev) + 2, 4);
         bool more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
         if (more) {
@@ -235,6 +287,33 @@ static void on_monitor(struct worker *w)
             w->hello_accepted = false;
             /* the next handshake sends it at once; the timer is the fallback */
             w->next_hello_ms = worker_now_ms() + WORKER_HELLO_RETRY_MS;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 400) {
+            /* the daemon's ZAP handler said no: only an operator adding our key can change
+             * that, so retrying would just hide the problem */
+            worker_log(w->opts.id, "refused by the daemon at %s: our CURVE key %s is not on "
+                       "its allow-list (--allow-keys); add this worker's .pub there and start "
+                       "it again", w->opts.control, w->curve_pub);
+            w->stop = true;
+            w->exit_code = 1;
+            return;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            uint64_t now = worker_now_ms();
+            if (now >= w->next_handshake_log_ms) {
+                w->next_handshake_log_ms = now + HANDSHAKE_LOG_MS;
+                char how[64];
+                if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                    snprintf(how, sizeof how, "authentication status %u", value);
+                else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                    snprintf(how, sizeof how, "protocol error 0x%x", value);
+                else
+                    snprintf(how, sizeof how, "%s", value ? strerror((int)value) : "closed");
+                worker_log(w->opts.id, "handshake with %s failed (%s)%s; retrying",
+                           w->opts.control, how,
+                           is_tcp(w->opts.control) ? ": is --server-key the daemon's public key?"
+                                                   : "");
+            }
         }
     }
 }
@@ -340,6 +419,9 @@ int worker_run(struct worker *w)
 {
     worker_log(w->opts.id, "pid %d, data %s, control %s", (int)getpid(), w->data_endpoint,
                w->opts.control);
+    if (*w->curve_pub)
+        worker_log(w->opts.id, "CURVE key %s (its .pub goes in the daemon's --allow-keys)",
+                   w->curve_pub);
     w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
     /* also covered by the monitor; this is for a handshake that happened before it was
      * listening */

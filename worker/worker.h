@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/keys.h"
 #include "proto/wire.h"
 #include "worker/log.h"
 #include "worker/shard.h"
@@ -28,6 +29,11 @@ struct worker_opts {
     const char *data;     /* our Forward endpoint (we bind) */
     size_t max_bytes;     /* largest frame accepted, and largest result sent */
     int heartbeat_ms;
+    /* a remote worker (tcp): CURVE keys, and what to tell peers */
+    const char *server_key; /* file with the daemon's public key (its .pub) */
+    const char *key;        /* file with our key pair (bitnetctl keygen's .key) */
+    const char *advertise;  /* host put in our data endpoint when bound to a wildcard */
+    const char *model;      /* our copy of the model, instead of the daemon's path */
 };
 
 struct worker {
@@ -42,6 +48,10 @@ struct worker {
     char data_endpoint[512]; /* announced in Hello: where peers can connect */
     char ipc_path[512];      /* our bound ipc file, unlinked on exit; "" for tcp */
     char hostname[256];
+    /* CURVE, when control or data is tcp: "" otherwise */
+    char curve_pub[CURVE_Z85_LEN + 1], curve_sec[CURVE_Z85_LEN + 1];
+    char server_pub[CURVE_Z85_LEN + 1];
+    uint64_t next_handshake_log_ms; /* failed handshakes are logged at most this often */
 
     struct wire_rx control_rx, data_rx;
     struct log_limit control_noise, data_noise;

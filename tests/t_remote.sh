@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Remote workers over CURVE, with the remote one behind another network stack: bitnetd on
+# the host side of a veth pair, bitnet-worker w1 inside a network namespace. Checks that it
+# joins and computes what the in-process engine does, that a worker with a key the daemon
+# does not list is refused (and says so), that killing the remote worker fails a generation
+# with a clear error within --worker-timeout while the daemon keeps answering, and that the
+# pipeline serves again once the worker is back.
+#
+# Needs root (ip netns, veth); without it the test fails rather than skips. Names carry a
+# per-run tag and the /30 is drawn from 198.18.0.0/15, so concurrent runs do not collide.
+set -u
+cd "$(dirname "$0")/.."
+CTL=build/bitnetctl
+WT=3    # --worker-timeout, seconds
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+tag=$(printf '%08x' $(( ($$ << 12 ^ RANDOM) & 0xffffffff )))
+NS=bnt-$tag VH=bnh-$tag VN=bnn-$tag
+T=$(mktemp -d "$PWD/build/test-tmp/remote.XXXXXX")
+R=$(mktemp -d /tmp/bitnetd-r.XXXXXX)   # short: ipc paths must fit a unix socket name
+dpid= wpid= ns_made= link_made=
+cleanup() {
+    [ -n "$wpid" ] && kill -9 "$wpid" 2>/dev/null
+    [ -n "$dpid" ] && kill -9 -- -"$dpid" 2>/dev/null
+    # anything else still in our namespace was started by this script
+    if [ -n "$ns_made" ]; then
+        for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    fi
+    [ -n "$link_made" ] && ip link del "$VH" 2>/dev/null
+    [ -n "$ns_made" ] && ip netns del "$NS" 2>/dev/null
+    rm -rf "$R"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# ---- network: a /30 of 198.18.0.0/15 that this host does not use yet
+HOST= NSADDR=
+for _ in $(seq 1 20); do
+    n=$(( (RANDOM << 2 & 0x1fffc) ))   # a /30 boundary within the /15
+    a=$(( n >> 16 )) b=$(( n >> 8 & 255 )) c=$(( n & 255 ))
+    h="198.$((18 + a)).$b.$((c + 1))" g="198.$((18 + a)).$b.$((c + 2))"
+    ip -o -4 addr show | grep -qE " (${h//./\\.}|${g//./\\.})/" && continue
+    HOST=$h NSADDR=$g
+    break
+done
+[ -n "$HOST" ] || { echo "FAIL: no free /30 in 198.18.0.0/15"; exit 1; }
+if ! err=$(ip netns add "$NS" 2>&1); then
+    echo "FAIL: cannot create network namespace $NS ($err): this test needs root and ip netns"
+    exit 1
+fi
+ns_made=1
+# a group, not a subshell: link_made must survive for cleanup
+if ! { ip link add "$VH" type veth peer name "$VN" && link_made=1 &&
+       ip link set "$VN" netns "$NS" && ip addr add "$HOST/30" dev "$VH" &&
+       ip link set "$VH" up && ip netns exec "$NS" ip addr add "$NSADDR/30" dev "$VN" &&
+       ip netns exec "$NS" ip link set "$VN" up && ip netns exec "$NS" ip link set lo up; } \
+       2>"$T/net.err"; then
+    echo "FAIL: cannot set up veth $VH <-> $NS/$VN: $(cat "$T/net.err")"
+    exit 1
+fi
+echo "namespace $NS, host side $HOST, worker side $NSADDR"
+
+# ---- keys and model
+M=$T/m.gguf
+$CTL model synth --out "$M" --shape tiny --layers 4 --seed 1 >/dev/null 2>&1 || fail synth
+mkdir -p "$T/allow"
+for k in daemon w1 intruder; do
+    $CTL keygen --out "$T/$k" >/dev/null || fail "keygen $k"
+done
+cp "$T/w1.pub" "$T/allow/"
+[ "$(stat -c %a "$T/w1.key")" = 600 ] || fail "w1.key mode $(stat -c %a "$T/w1.key")"
+$CTL keygen --out "$T/w1" 2>"$T/keygen.err" && fail "keygen overwrote w1 without --force"
+grep -q "w1.key: File exists" "$T/keygen.err" || fail "keygen refusal said: $(cat "$T/keygen.err")"
+W1_PUB=$(cut -d' ' -f1 "$T/w1.pub") BAD_PUB=$(cut -d' ' -f1 "$T/intruder.pub")
+
+# ---- settings that do not fit together are refused before anything starts
+bad() {  # expected status, expected text, arguments...
+    local want=$1 text=$2; shift 2
+    local out; out=$(timeout 20 build/bitnetd --model "$M" --run-dir "$R" "$@" 2>&1); local rc=$?
+    [ $rc -eq "$want" ] && grep -qF -- "$text" <<<"$out" || fail "bitnetd $*: status $rc, said: $out"
+}
+L="tcp://$HOST:5600" K=(--curve-key "$T/daemon.key" --allow-keys "$T/allow")
+bad 2 "--remote-workers needs --listen" --workers 2 --remote-workers w1
+bad 2 "--listen needs --curve-key" --listen "$L"
+bad 2 "--listen needs --allow-keys" --listen "$L" --curve-key "$T/daemon.key"
+bad 2 "expected tcp://ADDR:PORT" --listen "tcp://$HOST" "${K[@]}"
+bad 2 "is not a tcp://ADDR:PORT endpoint" --listen "ipc:///tmp/x" "${K[@]}"
+bad 2 "--worker-timeout: 0 is outside 1..86400" --worker-timeout 0
+bad 1 "--curve-key: $T/daemon.pub:1: expected 'public-key = KEY'" --listen "$L" \
+    --curve-key "$T/daemon.pub" --allow-keys "$T/allow"
+bad 1 "--allow-keys: zap: $T/nowhere: No such file" --listen "$L" \
+    --curve-key "$T/daemon.key" --allow-keys "$T/nowhere"
+bad 1 "'w5' is not a stage of this placement (w0..w1)" --listen "$L" "${K[@]}" \
+    --workers 2 --remote-workers w5
+bad 1 "local w1 cannot follow remote w0" --listen "$L" "${K[@]}" --workers 2 --remote-workers w0
+out=$(build/bitnet-worker --id w1 --control "$L" --data "tcp://$NSADDR:5601" 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -qF "tcp needs --server-key FILE" <<<"$out" ||
+    fail "worker without keys: $rc $out"
+out=$(build/bitnet-worker --id w1 --control "$L" --server-key "$T/daemon.pub" \
+      --data "tcp://$NSADDR:5601" 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -qF "tcp needs --key FILE" <<<"$out" || fail "worker without --key: $rc $out"
+
+# ---- bitnetd on the host side, its remote settings from the INI file: w0 local, w1 remote
+cat >"$T/bitnetd.ini" <<EOF
+[daemon]
+workers = 2
+remote_workers = w1
+listen = $L
+curve_key = $T/daemon.key
+allow_keys = $T/allow
+worker_timeout = $WT
+EOF
+setsid build/bitnetd --model "$M" --config "$T/bitnetd.ini" --run-dir "$R" 2>"$T/bitnetd.log" &
+dpid=$!
+start_w1() {
+    ip netns exec "$NS" build/bitnet-worker --id w1 --control "tcp://$HOST:5600" \
+        --server-key "$T/daemon.pub" --key "$T/w1.key" --data "tcp://$NSADDR:5601" \
+        2>>"$T/w1.log" & wpid=$!
+}
+wait_ready() {
+    for _ in $(seq 1 300); do
+        $CTL status --run-dir "$R" 2>/dev/null | grep -q '^workers  *2 ready of 2' && return 0
+        kill -0 "$dpid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+start_w1
+wait_ready || { fail "not ready with the remote worker; daemon log:"; cat "$T/bitnetd.log";
+                echo "worker log:"; cat "$T/w1.log"; exit 1; }
+[ "$(ip netns identify "$wpid")" = "$NS" ] || fail "w1 (pid $wpid) is not in namespace $NS"
+grep -qF "worker w1: joined from host $(uname -n), $NSADDR (key $W1_PUB)" "$T/bitnetd.log" ||
+    fail "no join from $NSADDR with w1's key in the daemon log"
+w=$($CTL workers --run-dir "$R" --json) || fail "workers"
+node -e 'const w=JSON.parse(require("fs").readFileSync(0));
+  if(w.length!==2||w[1].state!=="ready"||w[1].endpoint!==process.argv[1]||w[0].endpoint.slice(0,6)!=="ipc://") process.exit(1)' \
+    "tcp://$NSADDR:5601" <<<"$w" || fail "workers --json: $w"
+
+# ---- the remote pipeline computes what the in-process engine does (f32 hidden states)
+ref=$($CTL generate --model "$M" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null)
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
+    fail "generate through the remote worker"
+[ -n "$a" ] && [ "$a" = "$ref" ] || fail "remote greedy '$a' != in-process '$ref'"
+$CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out "$T/d.f32" 2>/dev/null ||
+    fail "eval through the remote worker"
+$CTL eval --model "$M" --ids 128000,9906,1917,0 --logits-out "$T/p.f32" 2>/dev/null
+cmp -s "$T/d.f32" "$T/p.f32" || fail "eval logits through the remote worker differ from in-process"
+
+# ---- a key the daemon does not list: refused, reported by both sides, counted
+timeout 20 ip netns exec "$NS" build/bitnet-worker --id w1 --control "tcp://$HOST:5600" \
+    --server-key "$T/daemon.pub" --key "$T/intruder.key" --data "tcp://$NSADDR:5602" \
+    2>"$T/intruder.log"
+rc=$?
+[ $rc -eq 1 ] || fail "worker with an unknown key exited $rc (want 1)"
+grep -qF "refused by the daemon at tcp://$HOST:5600: our CURVE key $BAD_PUB is not on its allow-list" \
+    "$T/intruder.log" || fail "intruder said: $(cat "$T/intruder.log")"
+grep -qF "refused a CURVE connection from $NSADDR: key $BAD_PUB is not in $T/allow" \
+    "$T/bitnetd.log" || fail "daemon did not log the refusal"
+node -e 'const s=JSON.parse(require("fs").readFileSync(0)); if(s.keys_refused!==1||s.workers_ready!==2) process.exit(1)' \
+    <<<"$($CTL status --run-dir "$R" --json)" || fail "status after the refusal: $($CTL status --run-dir "$R")"
+
+# ---- the remote worker dies and stays gone: jobs fail with its name, the daemon lives on
+kill -9 "$wpid"; wait "$wpid" 2>/dev/null; wpid=
+t0=$EPOCHREALTIME
+$CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids >/dev/null 2>"$T/gen.err" &&
+    fail "generate succeeded without w1"
+dt=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
+echo "remote worker killed: generate failed after $dt s (--worker-timeout $WT)"
+grep -qE "worker w1 \(host [^,]+, ${NSADDR//./\\.}\) lost: no heartbeat for [0-9.]+ s" "$T/gen.err" ||
+    fail "generate without w1 said: $(cat "$T/gen.err")"
+awk -v d="$dt" -v t=$WT 'BEGIN{exit !(d >= t - 0.5 && d <= t + 2)}' ||
+    fail "the error came after $dt s, not about $WT s after the kill"
+t0=$EPOCHREALTIME
+$CTL generate --run-dir "$R" --prompt "Once" -n 4 --temp 0 >/dev/null 2>"$T/gen2.err" &&
+    fail "a new job was accepted while w1 is gone"
+dt2=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
+grep -q "worker w1 (host .*) lost: no heartbeat for" "$T/gen2.err" ||
+    fail "new job while w1 is gone said: $(cat "$T/gen2.err")"
+awk -v d="$dt2" 'BEGIN{exit !(d < 1)}' || fail "a new job took $dt2 s to be refused"
+kill -0 "$dpid" 2>/dev/null || fail "bitnetd died with its remote worker"
+st=$($CTL status --run-dir "$R") || fail "status while w1 is gone"
+grep -q "^workers  *1 ready of 2" <<<"$st" || fail "status while w1 is gone: $st"
+
+# ---- it comes back: the same key and endpoint join again and serve
+start_w1
+wait_ready || fail "not ready again after w1 came back"
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
+    fail "generate after w1 came back"
+[ "$a" = "$ref" ] || fail "after the comeback '$a' != in-process '$ref'"
+
+# ---- shutdown: the daemon exits 0; the remote worker is not its to stop
+$CTL shutdown --run-dir "$R" >/dev/null || fail shutdown
+for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.05; done
+wait "$dpid"; rc=$?; dpid=
+[ $rc -eq 0 ] || fail "bitnetd exit status $rc"
+kill "$wpid"; wait "$wpid"; rc=$?; wpid=
+[ $rc -eq 0 ] || fail "w1 exit status $rc after SIGTERM"
+
+[ $fails -eq 0 ] || { echo "--- bitnetd log"; cat "$T/bitnetd.log"; echo "--- w1 log"; cat "$T/w1.log"; }
+echo "t_remote: $fails failures"
+[ $fails -eq 0 ] && rm -rf "$T"
+[ $fails -eq 0 ]
