@@ -30,6 +30,7 @@ static const struct opt opts[] = {
     {"workers", OPT_WORKERS, OFF(workers), 1, PLACEMENT_MAX_WORKERS, false},
     {"layer-map", OPT_STR, OFF(layer_map), 0, 0, false},
     {"threads-per-worker", OPT_INT, OFF(threads_per_worker), 1, 1024, false},
+    {"split-cpus", OPT_BOOL, OFF(split_cpus), 0, 0, false},
     {"run-dir", OPT_STR, OFF(run_dir), 0, 0, false},
     {"max-sequences", OPT_INT, OFF(max_sequences), 1, 256, false},
     {"ctx", OPT_INT, OFF(ctx), 1, 1 << 20, false},
@@ -59,6 +60,8 @@ void config_usage(FILE *f)
             "  --workers N|auto         pipeline stages (auto: one per NUMA node)\n"
             "  --layer-map 0-14,15-29   layer range of each worker\n"
             "  --threads-per-worker N   (default: every CPU of the worker's share)\n"
+            "  --split-cpus             workers on one NUMA node split its CPUs (default:\n"
+            "                           each runs on all of them, taking turns)\n"
             "  --run-dir DIR            sockets (default $XDG_RUNTIME_DIR/bitnetd or\n"
             "                           /tmp/bitnetd-$UID)\n"
             "  --max-sequences N        jobs running at once (8)\n"

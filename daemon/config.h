@@ -14,6 +14,7 @@ struct daemon_config {
     int workers;              /* 0: auto, one per usable NUMA node */
     char *layer_map;          /* NULL, or "0-14,15-29" */
     int threads_per_worker;   /* 0: every CPU of the worker's share */
+    bool split_cpus;          /* workers on one node split its CPUs (default: share them) */
     char *run_dir;            /* NULL: proto/endpoints.h's default */
     int max_sequences;        /* KV slots, i.e. jobs running at once */
     int ctx;                  /* KV positions per sequence, capped at the model's */

@@ -407,6 +407,8 @@ int placement_plan(struct placement *p, const struct topology *t,
             j += v < w;
             m++;
         }
+        if (req->share_node_cpus)
+            j = 0, m = 1;
         const struct topo_node *tn = &t->nodes[node_of[w]];
         struct share sh = {0};
         rc = cpu_share(tn, j, m, req->threads, w, &sh, e);

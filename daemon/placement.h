@@ -30,6 +30,8 @@ struct placement_request {
     int n_workers;                /* 0: one per usable NUMA node, at most n_layer */
     const char *layer_map;        /* NULL, or "0-14,15-29": worker i gets range i */
     int threads;                  /* per worker; 0: every CPU of its share */
+    bool share_node_cpus;         /* workers on one node each run on all of its CPUs
+                                   * (their steps take turns) instead of splitting them */
 };
 
 struct placement_worker {

@@ -50,6 +50,9 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
         .n_workers = cfg->workers,
         .layer_map = cfg->layer_map,
         .threads = cfg->threads_per_worker,
+        /* one step is in flight at a time, so workers of one node never compute at once:
+         * each may as well use every core while its turn lasts */
+        .share_node_cpus = !cfg->split_cpus,
     };
     int rc = placement_plan(p, t, &req, e);
     free(layer_bytes);

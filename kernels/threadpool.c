@@ -29,6 +29,8 @@ struct threadpool {
     _Atomic uint32_t generation; /* bumped to start a job */
     _Atomic uint32_t pending;    /* workers still in the current job */
     _Atomic bool stop;
+    _Atomic uint32_t sleepers;   /* threads in futex_wait: only then is a wake-up needed */
+    _Atomic bool parked;         /* threadpool_park: sleep now instead of spinning */
     int cpus[CPU_SETSIZE];
     int n_cpus;
     bool pin;
@@ -53,16 +55,20 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Waits until *addr differs from val (or equals zero when until_zero). */
-static void await_change(_Atomic uint32_t *addr, uint32_t val)
+/* Waits until *addr differs from val: spinning first (the next call of a forward pass
+ * comes within microseconds), then asleep. A sleeper is counted before its last check of
+ * *addr, so whoever changes *addr and then sees no sleeper can skip the wake-up. */
+static void await_change(struct threadpool *p, _Atomic uint32_t *addr, uint32_t val)
 {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
+    for (int i = 0; i < SPIN_ROUNDS && !atomic_load_explicit(&p->parked, memory_order_relaxed); i++) {
         if (atomic_load_explicit(addr, memory_order_acquire) != val)
             return;
         cpu_relax();
     }
-    while (atomic_load_explicit(addr, memory_order_acquire) == val)
+    atomic_fetch_add(&p->sleepers, 1);
+    while (atomic_load(addr) == val)
         futex_wait(addr, val);
+    atomic_fetch_sub(&p->sleepers, 1);
 }
 
 static void pin_to(const struct threadpool *p, int ith)
@@ -82,12 +88,12 @@ static void *worker_main(void *arg)
     pin_to(p, w->ith);
     uint32_t seen = 0;
     for (;;) {
-        await_change(&p->generation, seen);
+        await_change(p, &p->generation, seen);
         seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (atomic_load_explicit(&p->stop, memory_order_acquire))
             return NULL;
         p->fn(p->ctx, w->ith, p->n);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
+        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->sleepers))
             futex_wake_all(&p->pending);
     }
 }
@@ -169,13 +175,21 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx)
     }
     p->fn = fn;
     p->ctx = ctx;
+    atomic_store_explicit(&p->parked, false, memory_order_relaxed);
     atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_release);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
-    futex_wake_all(&p->generation);
+    atomic_fetch_add(&p->generation, 1);
+    if (atomic_load(&p->sleepers))
+        futex_wake_all(&p->generation);
     fn(ctx, 0, p->n);
     uint32_t left;
     while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
-        await_change(&p->pending, left);
+        await_change(p, &p->pending, left);
+}
+
+void threadpool_park(struct threadpool *p)
+{
+    if (p)
+        atomic_store_explicit(&p->parked, true, memory_order_relaxed);
 }
 
 void split_range(int n, int align, int ith, int nth, int *lo, int *hi)

@@ -23,6 +23,11 @@ int threadpool_size(const struct threadpool *p);
  * pool runs fn(ctx, 0, 1) on the caller. */
 void threadpool_run(struct threadpool *p, threadpool_fn fn, void *ctx);
 
+/* The pool's threads sleep at once instead of spinning until the next call: for a
+ * process that shares its CPUs with another one (pipeline stages on one node) and has
+ * finished its part for now. The next threadpool_run wakes them. */
+void threadpool_park(struct threadpool *p);
+
 /* Splits [0, n) into nth parts whose boundaries are multiples of align (except the
  * end); part ith is [*lo, *hi), possibly empty. */
 void split_range(int n, int align, int ith, int nth, int *lo, int *hi);

@@ -477,6 +477,20 @@ static void test_hyperthreads(void)
     r.n_workers = 3;
     CHECK(placement_plan(&p, &t, &r, &e) < 0 && strstr(e.msg, "node 0 has 2 CPUs for 3 workers"),
           "3 workers on 2 PUs: %s", e.msg);
+    /* sharing: every worker of the node runs on all of it, and the layers balance by
+     * bytes alone */
+    r.share_node_cpus = true;
+    rc = placement_plan(&p, &t, &r, &e);
+    CHECK(rc == 0, "plan: %s", e.msg);
+    if (rc == 0) {
+        check_cover(&p, N_LAYER);
+        bool all = p.n_workers == 3;
+        for (int w = 0; all && w < 3; w++)
+            all = p.w[w].n_pus == 2 && p.w[w].pus[0] == 0 && p.w[w].pus[1] == 1 &&
+                  p.w[w].threads == 2 && p.w[w].cores == 1;
+        CHECK(all, "three workers sharing one core's two PUs");
+        placement_free(&p);
+    }
     topology_free(&t);
 }
 

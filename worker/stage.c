@@ -359,6 +359,8 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     timing.compute_us = t_done - t_start;
     rc = s->has_output ? send_result(w, fw, &timing, t_done, &code, &e)
                        : send_hidden(w, fw, &timing, &code, &e);
+    /* our part of the step is done: the other stages of this node may use our CPUs */
+    threadpool_park(s->pool);
     if (rc < 0) {
         worker_report(w, fw->step_id, code, "forward step %llu: %s",
                       (unsigned long long)fw->step_id, e.msg);
