@@ -24,19 +24,11 @@ static void overlay(struct kernel_ops *ops, const struct kernel_ops *set)
     if (set->i2s_dot_rows) ops->i2s_dot_rows = set->i2s_dot_rows;
     if (set->tq_dot_rows) ops->tq_dot_rows = set->tq_dot_rows;
     if (set->dense_dot_rows) ops->dense_dot_rows = set->dense_dot_rows;
-    if (set->dense_dot_rows_multi) ops->dense_dot_rows_multi = set->dense_dot_rows_multi;
     if (set->q8_dot_rows) ops->q8_dot_rows = set->q8_dot_rows;
     if (set->i2s_gemm) ops->i2s_gemm = set->i2s_gemm;
     if (set->attn_f32) ops->attn_f32 = set->attn_f32;
     if (set->attn_f16) ops->attn_f16 = set->attn_f16;
     if (set->dense_rows_to_q8) ops->dense_rows_to_q8 = set->dense_rows_to_q8;
-}
-
-void dense_dot_rows_each(const struct dense_matrix *m, const float *xs, size_t ldx, int n_x,
-                         int r0, int r1, float *out, size_t ldo)
-{
-    for (int t = 0; t < n_x; t++)
-        kops.dense_dot_rows(m, xs + (size_t)t * ldx, r0, r1, out + (size_t)t * ldo);
 }
 
 static bool level_available(enum level l, const struct cpu_features *f)
@@ -60,7 +52,6 @@ static bool level_available(enum level l, const struct cpu_features *f)
 static void build(struct kernel_ops *ops, enum level l)
 {
     *ops = kernels_scalar;
-    ops->dense_dot_rows_multi = dense_dot_rows_each;
     if (l >= LEVEL_AVX2) {
         overlay(ops, &kernels_avx2);
         ops->attn_f32 = attn_f32_avx2;

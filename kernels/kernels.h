@@ -85,11 +85,6 @@ struct kernel_ops {
     /* out[r] = dot(dense row r, x). */
     void (*dense_dot_rows)(const struct dense_matrix *m, const float *x, int r0, int r1,
                            float *out);
-    /* The same for n_x vectors (vector t at xs + t * ldx): out[t * ldo + r], each
-     * bit-identical to dense_dot_rows of that vector in the same set; a set may read
-     * each weight once for several vectors. */
-    void (*dense_dot_rows_multi)(const struct dense_matrix *m, const float *xs, size_t ldx,
-                                 int n_x, int r0, int r1, float *out, size_t ldo);
     /* out[r] = sum_c q[r][c] * xq[c], exact. */
     void (*q8_dot_rows)(const struct q8_matrix *m, const int8_t *xq, int r0, int r1,
                         int32_t *out);
@@ -122,10 +117,6 @@ const char *kernels_supported(void);
 /* Per-token activation quantization of the spec: s = 127 / max|x| (max floored at
  * 1e-5), xq = clamp(round-half-even(x * s), -128, 127). Returns s. */
 float quantize_act_i8(const float *x, int n, int8_t *xq);
-
-/* dense_dot_rows_multi by kops.dense_dot_rows once per vector: every set's default. */
-void dense_dot_rows_each(const struct dense_matrix *m, const float *xs, size_t ldx, int n_x,
-                         int r0, int r1, float *out, size_t ldo);
 
 /* One dense row converted to float (embedding lookup). */
 void dense_row_to_f32(const struct dense_matrix *m, int row, float *out);

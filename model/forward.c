@@ -397,12 +397,8 @@ static void output_task(void *ctx, int ith, int nth)
                 kops.q8_dot_rows(q, s->head_xq + (size_t)i * embd, b, be, s->head_acc);
                 for (int r = b; r < be; r++)
                     logits[r] = (float)s->head_acc[r] * q->scale[r] / s->xscale[i];
-            } else if (job->n == 1) {
-                kops.dense_dot_rows(&m->output, s->xb, b, be, logits);
             } else {
-                /* every row in one call, which may convert each weight once for all */
-                kops.dense_dot_rows_multi(&m->output, s->xb, embd, job->n, b, be, job->logits, V);
-                break;
+                kops.dense_dot_rows(&m->output, s->xb + (size_t)i * embd, b, be, logits);
             }
         }
     }
