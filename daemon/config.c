@@ -13,7 +13,7 @@
 
 /* One table describes every setting, so that a flag and its INI key can never parse
  * differently. */
-enum opt_kind { OPT_STR, OPT_INT, OPT_WORKERS, OPT_KV_TYPE, OPT_ACT_TYPE, OPT_BOOL };
+enum opt_kind { OPT_STR, OPT_INT, OPT_WORKERS, OPT_KV_TYPE, OPT_LM_HEAD, OPT_ACT_TYPE, OPT_BOOL };
 
 struct opt {
     const char *name; /* flag name; the INI key is the same with '_' for '-' */
@@ -35,6 +35,7 @@ static const struct opt opts[] = {
     {"max-sequences", OPT_INT, OFF(max_sequences), 1, 256, false},
     {"ctx", OPT_INT, OFF(ctx), 1, 1 << 20, false},
     {"kv-type", OPT_KV_TYPE, OFF(kv_f16), 0, 0, false},
+    {"lm-head", OPT_LM_HEAD, OFF(lm_head_q8), 0, 0, false},
     {"act-type", OPT_ACT_TYPE, OFF(act_type), 0, 0, false},
     {"prefill-chunk", OPT_INT, OFF(prefill_chunk), 1, 512, false},
     {"worker-bin", OPT_STR, OFF(worker_bin), 0, 0, false},
@@ -67,6 +68,7 @@ void config_usage(FILE *f)
             "  --max-sequences N        jobs running at once (8)\n"
             "  --ctx N                  positions per sequence (2048, at most the model's)\n"
             "  --kv-type f32|f16        KV cache element type (f32)\n"
+            "  --lm-head f16|q8         output projection as stored, or an int8 copy (f16)\n"
             "  --act-type f32|bf16|f16  hidden states between workers (f32: exact)\n"
             "  --prefill-chunk N        prompt rows per step (64)\n"
             "  --worker-bin PATH        (default: bitnet-worker beside bitnetd)\n"
@@ -144,6 +146,14 @@ static int set_opt(struct daemon_config *c, const struct opt *o, const char *val
             *(bool *)field = true;
         else
             return err_set(e, "%s: '%s' is not f32 or f16", who, val);
+        return 0;
+    case OPT_LM_HEAD:
+        if (strcasecmp(val, "f16") == 0 || strcasecmp(val, "native") == 0)
+            *(bool *)field = false;
+        else if (strcasecmp(val, "q8") == 0)
+            *(bool *)field = true;
+        else
+            return err_set(e, "%s: '%s' is not f16 (as stored) or q8", who, val);
         return 0;
     case OPT_ACT_TYPE:
         if (strcasecmp(val, "f32") == 0)

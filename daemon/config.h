@@ -19,6 +19,7 @@ struct daemon_config {
     int max_sequences;        /* KV slots, i.e. jobs running at once */
     int ctx;                  /* KV positions per sequence, capped at the model's */
     bool kv_f16;
+    bool lm_head_q8;          /* the last stage multiplies through an int8 head */
     int act_type;             /* Bitnet__ElemType of hidden states between stages */
     int prefill_chunk;        /* prompt rows per step */
     char *worker_bin;         /* NULL: bitnet-worker beside this executable */

@@ -135,8 +135,11 @@ static void i2s_gemm_scalar(const struct ternary_matrix *w, const int8_t *xq, si
 float quantize_act_i8(const float *x, int n, int8_t *xq)
 {
     float amax = 0.0f;
-    for (int i = 0; i < n; i++)
-        amax = fmaxf(amax, fabsf(x[i]));
+    /* a comparison rather than fmaxf: the same maximum, without a libm call per element */
+    for (int i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
     if (amax < 1e-5f)
         amax = 1e-5f;
     float s = 127.0f / amax;

@@ -12,7 +12,7 @@
 
 /* Below this many rows a batch multiplies through the decode kernel (see bitlinear_task). */
 #define SMALL_BATCH 16
-#define GEMV_BLOCK_ROWS 128
+#define GEMV_BLOCK_ROWS 512
 
 static int max_i(int a, int b) { return a > b ? a : b; }
 

@@ -52,5 +52,24 @@ wait $pid; rc=$?; [ $rc -eq 0 ] || fail "daemon exit status $rc"
 pid=
 [ -z "$(ls "$R")" ] || fail "run dir not empty after shutdown: $(ls "$R")"
 
+# with the int8 head in the last stage: what the in-process engine gives with it, and not
+# what the stored head gives
+setsid build/bitnetd --model $M --workers 2 --lm-head q8 --run-dir "$R" 2>$T/bitnetd-q8.log & pid=$!
+for _ in $(seq 1 200); do
+    $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break
+    sleep 0.05
+done
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null) || fail "generate via daemon (q8 head)"
+b=$($CTL generate --model $M --lm-head q8 --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "daemon q8-head greedy '$a' != in-process '$b'"
+$CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out $T/dq.f32 2>/dev/null || fail "eval via daemon (q8 head)"
+$CTL eval --model $M --lm-head q8 --ids 128000,9906,1917,0 --logits-out $T/pq.f32 2>/dev/null
+cmp -s $T/dq.f32 $T/pq.f32 || fail "q8-head eval logits through 2 workers differ from in-process"
+cmp -s $T/dq.f32 $T/p.f32 && fail "q8-head logits equal the stored head's: the int8 head was not used"
+$CTL shutdown --run-dir "$R" >/dev/null || fail "shutdown (q8 head)"
+wait $pid; pid=
+err=$(build/bitnetd --model $M --lm-head q4 --run-dir "$R" 2>&1) && fail "--lm-head q4 accepted"
+grep -q "lm-head: 'q4' is not f16 (as stored) or q8" <<<"$err" || fail "--lm-head q4 said: $err"
+
 echo "t_daemon_ctl: $fails failures"
 [ $fails -eq 0 ]

@@ -379,6 +379,11 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
 
     if (make_pool(s, origin, e) < 0 || make_state(s, e) < 0)
         goto fail;
+    if (s->has_output && req->lm_head_q8 &&
+        bitnet_model_build_q8_head(&s->model, s->pool, e) < 0) {
+        err_prefix(e, "int8 output head");
+        goto fail;
+    }
     if (alloc_tables(s, e) < 0)
         goto fail;
     s->load_seconds = mono_seconds() - t0;
