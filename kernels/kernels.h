@@ -78,6 +78,10 @@ struct kernel_ops {
     /* Decode. out[r] = sum_c W[r][c] * xq[c] (trits), exact. */
     void (*i2s_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
                          int32_t *out);
+    /* The same for n_x activations (vector t at xq + t * ldx): out[t * ldo + r], exact.
+     * For a few decoding streams: a set may unpack each weight once for all of them. */
+    void (*i2s_dot_rows_multi)(const struct ternary_matrix *w, const int8_t *xq, size_t ldx,
+                               int n_x, int r0, int r1, int32_t *out, size_t ldo);
     /* TQ1_0/TQ2_0, whose block scales make the row sums float:
      * out[r] = sum_blocks d_b * (integer dot of block b). */
     void (*tq_dot_rows)(const struct ternary_matrix *w, const int8_t *xq, int r0, int r1,
@@ -117,6 +121,10 @@ const char *kernels_supported(void);
 /* Per-token activation quantization of the spec: s = 127 / max|x| (max floored at
  * 1e-5), xq = clamp(round-half-even(x * s), -128, 127). Returns s. */
 float quantize_act_i8(const float *x, int n, int8_t *xq);
+
+/* i2s_dot_rows_multi by kops.i2s_dot_rows once per vector: every set's default. */
+void i2s_dot_rows_each(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_x,
+                       int r0, int r1, int32_t *out, size_t ldo);
 
 /* One dense row converted to float (embedding lookup). */
 void dense_row_to_f32(const struct dense_matrix *m, int row, float *out);

@@ -154,14 +154,13 @@ static void bitlinear_task(void *ctx, int ith, int nth)
             if (job->n == 1) {
                 kops.i2s_dot_rows(w, s->xq, lo, hi, job->acc[i]);
             } else if (job->n <= SMALL_BATCH) {
-                /* a few rows (decode of several streams): the GEMM's unpacking would cost
-                 * more than it saves, so run the decode kernel per row over blocks of
-                 * weight rows small enough to stay in L2 between rows */
+                /* a few rows (decode of several streams): the GEMM's set-up would cost
+                 * more than it saves; the decode kernel for several vectors takes blocks
+                 * of weight rows small enough to stay in L2 while it revisits them */
                 for (int b = lo; b < hi; b += GEMV_BLOCK_ROWS) {
                     int be = b + GEMV_BLOCK_ROWS < hi ? b + GEMV_BLOCK_ROWS : hi;
-                    for (int t = 0; t < job->n; t++)
-                        kops.i2s_dot_rows(w, s->xq + (size_t)t * w->cols, b, be,
-                                          job->acc[i] + t * rows);
+                    kops.i2s_dot_rows_multi(w, s->xq, (size_t)w->cols, job->n, b, be,
+                                            job->acc[i], rows);
                 }
             } else {
                 kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
