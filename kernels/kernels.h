@@ -92,6 +92,11 @@ struct kernel_ops {
     /* out[r] = sum_c q[r][c] * xq[c], exact. */
     void (*q8_dot_rows)(const struct q8_matrix *m, const int8_t *xq, int r0, int r1,
                         int32_t *out);
+    /* The same for n_x activations (vector t at xq + t * ldx): out[t * ldo + r], exact.
+     * The output head of a few decoding streams: a set may load each weight once for
+     * several vectors. */
+    void (*q8_dot_rows_multi)(const struct q8_matrix *m, const int8_t *xq, size_t ldx, int n_x,
+                              int r0, int r1, int32_t *out, size_t ldo);
     /* Prefill: n_tok activations (token t at xq + t * ldx) against rows [r0, r1):
      * out[t * ldo + r] = sum_c W[r][c] * xq_t[c], exact. One weight row is unpacked
      * once and used for every token. */
@@ -125,6 +130,10 @@ float quantize_act_i8(const float *x, int n, int8_t *xq);
 /* i2s_dot_rows_multi by kops.i2s_dot_rows once per vector: every set's default. */
 void i2s_dot_rows_each(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_x,
                        int r0, int r1, int32_t *out, size_t ldo);
+
+/* q8_dot_rows_multi by kops.q8_dot_rows once per vector: every set's default. */
+void q8_dot_rows_each(const struct q8_matrix *m, const int8_t *xq, size_t ldx, int n_x, int r0,
+                      int r1, int32_t *out, size_t ldo);
 
 /* One dense row converted to float (embedding lookup). */
 void dense_row_to_f32(const struct dense_matrix *m, int row, float *out);

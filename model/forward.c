@@ -13,6 +13,8 @@
 /* Below this many rows a batch multiplies through the decode kernel (see bitlinear_task). */
 #define SMALL_BATCH 16
 #define GEMV_BLOCK_ROWS 512
+/* Rows whose int8-head sums are held at once (forward_state.head_acc). */
+#define HEAD_ACC_ROWS 4
 
 static int max_i(int a, int b) { return a > b ? a : b; }
 
@@ -63,7 +65,7 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->value_cache = calloc(cache, elem);
     s->logits = calloc(hp->n_vocab, sizeof(float));
     s->head_xq = calloc(nb * embd, 1);
-    s->head_acc = calloc(hp->n_vocab, sizeof(int32_t));
+    s->head_acc = calloc((size_t)HEAD_ACC_ROWS * hp->n_vocab, sizeof(int32_t));
     s->row_slot = calloc(nb, sizeof(int));
     s->row_pos = calloc(nb, sizeof(int));
     if (!s->x || !s->xb || !s->xq || !s->xscale || !s->acc || !s->q || !s->k || !s->v ||
@@ -389,15 +391,23 @@ static void output_task(void *ctx, int ith, int nth)
     int block = job->n == 1 ? hi - lo : HEAD_BLOCK_ROWS;
     for (int b = lo; b < hi; b += block) {
         int be = b + block < hi ? b + block : hi;
-        for (int i = 0; i < job->n; i++) {
-            float *logits = job->logits + (size_t)i * V;
-            if (q) {
-                /* head_acc rows [b, be) are this thread's alone */
-                kops.q8_dot_rows(q, s->head_xq + (size_t)i * embd, b, be, s->head_acc);
+        if (!q) {
+            for (int i = 0; i < job->n; i++)
+                kops.dense_dot_rows(&m->output, s->xb + (size_t)i * embd, b, be,
+                                    job->logits + (size_t)i * V);
+            continue;
+        }
+        /* int8 head: HEAD_ACC_ROWS vectors at once share each weight load; head_acc
+         * rows [b, be) of every vector are this thread's alone */
+        for (int i0 = 0; i0 < job->n; i0 += HEAD_ACC_ROWS) {
+            int ni = job->n - i0 < HEAD_ACC_ROWS ? job->n - i0 : HEAD_ACC_ROWS;
+            kops.q8_dot_rows_multi(q, s->head_xq + (size_t)i0 * embd, embd, ni, b, be,
+                                   s->head_acc, V);
+            for (int i = i0; i < i0 + ni; i++) {
+                const int32_t *acc = s->head_acc + (size_t)(i - i0) * V;
+                float *logits = job->logits + (size_t)i * V;
                 for (int r = b; r < be; r++)
-                    logits[r] = (float)s->head_acc[r] * q->scale[r] / s->xscale[i];
-            } else {
-                kops.dense_dot_rows(&m->output, s->xb + (size_t)i * embd, b, be, logits);
+                    logits[r] = (float)acc[r] * q->scale[r] / s->xscale[i];
             }
         }
     }

@@ -49,7 +49,7 @@ struct forward_state {
     void *value_cache; /* same, values by position */
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden states [n_batch][n_embd] for a q8 head */
-    int32_t *head_acc; /* integer row sums of the q8 head [n_vocab] */
+    int32_t *head_acc; /* integer row sums of the q8 head, [4][n_vocab] (forward.c) */
 };
 
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,

@@ -207,6 +207,64 @@ static void test_i2s(void)
 
 /* ------------------------------------------------------------------ q8 */
 
+/* Several activation vectors at once (a few decoding streams): every vector's sums must
+ * be exactly its scalar sums, in every set, and nothing outside the rows is written.
+ * Vector 0 is x itself (want holds its sums); the others are checked against the scalar
+ * twin here. kops is the set under test: the default walks it once per vector. */
+static void q8_multi_case(const struct q8_matrix *m, const int8_t *x0, const int32_t *want0,
+                          const int *r0s, const int *r1s, int nr, enum pattern xp)
+{
+    static const int counts[] = {1, 2, 3, 4, 5, 7};
+    size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
+    const size_t ldx = cols + 5, ldo = rows + 3;
+    int8_t *xs = malloc(ldx * 7);
+    int32_t *want = malloc(sizeof(int32_t) * ldo * 7), *got = malloc(sizeof(int32_t) * ldo * 7);
+    struct q8_matrix ms = *m;
+    int32_t *rs = malloc(sizeof(int32_t) * rows);
+    for (size_t r = 0; r < rows; r++) {
+        int32_t sum = 0;
+        for (size_t c = 0; c < cols; c++)
+            sum += m->q[r * cols + c];
+        rs[r] = sum;
+    }
+    ms.row_sum = rs;
+    for (size_t t = 0; t < 7; t++) {
+        if (t == 0)
+            memcpy(xs, x0, cols);
+        else
+            fill_x(xs + t * ldx, (int)cols, xp);
+        for (size_t i = 0; i < ldo; i++)
+            want[t * ldo + i] = -12345;
+        if (t == 0)
+            memcpy(want, want0, sizeof(int32_t) * rows);
+        else
+            kernels_scalar.q8_dot_rows(&ms, xs + t * ldx, 0, (int)rows, want + t * ldo);
+    }
+    struct kernel_ops saved = kops;
+    for (int s = 0; s < n_sets; s++) {
+        kops = sets[s];
+        for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+            for (int k = 0; k < nr; k++) {
+                int n_x = counts[ci], bad = 0;
+                for (size_t i = 0; i < ldo * 7; i++)
+                    got[i] = -12345;
+                sets[s].q8_dot_rows_multi(m, xs, ldx, n_x, r0s[k], r1s[k], got, ldo);
+                for (int t = 0; t < 7; t++)
+                    for (size_t r = 0; r < ldo; r++) {
+                        bool inside = t < n_x && (int)r >= r0s[k] && (int)r < r1s[k];
+                        bad += got[t * ldo + r] != (inside ? want[t * ldo + r] : -12345);
+                    }
+                CHECK(bad == 0, "%s q8 multi %zux%zu, %d vectors, rows [%d,%d): %d values wrong "
+                      "or written outside", sets[s].name, rows, cols, n_x, r0s[k], r1s[k], bad);
+            }
+    }
+    kops = saved;
+    free(xs);
+    free(want);
+    free(got);
+    free(rs);
+}
+
 static void q8_case(int rows, int cols, enum pattern wp, enum pattern xp, int with_row_sum)
 {
     struct guarded gq, gx;
@@ -242,6 +300,7 @@ static void q8_case(int rows, int cols, enum pattern wp, enum pattern xp, int wi
             sets[s].q8_dot_rows(&m, xq, r0s[k], r1s[k], got + GUARD);
             compare_ints(what, sets[s].name, rows, cols, r0s[k], r1s[k], want, got);
         }
+    q8_multi_case(&m, xq, want, r0s, r1s, nr, xp);
     free(want);
     free(got);
     free(scale);
