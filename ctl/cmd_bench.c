@@ -130,7 +130,8 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
     }
     if (!o->model || optind != argc) {
         fprintf(stderr, "usage: bitnetctl bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] "
-                        "[--threads N] [--repeat R] [--depth D] [--lm-head f16|q8] [--json]\n");
+                        "[--threads N] [--repeat R] [--depth D] [--lm-head f16|q8] "
+                        "[--kv-type f32|f16|q8] [--json]\n");
         return -1;
     }
     return 0;
@@ -182,6 +183,7 @@ int cmd_bench(int argc, char **argv)
             json_object_object_add(j, "kernel", json_object_new_string(kernel));
             json_object_object_add(j, "threads", json_object_new_int(threads));
             json_object_object_add(j, "lm_head", json_object_new_string(o.so.lm_head_q8 ? "q8" : "native"));
+            json_object_object_add(j, "kv_type", json_object_new_string(kv_type_name(o.so.kv_type)));
             json_object_object_add(j, "prompt_tokens", json_object_new_int((int)o.prompt_tokens));
             json_object_object_add(j, "gen_tokens", json_object_new_int((int)o.gen_tokens));
             json_object_object_add(j, "depth", json_object_new_int((int)o.depth));
@@ -198,8 +200,8 @@ int cmd_bench(int argc, char **argv)
             json_object_put(j);
         } else {
             printf("model            %s\n", o.model);
-            printf("cpu / kernel     %s / %s, %d threads, lm-head %s\n", f.brand, kernel, threads,
-                   o.so.lm_head_q8 ? "q8" : "native");
+            printf("cpu / kernel     %s / %s, %d threads, lm-head %s, kv %s\n", f.brand, kernel,
+                   threads, o.so.lm_head_q8 ? "q8" : "native", kv_type_name(o.so.kv_type));
             printf("prompt           %.1f tok/s (%ld tokens, depth %ld)\n", prompt, o.prompt_tokens, o.depth);
             printf("generated        %.2f tok/s (%ld tokens)\n", gen, o.gen_tokens);
             printf("time to first    %.3f s\n", median(ttft, n));

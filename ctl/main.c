@@ -33,7 +33,8 @@ static void usage(FILE *out)
           "\n"
           "Every in-process command also takes --threads N, --batch N (positions per forward\n"
           "call), --lm-head f16|q8 (int8 copy of the output projection, made at load) and\n"
-          "--kv-type f32|f16 (KV cache element; f32 by default).\n"
+          "--kv-type f32|f16|q8 (KV cache element; f32 by default, q8: int8 with a scale\n"
+          "per position and KV head).\n"
           "\n"
           "Environment: BITNET_KERNEL=scalar|avx2|avx512|amx|auto chooses the compute kernels.\n",
           out);

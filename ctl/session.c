@@ -21,7 +21,7 @@ void session_opts_default(struct session_opts *o)
     o->threads = 0;
     o->n_batch = 512;
     o->lm_head_q8 = false;
-    o->kv_f16 = false;
+    o->kv_type = KV_TYPE_F32;
 }
 
 int session_opts_parse(struct session_opts *o, int c, const char *arg)
@@ -43,19 +43,14 @@ int session_opts_parse(struct session_opts *o, int c, const char *arg)
             o->lm_head_q8 = true;
         } else if (strcasecmp(arg, "f16") == 0 || strcasecmp(arg, "native") == 0) {
             o->lm_head_q8 = false;
-    o->kv_f16 = false;
         } else {
             fprintf(stderr, "bitnetctl: --lm-head: '%s' is not 'f16' (as stored) or 'q8'\n", arg);
             return -1;
         }
         return 1;
     case SESSION_OPT_KV_TYPE:
-        if (strcasecmp(arg, "f16") == 0) {
-            o->kv_f16 = true;
-        } else if (strcasecmp(arg, "f32") == 0) {
-            o->kv_f16 = false;
-        } else {
-            fprintf(stderr, "bitnetctl: --kv-type: '%s' is not 'f32' or 'f16'\n", arg);
+        if (kv_type_parse(arg, &o->kv_type) < 0) {
+            fprintf(stderr, "bitnetctl: --kv-type: '%s' is not " KV_TYPE_NAMES "\n", arg);
             return -1;
         }
         return 1;
@@ -118,7 +113,7 @@ int session_set_context(struct session *s, int n_ctx)
         .n_ctx = n_ctx,
         .n_batch = s->opts.n_batch < n_ctx ? s->opts.n_batch : n_ctx,
         .pool = s->pool,
-        .kv_f16 = s->opts.kv_f16,
+        .kv_type = s->opts.kv_type,
     };
     if (forward_state_init(&s->st, &s->model, &cfg, &e) < 0) {
         fprintf(stderr, "bitnetctl: %s\n", e.msg);

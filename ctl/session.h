@@ -17,7 +17,7 @@ struct session_opts {
     int threads;      /* 0: every CPU this process may use */
     int n_batch;      /* positions per forward call when feeding a prompt */
     bool lm_head_q8;  /* int8 copy of the output projection */
-    bool kv_f16;      /* KV cache in F16 */
+    enum kv_type kv_type; /* KV cache element (model/forward.h) */
 };
 
 /* Long options every in-process command accepts; splice into an option table. */

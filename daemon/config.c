@@ -34,7 +34,7 @@ static const struct opt opts[] = {
     {"run-dir", OPT_STR, OFF(run_dir), 0, 0, false},
     {"max-sequences", OPT_INT, OFF(max_sequences), 1, 256, false},
     {"ctx", OPT_INT, OFF(ctx), 1, 1 << 20, false},
-    {"kv-type", OPT_KV_TYPE, OFF(kv_f16), 0, 0, false},
+    {"kv-type", OPT_KV_TYPE, OFF(kv_type), 0, 0, false},
     {"lm-head", OPT_LM_HEAD, OFF(lm_head_q8), 0, 0, false},
     {"act-type", OPT_ACT_TYPE, OFF(act_type), 0, 0, false},
     {"prefill-chunk", OPT_INT, OFF(prefill_chunk), 1, 512, false},
@@ -67,7 +67,8 @@ void config_usage(FILE *f)
             "                           /tmp/bitnetd-$UID)\n"
             "  --max-sequences N        jobs running at once (8)\n"
             "  --ctx N                  positions per sequence (2048, at most the model's)\n"
-            "  --kv-type f32|f16        KV cache element type (f32)\n"
+            "  --kv-type f32|f16|q8     KV cache element type (f32; q8: int8 with a scale\n"
+            "                           per position and KV head, about a quarter of f32)\n"
             "  --lm-head f16|q8         output projection as stored, or an int8 copy (f16)\n"
             "  --act-type f32|bf16|f16  hidden states between workers (f32: exact)\n"
             "  --prefill-chunk N        prompt rows per step (64)\n"
@@ -140,12 +141,8 @@ static int set_opt(struct daemon_config *c, const struct opt *o, const char *val
         return 0;
     }
     case OPT_KV_TYPE:
-        if (strcasecmp(val, "f32") == 0)
-            *(bool *)field = false;
-        else if (strcasecmp(val, "f16") == 0)
-            *(bool *)field = true;
-        else
-            return err_set(e, "%s: '%s' is not f32 or f16", who, val);
+        if (kv_type_parse(val, (enum kv_type *)field) < 0)
+            return err_set(e, "%s: '%s' is not " KV_TYPE_NAMES, who, val);
         return 0;
     case OPT_LM_HEAD:
         if (strcasecmp(val, "f16") == 0 || strcasecmp(val, "native") == 0)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "model/errbuf.h"
+#include "model/forward.h"
 
 struct daemon_config {
     char *model;              /* GGUF path (required) */
@@ -18,7 +19,7 @@ struct daemon_config {
     char *run_dir;            /* NULL: proto/endpoints.h's default */
     int max_sequences;        /* KV slots, i.e. jobs running at once */
     int ctx;                  /* KV positions per sequence, capped at the model's */
-    bool kv_f16;
+    enum kv_type kv_type;     /* KV cache element */
     bool lm_head_q8;          /* the last stage multiplies through an int8 head */
     int act_type;             /* Bitnet__ElemType of hidden states between stages */
     int prefill_chunk;        /* prompt rows per step */

@@ -38,15 +38,14 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
     /* a tied head is the embedding again: the last stage holds it too */
     if (m->tied_output)
         output += embd;
-    uint64_t kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
     struct placement_request req = {
         .n_layer = (int)hp->n_layer,
         .layer_bytes = layer_bytes,
         .embd_bytes = embd,
         .output_bytes = output,
         .output_tied = m->tied_output,
-        .kv_bytes_per_layer = 2 * kv_dim * (uint64_t)n_ctx * (uint64_t)cfg->max_sequences *
-                              (cfg->kv_f16 ? 2 : 4),
+        .kv_bytes_per_layer = (uint64_t)kv_bytes_per_position(hp, cfg->kv_type) *
+                              (uint64_t)n_ctx * (uint64_t)cfg->max_sequences,
         .n_workers = cfg->workers,
         .layer_map = cfg->layer_map,
         .threads = cfg->threads_per_worker,

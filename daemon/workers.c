@@ -359,7 +359,9 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
         ls.numa_node = pw->node;
     }
     ls.kv_ctx = (uint32_t)d->n_ctx;
-    ls.kv_type = d->cfg.kv_f16 ? BITNET__ELEM_TYPE__ELEM_TYPE_F16 : BITNET__ELEM_TYPE__ELEM_TYPE_F32;
+    ls.kv_type = d->cfg.kv_type == KV_TYPE_Q8    ? BITNET__ELEM_TYPE__ELEM_TYPE_Q8
+                 : d->cfg.kv_type == KV_TYPE_F16 ? BITNET__ELEM_TYPE__ELEM_TYPE_F16
+                                                 : BITNET__ELEM_TYPE__ELEM_TYPE_F32;
     ls.lm_head_q8 = d->cfg.lm_head_q8;
     ls.act_type = (Bitnet__ElemType)d->cfg.act_type;
     ls.next_endpoint = (char *)next_ep;

@@ -97,7 +97,7 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
     }
 }
 
-static void softmax(float *w, int n)
+void attn_softmax_avx2(float *w, int n)
 {
     int n_tiles = (n + ATTN_TILE - 1) / ATTN_TILE;
     const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
@@ -163,7 +163,7 @@ static inline __attribute__((always_inline)) void attn_avx2(const struct attn_gr
         }
     }
     for (int h = 0; h < g; h++)
-        softmax(a->scratch + (size_t)h * stride, n);
+        attn_softmax_avx2(a->scratch + (size_t)h * stride, n);
     for (int i = 0; i < g * d; i++)
         a->out[i] = 0.0f;
     int nv = (d + 7) / 8;

@@ -85,7 +85,7 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
 }
 
 /* A head's scores in w[0..n) become its softmax weights. */
-static void softmax(float *w, int n)
+void attn_softmax_avx512(float *w, int n)
 {
     int n_tiles = (n + ATTN_TILE - 1) / ATTN_TILE;
     __m512 vmax = _mm512_set1_ps(-INFINITY);
@@ -147,7 +147,7 @@ static inline __attribute__((always_inline)) void attn_avx512(const struct attn_
         }
     }
     for (int h = 0; h < g; h++)
-        softmax(a->scratch + (size_t)h * stride, n);
+        attn_softmax_avx512(a->scratch + (size_t)h * stride, n);
     for (int i = 0; i < g * d; i++)
         a->out[i] = 0.0f;
     int nv = (d + 15) / 16;

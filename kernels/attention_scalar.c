@@ -4,6 +4,7 @@
 #include <stdbool.h>
 
 #include "kernels/attn_exp.h"
+#include "kernels/attn_q8.h"
 #include "kernels/f16.h"
 #include "kernels/attention.h"
 
@@ -18,18 +19,12 @@ static inline float key_elem(const struct attn_group *a, int p, int i, bool f16)
     return cache_elem(a->k, at, f16);
 }
 
-/* scratch[0..n) = softmax weights of one head (scores, then e^(s - max), then e / sum). */
-static void softmax_weights(const struct attn_group *a, const float *q, float *w, bool f16)
+/* A head's scores in w[0..n) become its softmax weights (e^(s - max), then e / sum). */
+static void softmax(float *w, int n)
 {
-    int n = a->n;
     float max = -INFINITY;
-    for (int p = 0; p < n; p++) {
-        float dot = 0.0f;
-        for (int i = 0; i < a->d; i++)
-            dot += q[i] * key_elem(a, p, i, f16);
-        w[p] = dot * a->scale;
+    for (int p = 0; p < n; p++)
         max = fmaxf(max, w[p]);
-    }
     float lane[ATTN_TILE] = {0};
     for (int p = 0; p < n; p++) {
         w[p] = attn_exp(w[p] - max);
@@ -48,7 +43,14 @@ static inline void attn_scalar(const struct attn_group *a, bool f16)
     int d = a->d, stride = attn_tiles_len(a->n);
     for (int h = 0; h < a->g; h++) {
         float *w = a->scratch + (size_t)h * stride, *out = a->out + (size_t)h * d;
-        softmax_weights(a, a->q + (size_t)h * d, w, f16);
+        const float *q = a->q + (size_t)h * d;
+        for (int p = 0; p < a->n; p++) {
+            float dot = 0.0f;
+            for (int i = 0; i < d; i++)
+                dot += q[i] * key_elem(a, p, i, f16);
+            w[p] = dot * a->scale;
+        }
+        softmax(w, a->n);
         for (int i = 0; i < d; i++)
             out[i] = 0.0f;
         for (int p = 0; p < a->n; p++)
@@ -59,3 +61,28 @@ static inline void attn_scalar(const struct attn_group *a, bool f16)
 
 void attn_f32_scalar(const struct attn_group *a) { attn_scalar(a, false); }
 void attn_f16_scalar(const struct attn_group *a) { attn_scalar(a, true); }
+
+/* The int8 cache (kernels.h, struct attn_group_q8). */
+void attn_q8_scalar(const struct attn_group_q8 *a)
+{
+    int d = a->d, n = a->n, stride = attn_tiles_len(n);
+    for (int h = 0; h < a->g; h++) {
+        float *w = a->scratch + (size_t)h * stride, *out = a->out + (size_t)h * d;
+        int8_t *q = a->q8 + (size_t)h * d;
+        float qs = attn_q8_quantize(a->q + (size_t)h * d, d, q);
+        for (int p = 0; p < n; p++) {
+            int32_t dot = 0;
+            for (int i = 0; i < d; i++)
+                dot += q[i] * a->k[attn_q8_key_at(p, i, d)];
+            w[p] = (float)dot * (qs * a->k_scale[p]) * a->scale;
+        }
+        softmax(w, n);
+        for (int i = 0; i < d; i++)
+            out[i] = 0.0f;
+        for (int p = 0; p < n; p++) {
+            float wv = w[p] * a->v_scale[p];
+            for (int i = 0; i < d; i++)
+                out[i] += wv * (float)a->v[(size_t)p * d + i];
+        }
+    }
+}

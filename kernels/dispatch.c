@@ -30,6 +30,7 @@ static void overlay(struct kernel_ops *ops, const struct kernel_ops *set)
     if (set->i2s_gemm) ops->i2s_gemm = set->i2s_gemm;
     if (set->attn_f32) ops->attn_f32 = set->attn_f32;
     if (set->attn_f16) ops->attn_f16 = set->attn_f16;
+    if (set->attn_q8) ops->attn_q8 = set->attn_q8;
     if (set->dense_rows_to_q8) ops->dense_rows_to_q8 = set->dense_rows_to_q8;
 }
 
@@ -74,12 +75,14 @@ static void build(struct kernel_ops *ops, enum level l)
         overlay(ops, &kernels_avx2);
         ops->attn_f32 = attn_f32_avx2;
         ops->attn_f16 = attn_f16_avx2;
+        ops->attn_q8 = attn_q8_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
     }
     if (l >= LEVEL_AVX512) {
         overlay(ops, &kernels_avx512);
         ops->attn_f32 = attn_f32_avx512;
         ops->attn_f16 = attn_f16_avx512;
+        ops->attn_q8 = attn_q8_avx512;
         ops->i2s_gemm = i2s_gemm_avx512;
     }
     if (l >= LEVEL_AMX) {

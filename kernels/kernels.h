@@ -73,6 +73,43 @@ struct attn_group {
  * of scratch per head. */
 static inline int attn_tiles_len(int n) { return (n + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE; }
 
+/* The int8 KV cache (--kv-type q8). A vector x of d values (one position of one KV head,
+ * or one query head) is stored as
+ *     q_i = clamp(round-half-even(x_i * (127 / absmax)), -127, 127),  scale = absmax / 127
+ * (absmax 0: scale 0 and every q_i 0), 127 / absmax and its product with x_i each
+ * rounded to float, as attn_q8_quantize (kernels/attn_q8.h) does for the cache and for
+ * queries alike; every q_i, k and v byte is thus within [-127, 127]. d must be a
+ * multiple of 4. Keys lie in tiles of ATTN_TILE positions, each tile as
+ * [d / 4][ATTN_TILE positions][4 consecutive elements]: element i of position p at
+ *     k[(p / ATTN_TILE) * d * ATTN_TILE + (i / 4) * 4 * ATTN_TILE + (p % ATTN_TILE) * 4 + i % 4],
+ * so that one 32-bit lane holds 4 elements of one position, the operand shape of
+ * vpdpbusd and pmaddubsw; values lie by position, v[p * d + i].
+ *
+ * What every kernel computes, for each of the g query heads, exactly as the scalar twin
+ * does (bit-identical floats; -ffp-contract=off):
+ *   qs, qq_i  = the head quantized as above (qq written to q8)
+ *   dot_p     = sum_i qq_i * k_p,i, an exact int32 (|dot_p| <= 127 * 127 * d)
+ *   s_p       = ((float)dot_p * (qs * k_scale[p])) * scale                 for p < n
+ *   e_p, sum  = exactly as struct attn_group states (attn_exp, the same lane folding)
+ *   w_p       = e_p * (1 / sum)
+ *   out_i     = sum over p in order of (w_p * v_scale[p]) * (float)v_p,i
+ * (float)dot_p is exact up to d = 1040, so a score is the exact dot product of the
+ * dequantized vectors, times scale, but for the rounding of its three multiplies. Keys,
+ * and their scales, past n in the last tile may hold anything, NaN included: no kernel
+ * lets them into the result. */
+struct attn_group_q8 {
+    const float *q;        /* [g][d] float query heads; the kernel quantizes them */
+    float *out;            /* [g][d] */
+    const int8_t *k;       /* key tiles, attn_tiles_len(n) positions */
+    const int8_t *v;       /* values [n][d] */
+    const float *k_scale;  /* [attn_tiles_len(n)] */
+    const float *v_scale;  /* [n] */
+    int g, d, n;           /* heads, head size (a multiple of 4), positions (n >= 1) */
+    float scale;
+    float *scratch;        /* [g][attn_tiles_len(n)] */
+    int8_t *q8;            /* [g][d]: room for the quantized queries */
+};
+
 struct kernel_ops {
     const char *name;
     /* Decode. out[r] = sum_c W[r][c] * xq[c] (trits), exact. */
@@ -106,6 +143,8 @@ struct kernel_ops {
      * one entry per cache element type. */
     void (*attn_f32)(const struct attn_group *a);
     void (*attn_f16)(const struct attn_group *a);
+    /* The same over the int8 cache (struct attn_group_q8). */
+    void (*attn_q8)(const struct attn_group_q8 *a);
     /* Rows [r0, r1) of a dense matrix to int8 with one scale per row (absmax / 127,
      * round half to even) and each row's sum of q. */
     void (*dense_rows_to_q8)(const struct dense_matrix *m, int r0, int r1, int8_t *q,

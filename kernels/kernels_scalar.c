@@ -181,5 +181,6 @@ const struct kernel_ops kernels_scalar = {
     .i2s_gemm = i2s_gemm_scalar,
     .attn_f32 = attn_f32_scalar,
     .attn_f16 = attn_f16_scalar,
+    .attn_q8 = attn_q8_scalar,
     .dense_rows_to_q8 = dense_rows_to_q8_scalar,
 };

@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "kernels/attn_q8.h"
 #include "kernels/f16.h"
 #include "kernels/kernels.h"
 #include "model/ggml_types.h"
@@ -17,6 +19,37 @@
 #define HEAD_ACC_ROWS 4
 
 static int max_i(int a, int b) { return a > b ? a : b; }
+
+int kv_type_parse(const char *name, enum kv_type *t)
+{
+    static const enum kv_type all[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_Q8};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcasecmp(name, kv_type_name(all[i])) == 0) {
+            *t = all[i];
+            return 0;
+        }
+    return -1;
+}
+
+const char *kv_type_name(enum kv_type t)
+{
+    switch (t) {
+    case KV_TYPE_F32: return "f32";
+    case KV_TYPE_F16: return "f16";
+    case KV_TYPE_Q8: return "q8";
+    }
+    return "unknown";
+}
+
+size_t kv_bytes_per_position(const struct bitnet_hparams *hp, enum kv_type t)
+{
+    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    switch (t) {
+    case KV_TYPE_F16: return 2 * kv_dim * sizeof(uint16_t);
+    case KV_TYPE_Q8: return 2 * (kv_dim + hp->n_head_kv * sizeof(float));
+    default: return 2 * kv_dim * sizeof(float);
+    }
+}
 
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
                        const struct forward_config *cfg, struct errbuf *e)
@@ -37,11 +70,17 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     if (s->layer_begin >= s->layer_end || s->layer_end > hp->n_layer)
         return err_set(e, "layer range [%u, %u) is not within the model's %u layers",
                        s->layer_begin, s->layer_end, hp->n_layer);
+    if (cfg->kv_type != KV_TYPE_F32 && cfg->kv_type != KV_TYPE_F16 && cfg->kv_type != KV_TYPE_Q8)
+        return err_set(e, "KV type %d is not " KV_TYPE_NAMES, (int)cfg->kv_type);
+    /* the int8 keys lie in groups of 4 elements of one position (kernels.h) */
+    if (cfg->kv_type == KV_TYPE_Q8 && hp->head_dim % 4 != 0)
+        return err_set(e, "KV type q8: head dimension %u is not a multiple of 4 (f32 and f16 "
+                          "have no such limit)", hp->head_dim);
     s->n_ctx = cfg->n_ctx;
     s->n_ctx_pad = attn_tiles_len(cfg->n_ctx);
     s->group = (int)(hp->n_head / hp->n_head_kv);
-    size_t cache = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * (size_t)s->n_ctx_pad *
-                   kv_dim;
+    size_t heads = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * hp->n_head_kv;
+    size_t cache = heads * (size_t)s->n_ctx_pad * hp->head_dim;
     s->n_batch = cfg->n_batch;
     s->pool = cfg->pool;
     s->nth = threadpool_size(cfg->pool);
@@ -59,10 +98,17 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->rope_cos = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->rope_sin = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->att = calloc((size_t)s->nth * s->group * s->n_ctx_pad, sizeof(float));
-    size_t elem = cfg->kv_f16 ? sizeof(uint16_t) : sizeof(float);
-    s->kv_f16 = cfg->kv_f16;
+    s->kv_type = cfg->kv_type;
+    bool q8 = cfg->kv_type == KV_TYPE_Q8;
+    size_t elem = q8 ? 1 : cfg->kv_type == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+    size_t scales = q8 ? heads * (size_t)s->n_ctx_pad : 0;
     s->key_cache = calloc(cache, elem);
     s->value_cache = calloc(cache, elem);
+    if (q8) {
+        s->key_scale = calloc(scales, sizeof(float));
+        s->value_scale = calloc(scales, sizeof(float));
+        s->att_q8 = calloc((size_t)s->nth * s->group * hp->head_dim, 1);
+    }
     s->logits = calloc(hp->n_vocab, sizeof(float));
     s->head_xq = calloc(nb * embd, 1);
     s->head_acc = calloc((size_t)HEAD_ACC_ROWS * hp->n_vocab, sizeof(int32_t));
@@ -70,10 +116,11 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->row_pos = calloc(nb, sizeof(int));
     if (!s->x || !s->xb || !s->xq || !s->xscale || !s->acc || !s->q || !s->k || !s->v ||
         !s->attn_out || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->att ||
-        !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc || !s->row_slot || !s->row_pos) {
+        !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc || !s->row_slot || !s->row_pos ||
+        (q8 && (!s->key_scale || !s->value_scale || !s->att_q8))) {
         forward_state_free(s);
         return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", cfg->n_ctx,
-                       cache * 2 * elem >> 20);
+                       (cache * elem + scales * sizeof(float)) * 2 >> 20);
     }
     return 0;
 }
@@ -82,7 +129,8 @@ void forward_state_free(struct forward_state *s)
 {
     void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->acc, s->q, s->k, s->v, s->attn_out,
                     s->hb, s->hb2, s->rope_cos, s->rope_sin, s->att, s->key_cache,
-                    s->value_cache, s->logits, s->head_xq, s->head_acc, s->row_slot, s->row_pos};
+                    s->value_cache, s->key_scale, s->value_scale, s->att_q8, s->logits,
+                    s->head_xq, s->head_acc, s->row_slot, s->row_pos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -257,13 +305,14 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
     return 0;
 }
 
-/* Where the cache of one KV head of one layer of a slot starts (its layout: kernels.h,
- * struct attn_group). */
-static size_t kv_head_offset(const struct forward_state *s, const struct bitnet_hparams *hp,
-                             int slot, uint32_t il, int kvh)
+/* Which cache, of one KV head of one layer of a slot, is meant: its elements start at
+ * index * n_ctx_pad * head_dim (their layout: kernels.h, struct attn_group and
+ * struct attn_group_q8), its Q8 scales at index * n_ctx_pad. */
+static size_t kv_head_index(const struct forward_state *s, const struct bitnet_hparams *hp,
+                            int slot, uint32_t il, int kvh)
 {
     size_t layer = (size_t)slot * (s->layer_end - s->layer_begin) + (il - s->layer_begin);
-    return (layer * hp->n_head_kv + (size_t)kvh) * (size_t)s->n_ctx_pad * hp->head_dim;
+    return layer * hp->n_head_kv + (size_t)kvh;
 }
 
 /* Row t's K and V into the cache of layer il at the row's position. */
@@ -272,11 +321,22 @@ static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, u
     int hd = (int)hp->head_dim, p = s->row_pos[t];
     const float *kt = s->k + (size_t)t * hp->n_head_kv * hd, *vt = s->v + (size_t)t * hp->n_head_kv * hd;
     for (int kvh = 0; kvh < (int)hp->n_head_kv; kvh++, kt += hd, vt += hd) {
-        size_t off = kv_head_offset(s, hp, s->row_slot[t], il, kvh);
+        size_t head = kv_head_index(s, hp, s->row_slot[t], il, kvh);
+        size_t off = head * (size_t)s->n_ctx_pad * hd;
+        if (s->kv_type == KV_TYPE_Q8) {
+            int8_t kq[hd];
+            int8_t *keys = (int8_t *)s->key_cache + off;
+            s->key_scale[head * s->n_ctx_pad + p] = attn_q8_quantize(kt, hd, kq);
+            for (int i = 0; i < hd; i++)
+                keys[attn_q8_key_at(p, i, hd)] = kq[i];
+            s->value_scale[head * s->n_ctx_pad + p] =
+                attn_q8_quantize(vt, hd, (int8_t *)s->value_cache + off + (size_t)p * hd);
+            continue;
+        }
         size_t k_at = off + (size_t)(p / ATTN_TILE) * hd * ATTN_TILE + p % ATTN_TILE;
         size_t v_at = off + (size_t)p * hd;
         for (int i = 0; i < hd; i++) {
-            if (s->kv_f16) {
+            if (s->kv_type == KV_TYPE_F16) {
                 ((uint16_t *)s->key_cache)[k_at + (size_t)i * ATTN_TILE] = f32_to_f16(kt[i]);
                 ((uint16_t *)s->value_cache)[v_at + i] = f32_to_f16(vt[i]);
             } else {
@@ -302,7 +362,7 @@ static void attention_task(void *ctx, int ith, int nth)
     const struct bitnet_hparams *hp = job->hp;
     struct forward_state *s = job->s;
     int hd = (int)hp->head_dim, n_head = (int)hp->n_head, group = s->group;
-    size_t elem = s->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    size_t elem = s->kv_type == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
     int lo, hi;
     split_range(s->n_rows * n_head, 1, ith, nth, &lo, &hi);
     for (int item = lo; item < hi;) {
@@ -310,17 +370,38 @@ static void attention_task(void *ctx, int ith, int nth)
         int g = (kvh + 1) * group - h;
         if (g > hi - item)
             g = hi - item;
-        size_t off = kv_head_offset(s, hp, s->row_slot[t], job->il, kvh) * elem;
+        size_t head = kv_head_index(s, hp, s->row_slot[t], job->il, kvh);
+        size_t off = head * (size_t)s->n_ctx_pad * hd;
+        float scale = 1.0f / sqrtf((float)hd);
+        float *scratch = s->att + (size_t)ith * group * s->n_ctx_pad;
+        if (s->kv_type == KV_TYPE_Q8) {
+            struct attn_group_q8 a = {
+                .q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd,
+                .out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd,
+                .k = (const int8_t *)s->key_cache + off,
+                .v = (const int8_t *)s->value_cache + off,
+                .k_scale = s->key_scale + head * s->n_ctx_pad,
+                .v_scale = s->value_scale + head * s->n_ctx_pad,
+                .g = g, .d = hd, .n = s->row_pos[t] + 1,
+                .scale = scale,
+                .scratch = scratch,
+                .q8 = s->att_q8 + (size_t)ith * group * hd,
+            };
+            kops.attn_q8(&a);
+            item += g;
+            continue;
+        }
+        off *= elem;
         struct attn_group a = {
             .q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd,
             .out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd,
             .k = (const char *)s->key_cache + off,
             .v = (const char *)s->value_cache + off,
             .g = g, .d = hd, .n = s->row_pos[t] + 1,
-            .scale = 1.0f / sqrtf((float)hd),
-            .scratch = s->att + (size_t)ith * group * s->n_ctx_pad,
+            .scale = scale,
+            .scratch = scratch,
         };
-        if (s->kv_f16)
+        if (s->kv_type == KV_TYPE_F16)
             kops.attn_f16(&a);
         else
             kops.attn_f32(&a);

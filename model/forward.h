@@ -7,17 +7,32 @@
 #define BITNET_FORWARD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/threadpool.h"
 #include "model/bitnet_model.h"
 #include "model/errbuf.h"
 
+/* Element type of the KV cache. F32 is exact and the default; F16 halves it; Q8 keeps
+ * int8 with one float scale per (position, KV head) vector, about a quarter of F32
+ * (kernels.h, struct attn_group_q8), for attention that reads far less at long context
+ * at the cost of a small, measured error (tests/test_xval.c). */
+enum kv_type { KV_TYPE_F32 = 0, KV_TYPE_F16, KV_TYPE_Q8 };
+#define KV_TYPE_NAMES "f32, f16 or q8"
+
+/* Case-insensitive "f32", "f16" or "q8"; -1 for anything else. */
+int kv_type_parse(const char *name, enum kv_type *t);
+const char *kv_type_name(enum kv_type t);
+/* Bytes of cache one position of one sequence takes in one layer (keys and values of
+ * every KV head, with the scales of Q8), not counting the padding to whole key tiles. */
+size_t kv_bytes_per_position(const struct bitnet_hparams *hp, enum kv_type t);
+
 struct forward_config {
     int n_ctx;                /* positions the KV cache holds */
     int n_batch;              /* most positions one forward_batch call takes */
     struct threadpool *pool;  /* borrowed; NULL runs on the caller alone */
-    bool kv_f16;              /* KV cache in F16 (half the bytes) instead of F32 */
+    enum kv_type kv_type;     /* Q8 needs a head dimension divisible by 4 */
     int n_slots;              /* sequences with a KV cache here (0 means 1) */
     uint32_t layer_begin;     /* the layers this state runs and caches: [begin, end); */
     uint32_t layer_end;       /* end 0 means every layer */
@@ -43,10 +58,14 @@ struct forward_state {
     float *hb, *hb2; /* FFN gate and up [n_ff] */
     float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
     float *att;      /* attention weights, [nth][group][n_ctx_pad] */
-    bool kv_f16;
+    enum kv_type kv_type;
     void *key_cache;   /* [slot][layer - begin][kv head] of n_ctx_pad x head_dim, keys in
-                        * tiles as kernels.h lays them out; float, or F16 when kv_f16 */
+                        * tiles as kernels.h lays them out for the type: float, F16 or
+                        * int8 */
     void *value_cache; /* same, values by position */
+    float *key_scale;  /* Q8 only: [slot][layer - begin][kv head][n_ctx_pad] */
+    float *value_scale;
+    int8_t *att_q8;    /* Q8 only: quantized queries, [nth][group][head_dim] */
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden states [n_batch][n_embd] for a q8 head */
     int32_t *head_acc; /* integer row sums of the q8 head, [4][n_vocab] (forward.c) */

@@ -209,6 +209,9 @@ static int validate_load_shard(const Bitnet__LoadShard *l, struct errbuf *e)
         return err_set(e, "load_shard: kv_type %d is not an element type", (int)l->kv_type);
     if (!enum_set(&bitnet__elem_type__descriptor, (int)l->act_type))
         return err_set(e, "load_shard: act_type %d is not an element type", (int)l->act_type);
+    if (!wire_elem_size(l->act_type))
+        return err_set(e, "load_shard: act_type %s is not f32, bf16 or f16",
+                       wire_elem_name(l->act_type));
     if (!str_empty(l->next_server_key) && !is_z85_key(l->next_server_key))
         return err_set(e, "load_shard: next_server_key is not a Z85 CURVE key");
     return 0;
@@ -691,6 +694,8 @@ const char *wire_elem_name(Bitnet__ElemType t)
         return "bf16";
     case BITNET__ELEM_TYPE__ELEM_TYPE_F16:
         return "f16";
+    case BITNET__ELEM_TYPE__ELEM_TYPE_Q8:
+        return "q8";
     default:
         return "unknown";
     }

@@ -71,6 +71,10 @@ grep -qE "^PPL = [0-9]+\.[0-9]+$" <<<"$ppl" || fail "perplexity output '$ppl'"
 # eval writes positions x vocab floats
 $CTL eval --model $M --ids 128000,9906,1917 --logits-out $T/l.f32 2>/dev/null || fail "eval"
 [ "$(stat -c %s $T/l.f32)" -eq $((3 * 128256 * 4)) ] || fail "eval output size"
+# with the int8 KV cache: logits of the same shape, not the F32 cache's
+$CTL eval --model $M --ids 128000,9906,1917 --kv-type q8 --logits-out $T/l8.f32 2>/dev/null || fail "eval --kv-type q8"
+[ "$(stat -c %s $T/l8.f32)" -eq $((3 * 128256 * 4)) ] || fail "eval --kv-type q8 output size"
+cmp -s $T/l.f32 $T/l8.f32 && fail "eval --kv-type q8 gave the f32 cache's logits"
 
 # errors: clear message, non-zero exit
 expect_error "missing model" "nope.gguf: .*No such file" $CTL model inspect $T/nope.gguf
@@ -92,6 +96,11 @@ expect_error "bad heads" "multiple of --kv-heads" $CTL model synth --out $T/y.gg
 expect_error "bad tokenizer" "nope.json" $CTL model synth --out $T/y.gguf --tokenizer $T/nope.json
 [ -e $T/y.gguf ] && fail "failed synth left a file"
 expect_error "ppl text too short" "need at least" $CTL perplexity --model $M --text-file $T/text.txt --ctx 4096
+expect_error "bad kv type" "--kv-type: 'q4' is not f32, f16 or q8" $CTL eval --model $M --ids 1 --kv-type q4 --logits-out $T/x.f32
+# q8 keys lie in groups of 4 elements of a head: a head of 6 is refused, f16 takes it
+$CTL model synth --out $T/hd6.gguf --embd 384 --layers 1 --heads 64 --kv-heads 16 --ffn 128 --seed 1 2>/dev/null || fail "synth head dim 6"
+expect_error "q8 head dim" "KV type q8: head dimension 6 is not a multiple of 4" $CTL eval --model $T/hd6.gguf --ids 1 --kv-type q8 --logits-out $T/x.f32
+$CTL eval --model $T/hd6.gguf --ids 1 --kv-type f16 --logits-out $T/x.f32 2>/dev/null || fail "head dim 6 with f16"
 expect_error "bad kernel" "BITNET_KERNEL=bogus" env BITNET_KERNEL=bogus $CTL eval --model $M --ids 1 --logits-out $T/x.f32
 
 echo "t_cli: $fails failures"

@@ -1,5 +1,6 @@
 /* Attention and int8-row-conversion kernels against their scalar twins, bit for bit; the
- * scalar attention against float64, and its exp against libm. */
+ * scalar attention against float64, and its exp against libm; the int8 KV cache's
+ * rounding, and its attention against float64 on the data before quantization. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_exp.h"
+#include "kernels/attn_q8.h"
 #include "kernels/cpu_features.h"
 #include "kernels/f16.h"
 #include "kernels/kernels.h"
@@ -112,6 +114,181 @@ static void check_attention(const char *name, attn_fn f32, attn_fn f16)
     printf("%s attention: %d runs, %d not bit-identical to scalar\n", name, runs, bad);
 }
 
+/* The int8 rounding of kernels.h: half a step at most, the largest element exactly 127,
+ * ties to even, a zero vector to scale 0. */
+static void check_q8_quantize(void)
+{
+    int bad = 0, total = 0;
+    for (int trial = 0; trial < 2000; trial++) {
+        int d = 4 * (1 + trial % 40);
+        float x[160], spread = trial % 3 == 0 ? 1e-3f : trial % 3 == 1 ? 1.0f : 300.0f;
+        int8_t q[160];
+        for (int i = 0; i < d; i++)
+            x[i] = frand(-1, 1) * spread;
+        float s = attn_q8_quantize(x, d, q);
+        int at_max = 0;
+        for (int i = 0; i < d; i++, total++) {
+            bad += !(fabsf(q[i] * s - x[i]) <= s * 0.5001f) || q[i] < -127;
+            at_max += q[i] == 127 || q[i] == -127;
+        }
+        bad += at_max == 0;
+    }
+    CHECK(bad == 0, "q8 quantize: %d of %d elements beyond half a step (or no element at +-127)",
+          bad, total);
+    /* absmax 127 makes the multiplier exactly 1: the halves show the rounding */
+    const float ties[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, -126.5f, 3.49f};
+    const int8_t want[8] = {127, 0, 2, 2, 0, -2, -126, 3};
+    int8_t q[8];
+    float s = attn_q8_quantize(ties, 8, q);
+    CHECK(s == 1.0f && memcmp(q, want, 8) == 0, "q8 quantize: ties not rounded half to even "
+          "(scale %g, q %d %d %d %d %d %d %d %d)", s, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]);
+    float zero[8] = {0};
+    memset(q, 5, sizeof q);
+    s = attn_q8_quantize(zero, 8, q);
+    CHECK(s == 0.0f && memcmp(q, (int8_t[8]){0}, 8) == 0, "q8 quantize of zeros: scale %g", s);
+    printf("q8 quantize: %d elements within half a step, ties to even\n", total);
+}
+
+/* Softmax attention of g heads in float64 over keys k[p][d] and values v[p][d] by
+ * position (no tiles). */
+static void attn_f64_plain(const double *q, const double *k, const double *v, int g, int d,
+                           int n, double scale, double *out)
+{
+    double *w = malloc(sizeof(double) * n);
+    for (int h = 0; h < g; h++) {
+        double max = -INFINITY, sum = 0.0;
+        for (int p = 0; p < n; p++) {
+            double dot = 0.0;
+            for (int i = 0; i < d; i++)
+                dot += q[h * d + i] * k[(size_t)p * d + i];
+            w[p] = dot * scale;
+            max = fmax(max, w[p]);
+        }
+        for (int p = 0; p < n; p++)
+            sum += (w[p] = exp(w[p] - max));
+        for (int i = 0; i < d; i++) {
+            double o = 0.0;
+            for (int p = 0; p < n; p++)
+                o += w[p] / sum * v[(size_t)p * d + i];
+            out[h * d + i] = o;
+        }
+    }
+    free(w);
+}
+
+/* The int8 kernels against the scalar twin, bit for bit (outputs and quantized queries),
+ * over head sizes with and without a partial SIMD chunk, lengths around a tile, GQA
+ * groups around the kernels' head blocks, and score spreads up to a nearly one-hot
+ * softmax. Key tiles are laid out here from the formula of kernels.h, not from
+ * attn_q8_key_at, so a layout both sides got wrong would still show against float64.
+ * Keys past n hold random bytes and their scales NaN; a zero key and value (position 3)
+ * and a zero query head (head 2) take the scale-0 path. */
+static void check_attention_q8(const char *name, void (*fn)(const struct attn_group_q8 *))
+{
+    static const int dims[] = {32, 64, 100, 128};
+    static const int lens[] = {1, 7, 16, 17, 300};
+    static const int groups[] = {1, 3, 4, 9};
+    static const float spreads[] = {1.0f, 8.0f, 40.0f};
+    bool scalar = fn == kernels_scalar.attn_q8;
+    int bad = 0, runs = 0;
+    double worst_dq[3] = {0}, worst_raw[3] = {0};
+    for (size_t di = 0; di < 4; di++)
+        for (size_t li = 0; li < 5; li++)
+            for (size_t gi = 0; gi < 4; gi++)
+                for (size_t si = 0; si < 3; si++) {
+                    int d = dims[di], n = lens[li], g = groups[gi], np = attn_tiles_len(n);
+                    size_t kn = (size_t)np * d;
+                    float *q = malloc(sizeof(float) * g * d), *x = malloc(sizeof(float) * d);
+                    int8_t *k = malloc(kn), *v = malloc((size_t)n * d), *row = malloc(d);
+                    float *ks = malloc(sizeof(float) * np), *vs = malloc(sizeof(float) * n);
+                    int8_t *q8a = malloc((size_t)g * d), *q8b = malloc((size_t)g * d);
+                    float *scr = malloc(sizeof(float) * g * np);
+                    float *ref = malloc(sizeof(float) * g * d), *got = malloc(sizeof(float) * (g * d + 1));
+                    double *raw_q = malloc(sizeof(double) * g * d), *dq_q = malloc(sizeof(double) * g * d);
+                    double *raw_k = malloc(sizeof(double) * n * d), *dq_k = malloc(sizeof(double) * n * d);
+                    double *raw_v = malloc(sizeof(double) * n * d), *dq_v = malloc(sizeof(double) * n * d);
+                    double *exact = malloc(sizeof(double) * g * d);
+                    for (int i = 0; i < g * d; i++)
+                        q[i] = g > 2 && i / d == 2 ? 0.0f : frand(-1, 1) * spreads[si];
+                    for (size_t i = 0; i < kn; i++)
+                        k[i] = (int8_t)(frand(0, 256) - 128);
+                    for (int p = 0; p < np; p++)
+                        ks[p] = NAN;
+                    for (int p = 0; p < n; p++) {
+                        for (int w = 0; w < 2; w++) {
+                            for (int i = 0; i < d; i++) {
+                                x[i] = p == 3 ? 0.0f : w ? frand(-2, 2) : frand(-1, 1);
+                                (w ? raw_v : raw_k)[(size_t)p * d + i] = x[i];
+                            }
+                            float s = attn_q8_quantize(x, d, row);
+                            for (int i = 0; i < d; i++) {
+                                (w ? dq_v : dq_k)[(size_t)p * d + i] = (double)row[i] * s;
+                                if (w)
+                                    v[(size_t)p * d + i] = row[i];
+                                else
+                                    k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)(i / 4) * 4 * ATTN_TILE +
+                                      (size_t)(p % ATTN_TILE) * 4 + i % 4] = row[i];
+                            }
+                            (w ? vs : ks)[p] = s;
+                        }
+                    }
+                    float scale = 1.0f / sqrtf((float)d);
+                    struct attn_group_q8 a = {.q = q, .k = k, .v = v, .k_scale = ks, .v_scale = vs,
+                                              .g = g, .d = d, .n = n, .scale = scale, .scratch = scr};
+                    a.out = ref, a.q8 = q8a;
+                    kernels_scalar.attn_q8(&a);
+                    got[g * d] = 12345.0f;
+                    a.out = got, a.q8 = q8b;
+                    fn(&a);
+                    runs++;
+                    if ((memcmp(got, ref, sizeof(float) * g * d) != 0 ||
+                         memcmp(q8a, q8b, (size_t)g * d) != 0) && bad++ < 5)
+                        CHECK(0, "%s q8 d=%d n=%d g=%d spread=%g: not bit-identical to scalar", name,
+                              d, n, g, spreads[si]);
+                    CHECK(got[g * d] == 12345.0f, "%s q8 wrote past the heads", name);
+                    if (scalar) {
+                        for (int h = 0; h < g; h++) {
+                            float qs = attn_q8_quantize(q + h * d, d, row);
+                            for (int i = 0; i < d; i++) {
+                                raw_q[h * d + i] = q[h * d + i];
+                                dq_q[h * d + i] = (double)row[i] * qs;
+                            }
+                        }
+                        attn_f64_plain(dq_q, dq_k, dq_v, g, d, n, scale, exact);
+                        for (int i = 0; i < g * d; i++)
+                            worst_dq[si] = fmax(worst_dq[si], fabs(ref[i] - exact[i]));
+                        attn_f64_plain(raw_q, raw_k, raw_v, g, d, n, scale, exact);
+                        for (int i = 0; i < g * d; i++)
+                            worst_raw[si] = fmax(worst_raw[si], fabs(ref[i] - exact[i]));
+                    }
+                    free(q), free(x), free(k), free(v), free(row), free(ks), free(vs), free(q8a);
+                    free(q8b), free(scr), free(ref), free(got), free(raw_q), free(dq_q), free(raw_k);
+                    free(dq_k), free(raw_v), free(dq_v), free(exact);
+                }
+    CHECK(bad == 0, "%s q8 attention: %d of %d runs differ from the scalar twin", name, bad, runs);
+    if (scalar) {
+        /* Against float64 on the dequantized data the only error is float rounding (the
+         * integer dot is exact): the F32 kernel's bound, with room for the scores' extra
+         * multiplies. Against the data before quantization, the int8 rounding itself:
+         * values (within +-2) move by up to half a step (2/254) and every weight by what
+         * about 0.6% rms noise on q and k does to its score (a score's spread grows with
+         * the queries': 1, 8, 40). The bounds are those measured (printed) with about
+         * 2x margin; a wrong scale or layout gives errors of order 1. */
+        static const double raw_bound[3] = {0.016, 0.07, 0.35};
+        for (int si = 0; si < 3; si++) {
+            CHECK(worst_dq[si] < 5e-5, "scalar q8 attention vs float64 (dequantized, spread %g): "
+                  "max |diff| %.3g", spreads[si], worst_dq[si]);
+            CHECK(worst_raw[si] < raw_bound[si], "scalar q8 attention vs float64 (unquantized, "
+                  "spread %g): max |diff| %.3g, bound %g", spreads[si], worst_raw[si],
+                  raw_bound[si]);
+            printf("scalar q8 attention vs float64, spread %g: dequantized data %.2e, "
+                   "unquantized data %.2e (values in +-2)\n", spreads[si], worst_dq[si],
+                   worst_raw[si]);
+        }
+    }
+    printf("%s q8 attention: %d runs, %d not bit-identical to scalar\n", name, runs, bad);
+}
+
 /* attn_exp is libm's expf in practice: never more than one ulp away, and equal almost
  * always (it is evaluated in double and rounded once). */
 static void check_attn_exp(void)
@@ -192,16 +369,21 @@ int main(void)
     struct cpu_features f;
     cpu_features_detect(&f);
     check_attn_exp();
+    check_q8_quantize();
     check_attention("scalar", kernels_scalar.attn_f32, kernels_scalar.attn_f16);
+    check_attention_q8("scalar", kernels_scalar.attn_q8);
     if (f.avx2 && f.fma && f.f16c) {
         check_attention("avx2", attn_f32_avx2, attn_f16_avx2);
+        check_attention_q8("avx2", attn_q8_avx2);
         check_q8_rows();
     } else {
         printf("no AVX2/FMA/F16C on this CPU: avx2 kernels not run\n");
     }
-    if (f.avx512f && f.avx512bw && f.avx512vl)
+    if (f.avx512f && f.avx512bw && f.avx512vl) {
         check_attention("avx512", attn_f32_avx512, attn_f16_avx512);
-    else
+        if (f.avx512vnni)
+            check_attention_q8("avx512", attn_q8_avx512);
+    } else
         printf("no AVX-512 on this CPU: avx512 kernels not run\n");
     return check_done("test_attention");
 }

@@ -1,6 +1,8 @@
 /* The forward pass's batching contract, which the workers build on: rows of several
  * sequences in one batch (continuous batching) and a model cut into layer ranges run by
- * separate states must give exactly the logits of one sequence run alone, whole. */
+ * separate states must give exactly the logits of one sequence run alone, whole; with
+ * the F32 and the int8 KV cache alike (whose scales sit beside the cache of each slot
+ * and layer). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +16,15 @@
 static const int32_t seq_a[] = {128000, 791, 6864, 315, 9822, 374, 12366};
 static const int32_t seq_b[] = {128000, 12805, 5304, 264, 892, 11};
 
+static enum kv_type kv; /* of every state the tests make */
+
 /* Logits of every position of one sequence, run alone through every layer. */
 static float *alone(const struct bitnet_model *m, struct threadpool *pool, const int32_t *ids,
                     int n)
 {
     struct forward_state s;
     struct errbuf e;
-    struct forward_config cfg = {.n_ctx = 16, .n_batch = 1, .pool = pool};
+    struct forward_config cfg = {.n_ctx = 16, .n_batch = 1, .pool = pool, .kv_type = kv};
     CHECK(forward_state_init(&s, m, &cfg, &e) == 0, "%s", e.msg);
     size_t V = m->hp.n_vocab;
     float *out = malloc((size_t)n * V * sizeof(float));
@@ -38,7 +42,8 @@ static void test_interleaved_slots(const struct bitnet_model *m, struct threadpo
 {
     struct forward_state s;
     struct errbuf e;
-    struct forward_config cfg = {.n_ctx = 16, .n_batch = 8, .pool = pool, .n_slots = 3};
+    struct forward_config cfg = {.n_ctx = 16, .n_batch = 8, .pool = pool, .n_slots = 3,
+                                 .kv_type = kv};
     CHECK(forward_state_init(&s, m, &cfg, &e) == 0, "%s", e.msg);
     size_t V = m->hp.n_vocab;
     /* step 1: a's first 3 positions (slot 2) and b's first 2 (slot 0) in one batch */
@@ -77,7 +82,8 @@ static void test_interleaved_slots(const struct bitnet_model *m, struct threadpo
         forward_output(m, &s, 1);
         bad += memcmp(s.logits, ra + pos2[1] * V, V * sizeof(float)) != 0;
     }
-    CHECK(bad == 0, "%d rows of a mixed batch differ from the sequences run alone", bad);
+    CHECK(bad == 0, "kv %s: %d rows of a mixed batch differ from the sequences run alone",
+          kv_type_name(kv), bad);
     int bad_slot[] = {3}, bad_pos[] = {0}, far_pos[] = {16}, zero[] = {0};
     CHECK(forward_set_rows(m, &s, bad_slot, bad_pos, 1, &e) < 0 && strstr(e.msg, "slot"),
           "slot out of range refused: %s", e.msg);
@@ -94,7 +100,7 @@ static void test_layer_split(const struct bitnet_model *m, struct threadpool *po
     struct forward_state a, b;
     struct errbuf e;
     struct forward_config ca = {.n_ctx = 16, .n_batch = 4, .pool = pool, .layer_begin = 0,
-                                .layer_end = cut};
+                                .layer_end = cut, .kv_type = kv};
     struct forward_config cb = ca;
     cb.layer_begin = cut;
     cb.layer_end = m->hp.n_layer;
@@ -119,7 +125,7 @@ static void test_layer_split(const struct bitnet_model *m, struct threadpool *po
             bad += memcmp(b.logits, ra + (size_t)(p0 + t) * V, V * sizeof(float)) != 0;
         }
     }
-    CHECK(bad == 0, "split at layer %u: %d positions differ", cut, bad);
+    CHECK(bad == 0, "kv %s, split at layer %u: %d positions differ", kv_type_name(kv), cut, bad);
     struct forward_config bad_cfg = {.n_ctx = 4, .n_batch = 1, .layer_begin = 3, .layer_end = 9};
     struct forward_state x;
     CHECK(forward_state_init(&x, m, &bad_cfg, &e) < 0 && strstr(e.msg, "layer range"),
@@ -162,13 +168,26 @@ int main(void)
         return check_done("test_forward_rows");
     }
     struct threadpool *pool = threadpool_new(2, false, &e);
-    float *ra = alone(&m, pool, seq_a, 7), *rb = alone(&m, pool, seq_b, 6);
-    test_interleaved_slots(&m, pool, ra, rb);
-    for (uint32_t cut = 1; cut < m.hp.n_layer; cut++)
-        test_layer_split(&m, pool, ra, cut);
+    static const enum kv_type kinds[] = {KV_TYPE_F32, KV_TYPE_Q8};
+    float *f32_a = NULL;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        kv = kinds[i];
+        float *ra = alone(&m, pool, seq_a, 7), *rb = alone(&m, pool, seq_b, 6);
+        test_interleaved_slots(&m, pool, ra, rb);
+        for (uint32_t cut = 1; cut < m.hp.n_layer; cut++)
+            test_layer_split(&m, pool, ra, cut);
+        if (kv == KV_TYPE_F32)
+            f32_a = ra;
+        else
+            CHECK(memcmp(f32_a, ra, 7 * m.hp.n_vocab * sizeof(float)) != 0,
+                  "kv q8 gave the f32 cache's logits");
+        if (ra != f32_a)
+            free(ra);
+        free(rb);
+    }
+    free(f32_a);
+    kv = KV_TYPE_F32;
     test_q8_head_rows(&m, pool);
-    free(ra);
-    free(rb);
     threadpool_free(pool);
     bitnet_model_free(&m);
     return check_done("test_forward_rows");

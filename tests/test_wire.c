@@ -626,6 +626,14 @@ static void test_validation(const struct samples *s)
     ls = s->load_shard;
     ls.kv_type = BITNET__ELEM_TYPE__ELEM_TYPE_UNSPECIFIED;
     CHECK(wire_encode(&env, &buf, &len, &e) == -1 && strstr(e.msg, "kv_type"), "kv type");
+    /* Q8 is a cache element only: a KV type, never the rows of hidden states */
+    ls = s->load_shard;
+    ls.kv_type = BITNET__ELEM_TYPE__ELEM_TYPE_Q8;
+    CHECK(wire_encode(&env, &buf, &len, &e) == 0, "kv type q8: %s", e.msg);
+    free(buf);
+    ls.act_type = BITNET__ELEM_TYPE__ELEM_TYPE_Q8;
+    CHECK(wire_encode(&env, &buf, &len, &e) == -1 && strstr(e.msg, "act_type q8 is not f32, bf16 or f16"),
+          "act type q8: %s", e.msg);
     /* NULL strings in a hand-built struct go out as "", not as a crash */
     ls = s->load_shard;
     ls.next_endpoint = NULL;

@@ -65,8 +65,9 @@ static int check_request(const struct shard *s, const Bitnet__LoadShard *req,
     if (req->layer_begin == req->layer_end && !req->has_embedding && !req->has_output)
         return err_set(e, "stage has no layers, embedding or output");
     if (req->kv_type != BITNET__ELEM_TYPE__ELEM_TYPE_F32 &&
-        req->kv_type != BITNET__ELEM_TYPE__ELEM_TYPE_F16)
-        return err_set(e, "kv_type %s is not supported (f32 or f16)",
+        req->kv_type != BITNET__ELEM_TYPE__ELEM_TYPE_F16 &&
+        req->kv_type != BITNET__ELEM_TYPE__ELEM_TYPE_Q8)
+        return err_set(e, "kv_type %s is not supported (" KV_TYPE_NAMES ")",
                        wire_elem_name(req->kv_type));
     if (s->n_slots < 1 || s->n_slots > SHARD_MAX_SEQUENCES)
         return err_set(e, "max_sequences %u out of range (1..%d)", req->max_sequences,
@@ -98,10 +99,8 @@ static int check_kv_size(const struct shard *s, const struct bitnet_hparams *hp,
                          size_t *per_position, struct errbuf *e)
 {
     size_t n_local = s->runs_layers ? s->layer_end - s->layer_begin : 0;
-    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t elem = s->kv_f16 ? 2 : 4, pos_bytes, total;
-    if (__builtin_mul_overflow(n_local, kv_dim, &pos_bytes) ||
-        __builtin_mul_overflow(pos_bytes, 2 * elem, &pos_bytes) ||
+    size_t pos_bytes, total;
+    if (__builtin_mul_overflow(n_local, kv_bytes_per_position(hp, s->kv_type), &pos_bytes) ||
         __builtin_mul_overflow(pos_bytes, (size_t)s->kv_ctx, &total) ||
         __builtin_mul_overflow(total, (size_t)s->n_slots, &total))
         return err_set(e, "KV cache of %d sequences x %d positions overflows", s->n_slots,
@@ -269,7 +268,7 @@ static int make_state(struct shard *s, struct errbuf *e)
         .n_ctx = s->kv_ctx,
         .n_batch = SHARD_MAX_ROWS,
         .pool = s->pool,
-        .kv_f16 = s->kv_f16,
+        .kv_type = s->kv_type,
         .n_slots = s->n_slots,
         .layer_begin = s->layer_begin,
         .layer_end = s->layer_end,
@@ -315,7 +314,9 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
     s->has_embedding = req->has_embedding;
     s->has_output = req->has_output;
     s->runs_layers = req->layer_begin < req->layer_end;
-    s->kv_f16 = req->kv_type == BITNET__ELEM_TYPE__ELEM_TYPE_F16;
+    s->kv_type = req->kv_type == BITNET__ELEM_TYPE__ELEM_TYPE_Q8    ? KV_TYPE_Q8
+                 : req->kv_type == BITNET__ELEM_TYPE__ELEM_TYPE_F16 ? KV_TYPE_F16
+                                                                    : KV_TYPE_F32;
     s->act_type = req->act_type;
     s->numa_node = req->numa_node;
     s->resident_node = -1;

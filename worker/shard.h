@@ -37,7 +37,7 @@ struct shard {
      * one-layer state it never runs a layer through, and no KV cache worth the name */
     bool runs_layers;
     int n_slots, kv_ctx;
-    bool kv_f16;
+    enum kv_type kv_type;
     Bitnet__ElemType act_type;
     int numa_node;      /* -1: memory not bound */
     int resident_node;  /* where the weight pages are, -1 unknown or mixed */
