@@ -63,7 +63,6 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     size_t embd = hp->n_embd, ff = hp->n_ff;
     size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
     size_t wide = (size_t)max_i((int)embd, (int)ff);
-    size_t fused = (size_t)max_i((int)(embd + 2 * kv_dim), (int)(2 * ff));
     s->layer_begin = cfg->layer_begin;
     s->layer_end = cfg->layer_end ? cfg->layer_end : hp->n_layer;
     s->n_slots = cfg->n_slots > 0 ? cfg->n_slots : 1;
@@ -88,13 +87,11 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->xb = calloc(nb * wide, sizeof(float));
     s->xq = calloc(nb * wide, 1);
     s->xscale = calloc(nb, sizeof(float));
-    s->acc = calloc(nb * fused, sizeof(int32_t));
     s->q = calloc(nb * embd, sizeof(float));
     s->k = calloc(nb * kv_dim, sizeof(float));
     s->v = calloc(nb * kv_dim, sizeof(float));
     s->attn_out = calloc(nb * embd, sizeof(float));
     s->hb = calloc(nb * ff, sizeof(float));
-    s->hb2 = calloc(nb * ff, sizeof(float));
     s->rope_cos = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->rope_sin = calloc(nb * hp->head_dim / 2, sizeof(float));
     s->att = calloc((size_t)s->nth * s->group * s->n_ctx_pad, sizeof(float));
@@ -114,8 +111,8 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->head_acc = calloc((size_t)HEAD_ACC_ROWS * hp->n_vocab, sizeof(int32_t));
     s->row_slot = calloc(nb, sizeof(int));
     s->row_pos = calloc(nb, sizeof(int));
-    if (!s->x || !s->xb || !s->xq || !s->xscale || !s->acc || !s->q || !s->k || !s->v ||
-        !s->attn_out || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->att ||
+    if (!s->x || !s->xb || !s->xq || !s->xscale || !s->q || !s->k || !s->v ||
+        !s->attn_out || !s->hb || !s->rope_cos || !s->rope_sin || !s->att ||
         !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc || !s->row_slot || !s->row_pos ||
         (q8 && (!s->key_scale || !s->value_scale || !s->att_q8))) {
         forward_state_free(s);
@@ -127,8 +124,8 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
 
 void forward_state_free(struct forward_state *s)
 {
-    void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->acc, s->q, s->k, s->v, s->attn_out,
-                    s->hb, s->hb2, s->rope_cos, s->rope_sin, s->att, s->key_cache,
+    void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->q, s->k, s->v, s->attn_out,
+                    s->hb, s->rope_cos, s->rope_sin, s->att, s->key_cache,
                     s->value_cache, s->key_scale, s->value_scale, s->att_q8, s->logits,
                     s->head_xq, s->head_acc, s->row_slot, s->row_pos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -241,12 +238,12 @@ static void bitlinear(struct forward_state *s, int n, const struct ternary_matri
     struct bitlinear_job job = {.s = s, .n = n};
     const struct ternary_matrix *ws[3] = {w0, w1, w2};
     float *os[3] = {o0, o1, o2};
-    int32_t *acc = s->acc;
     for (int i = 0; i < 3 && ws[i]; i++) {
         job.w[i] = ws[i];
         job.out[i] = os[i];
-        job.acc[i] = acc;
-        acc += (size_t)n * ws[i]->rows;
+        /* the integer sums go where their floats will: each is read once, just before
+         * its float is stored over it (allocated memory takes the type last stored) */
+        job.acc[i] = (int32_t *)(void *)os[i];
         job.n_mats++;
     }
     threadpool_run(s->pool, bitlinear_task, &job);
@@ -436,10 +433,11 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
 
     /* feed-forward block: squared-ReLU gate times up, gate and up share the input */
     norm_and_quantize(s, s->x, L->ffn_norm, embd, n, eps);
-    bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->hb2, NULL, NULL);
+    /* up goes to xb, whose normed input is no longer needed once quantized */
+    bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->xb, NULL, NULL);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         float g = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
-        s->hb[i] = g * g * s->hb2[i];
+        s->hb[i] = g * g * s->xb[i];
     }
     norm_and_quantize(s, s->hb, L->ffn_sub_norm, ff, n, eps);
     bitlinear(s, n, &L->wdown, s->attn_out, NULL, NULL, NULL, NULL);

@@ -52,10 +52,9 @@ struct forward_state {
     float *xb;       /* normed input of a bitlinear [max(n_embd, n_ff)] */
     int8_t *xq;      /* its int8 quantization */
     float *xscale;   /* its quantization scale, one per position */
-    int32_t *acc;    /* integer row sums of up to three fused matrices */
     float *q, *k, *v;
     float *attn_out; /* [n_embd] */
-    float *hb, *hb2; /* FFN gate and up [n_ff] */
+    float *hb;       /* FFN gate, then gate^2 * up [n_ff] (up lands in xb) */
     float *rope_cos, *rope_sin; /* [head_dim / 2] per position */
     float *att;      /* attention weights, [nth][group][n_ctx_pad] */
     enum kv_type kv_type;
