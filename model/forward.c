@@ -143,10 +143,21 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
         out[i] = x[i] * scale * weight[i];
 }
 
-/* xb[t] = rmsnorm(in[t]) * weight, then quantized to xq[t] with scale xscale[t]. */
+/* What a norm first does to its rows: the elementwise step between two matrix products
+ * runs on the threads that start for the norm anyway. */
+enum norm_prep {
+    PREP_NONE,
+    PREP_ADD,  /* in += other (the residual) */
+    PREP_GATE, /* in = relu(in)^2 * other (squared-ReLU gate times up) */
+};
+
+/* in[t] prepared, then xb[t] = rmsnorm(in[t]) * weight, quantized to xq[t] with scale
+ * xscale[t]. */
 struct norm_job {
     struct forward_state *s;
-    const float *in, *weight;
+    float *in;
+    const float *other, *weight;
+    enum norm_prep prep;
     int dim, n;
     float eps;
 };
@@ -157,18 +168,29 @@ static void norm_task(void *ctx, int ith, int nth)
     int lo, hi;
     split_range(j->n, 1, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
-        float *xb = j->s->xb + (size_t)t * j->dim;
-        rmsnorm(xb, j->in + (size_t)t * j->dim, j->weight, j->dim, j->eps);
+        float *in = j->in + (size_t)t * j->dim, *xb = j->s->xb + (size_t)t * j->dim;
+        const float *o = j->other ? j->other + (size_t)t * j->dim : NULL;
+        if (j->prep == PREP_ADD) {
+            for (int i = 0; i < j->dim; i++)
+                in[i] += o[i];
+        } else if (j->prep == PREP_GATE) {
+            for (int i = 0; i < j->dim; i++) {
+                float g = in[i] > 0.0f ? in[i] : 0.0f;
+                in[i] = g * g * o[i];
+            }
+        }
+        rmsnorm(xb, in, j->weight, j->dim, j->eps);
         j->s->xscale[t] = quantize_act_i8(xb, j->dim, j->s->xq + (size_t)t * j->dim);
     }
 }
 
 /* A prompt's positions are normed in parallel; a single decode position is not worth
  * waking the pool for. */
-static void norm_and_quantize(struct forward_state *s, const float *in, const float *weight,
-                              int dim, int n, float eps)
+static void norm_and_quantize(struct forward_state *s, float *in, enum norm_prep prep,
+                              const float *other, const float *weight, int dim, int n, float eps)
 {
-    struct norm_job j = {.s = s, .in = in, .weight = weight, .dim = dim, .n = n, .eps = eps};
+    struct norm_job j = {.s = s, .in = in, .other = other, .weight = weight, .prep = prep,
+                         .dim = dim, .n = n, .eps = eps};
     if (n == 1)
         norm_task(&j, 0, 1);
     else
@@ -406,40 +428,48 @@ static void attention_task(void *ctx, int ith, int nth)
     }
 }
 
+/* RoPE on the rows' queries and keys, and their keys and values into the cache. */
+static void rope_store_task(void *ctx, int ith, int nth)
+{
+    const struct attention_job *job = ctx;
+    const struct bitnet_hparams *hp = job->hp;
+    struct forward_state *s = job->s;
+    int hd = (int)hp->head_dim, kv_dim = (int)(hp->n_head_kv * hp->head_dim), lo, hi;
+    split_range(s->n_rows, 1, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
+        rope(s->q + (size_t)t * hp->n_embd, (int)hp->n_head, hd, c, sn);
+        rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
+        kv_store(s, hp, job->il, t);
+    }
+}
+
 void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il)
 {
     int n = s->n_rows;
     const struct bitnet_hparams *hp = &m->hp;
     const struct bitnet_layer *L = &m->layers[il];
-    int embd = (int)hp->n_embd, ff = (int)hp->n_ff, hd = (int)hp->head_dim;
-    int kv_dim = (int)(hp->n_head_kv * hp->head_dim);
+    int embd = (int)hp->n_embd, ff = (int)hp->n_ff;
     float eps = hp->norm_eps;
 
     /* attention block: Q, K and V share one quantized input */
-    norm_and_quantize(s, s->x, L->attn_norm, embd, n, eps);
+    norm_and_quantize(s, s->x, PREP_NONE, NULL, L->attn_norm, embd, n, eps);
     bitlinear(s, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v);
-    for (int t = 0; t < n; t++) {
-        const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
-        rope(s->q + (size_t)t * embd, (int)hp->n_head, hd, c, sn);
-        rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
-        kv_store(s, hp, il, t);
-    }
     struct attention_job aj = {.hp = hp, .s = s, .il = il};
+    if (n == 1)
+        rope_store_task(&aj, 0, 1);
+    else
+        threadpool_run(s->pool, rope_store_task, &aj);
     threadpool_run(s->pool, attention_task, &aj);
-    norm_and_quantize(s, s->attn_out, L->attn_sub_norm, embd, n, eps);
+    norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
     bitlinear(s, n, &L->wo, s->attn_out, NULL, NULL, NULL, NULL);
-    for (size_t i = 0; i < (size_t)n * embd; i++)
-        s->x[i] += s->attn_out[i];
 
-    /* feed-forward block: squared-ReLU gate times up, gate and up share the input */
-    norm_and_quantize(s, s->x, L->ffn_norm, embd, n, eps);
+    /* feed-forward block, after the attention's residual: squared-ReLU gate times up,
+     * gate and up share the input */
+    norm_and_quantize(s, s->x, PREP_ADD, s->attn_out, L->ffn_norm, embd, n, eps);
     /* up goes to xb, whose normed input is no longer needed once quantized */
     bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->xb, NULL, NULL);
-    for (size_t i = 0; i < (size_t)n * ff; i++) {
-        float g = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
-        s->hb[i] = g * g * s->xb[i];
-    }
-    norm_and_quantize(s, s->hb, L->ffn_sub_norm, ff, n, eps);
+    norm_and_quantize(s, s->hb, PREP_GATE, s->xb, L->ffn_sub_norm, ff, n, eps);
     bitlinear(s, n, &L->wdown, s->attn_out, NULL, NULL, NULL, NULL);
     for (size_t i = 0; i < (size_t)n * embd; i++)
         s->x[i] += s->attn_out[i];
