@@ -52,39 +52,32 @@ wait $pid; rc=$?; [ $rc -eq 0 ] || fail "daemon exit status $rc"
 pid=
 [ -z "$(ls "$R")" ] || fail "run dir not empty after shutdown: $(ls "$R")"
 
-# with the int8 head in the last stage: what the in-process engine gives with it, and not
-# what the stored head gives
-setsid build/bitnetd --model $M --workers 2 --lm-head q8 --run-dir "$R" 2>$T/bitnetd-q8.log & pid=$!
-for _ in $(seq 1 200); do
-    $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break
-    sleep 0.05
-done
-a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null) || fail "generate via daemon (q8 head)"
-b=$($CTL generate --model $M --lm-head q8 --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null)
-[ -n "$a" ] && [ "$a" = "$b" ] || fail "daemon q8-head greedy '$a' != in-process '$b'"
-$CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out $T/dq.f32 2>/dev/null || fail "eval via daemon (q8 head)"
-$CTL eval --model $M --lm-head q8 --ids 128000,9906,1917,0 --logits-out $T/pq.f32 2>/dev/null
-cmp -s $T/dq.f32 $T/pq.f32 || fail "q8-head eval logits through 2 workers differ from in-process"
-cmp -s $T/dq.f32 $T/p.f32 && fail "q8-head logits equal the stored head's: the int8 head was not used"
-$CTL shutdown --run-dir "$R" >/dev/null || fail "shutdown (q8 head)"
-wait $pid; pid=
-# with the int8 KV cache in both workers (asked for in the INI file; the flag shares its
-# parser): what the in-process engine gives with it
+# A daemon started with the given settings computes what the in-process engine computes
+# with the same session flags, and not what the default settings give (so the setting
+# reached the workers): greedy tokens and eval logits through 2 workers.
+#   same_as_in_process WHAT "DAEMON ARGS" "IN-PROCESS FLAGS" TAG
+same_as_in_process() {
+    local what=$1 dargs=$2 flags=$3 tag=$4 a b
+    setsid build/bitnetd --model $M --workers 2 $dargs --run-dir "$R" 2>$T/bitnetd-$tag.log & pid=$!
+    for _ in $(seq 1 200); do
+        $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break
+        sleep 0.05
+    done
+    a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null) || fail "generate via daemon ($what)"
+    b=$($CTL generate --model $M $flags --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "daemon $what greedy '$a' != in-process '$b'"
+    $CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out $T/d-$tag.f32 2>/dev/null || fail "eval via daemon ($what)"
+    $CTL eval --model $M $flags --ids 128000,9906,1917,0 --logits-out $T/p-$tag.f32 2>/dev/null
+    cmp -s $T/d-$tag.f32 $T/p-$tag.f32 || fail "$what eval logits through 2 workers differ from in-process"
+    cmp -s $T/d-$tag.f32 $T/p.f32 && fail "$what logits equal the default settings': the setting was not used"
+    $CTL shutdown --run-dir "$R" >/dev/null || fail "shutdown ($what)"
+    wait $pid; pid=
+}
+# the int8 head in the last stage
+same_as_in_process "q8 head" "--lm-head q8" "--lm-head q8" q8head
+# the int8 KV cache in both workers, asked for in the INI file (the flag shares its parser)
 printf '[daemon]\nkv_type = q8\n' > $T/kvq8.ini
-setsid build/bitnetd --model $M --workers 2 --config $T/kvq8.ini --run-dir "$R" 2>$T/bitnetd-kvq8.log & pid=$!
-for _ in $(seq 1 200); do
-    $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break
-    sleep 0.05
-done
-a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null) || fail "generate via daemon (q8 KV)"
-b=$($CTL generate --model $M --kv-type q8 --prompt "Once upon a time" -n 12 --temp 0 --ids 2>/dev/null)
-[ -n "$a" ] && [ "$a" = "$b" ] || fail "daemon q8-KV greedy '$a' != in-process '$b'"
-$CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out $T/dk.f32 2>/dev/null || fail "eval via daemon (q8 KV)"
-$CTL eval --model $M --kv-type q8 --ids 128000,9906,1917,0 --logits-out $T/pk.f32 2>/dev/null
-cmp -s $T/dk.f32 $T/pk.f32 || fail "q8-KV eval logits through 2 workers differ from in-process"
-cmp -s $T/dk.f32 $T/p.f32 && fail "q8-KV logits equal the f32 cache's: the int8 cache was not used"
-$CTL shutdown --run-dir "$R" >/dev/null || fail "shutdown (q8 KV)"
-wait $pid; pid=
+same_as_in_process "q8 KV" "--config $T/kvq8.ini" "--kv-type q8" q8kv
 err=$(build/bitnetd --model $M --kv-type q4 --run-dir "$R" 2>&1) && fail "--kv-type q4 accepted"
 grep -q "kv-type: 'q4' is not f32, f16 or q8" <<<"$err" || fail "--kv-type q4 said: $err"
 err=$(build/bitnetd --model $M --lm-head q4 --run-dir "$R" 2>&1) && fail "--lm-head q4 accepted"
