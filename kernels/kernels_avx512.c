@@ -303,46 +303,40 @@ static void q8_dot_rows_avx512(const struct q8_matrix *m, const int8_t *xq, int 
     }
 }
 
+/* One step of q8_rows4_multi: 64 columns from c, or with half the last 32 (zero-extended;
+ * the flipped zero half meets x = 0). */
+ALWAYS_INLINE void q8_multi_step(__m512i a[4][4], const int8_t *const q[4],
+                                 const int8_t *const x[4], int c, const int NX, const int half)
+{
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i w[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        w[k] = _mm512_xor_si512(half ? q8_load_half(q[k] + c) : _mm512_loadu_si512(q[k] + c), flip);
+#pragma GCC unroll 4
+    for (int t = 0; t < NX; t++) {
+        __m512i xv = half ? q8_load_half(x[t] + c) : _mm512_loadu_si512(x[t] + c);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            a[k][t] = dpbusd(a[k][t], w[k], xv);
+    }
+}
+
 /* Four rows against NX activation vectors (a few decoding streams): each 64 bytes of
  * weights are loaded and flipped once and meet every vector, whose 64 bytes come from
  * L1. Integer sums, so every dot equals q8_rows4's exactly. */
 ALWAYS_INLINE void q8_rows4_multi(const int8_t *const q[4], const int8_t *const x[4],
                                   const int NX, int cols, int32_t dot[4][4])
 {
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m512i a[4][4];
 #pragma GCC unroll 4
     for (int t = 0; t < NX; t++)
         a[0][t] = a[1][t] = a[2][t] = a[3][t] = _mm512_setzero_si512();
     int c = 0;
-    for (; c + 64 <= cols; c += 64) {
-        __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(q[0] + c), flip);
-        __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512(q[1] + c), flip);
-        __m512i w2 = _mm512_xor_si512(_mm512_loadu_si512(q[2] + c), flip);
-        __m512i w3 = _mm512_xor_si512(_mm512_loadu_si512(q[3] + c), flip);
-#pragma GCC unroll 4
-        for (int t = 0; t < NX; t++) {
-            __m512i xv = _mm512_loadu_si512(x[t] + c);
-            a[0][t] = dpbusd(a[0][t], w0, xv);
-            a[1][t] = dpbusd(a[1][t], w1, xv);
-            a[2][t] = dpbusd(a[2][t], w2, xv);
-            a[3][t] = dpbusd(a[3][t], w3, xv);
-        }
-    }
-    if (c < cols) { /* 32 columns: the flipped zero half meets x = 0 */
-        __m512i w0 = _mm512_xor_si512(q8_load_half(q[0] + c), flip);
-        __m512i w1 = _mm512_xor_si512(q8_load_half(q[1] + c), flip);
-        __m512i w2 = _mm512_xor_si512(q8_load_half(q[2] + c), flip);
-        __m512i w3 = _mm512_xor_si512(q8_load_half(q[3] + c), flip);
-#pragma GCC unroll 4
-        for (int t = 0; t < NX; t++) {
-            __m512i xv = q8_load_half(x[t] + c);
-            a[0][t] = dpbusd(a[0][t], w0, xv);
-            a[1][t] = dpbusd(a[1][t], w1, xv);
-            a[2][t] = dpbusd(a[2][t], w2, xv);
-            a[3][t] = dpbusd(a[3][t], w3, xv);
-        }
-    }
+    for (; c + 64 <= cols; c += 64)
+        q8_multi_step(a, q, x, c, NX, 0);
+    if (c < cols)
+        q8_multi_step(a, q, x, c, NX, 1);
 #pragma GCC unroll 4
     for (int t = 0; t < NX; t++)
         for (int k = 0; k < 4; k++)
