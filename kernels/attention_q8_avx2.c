@@ -1,6 +1,6 @@
 /* Attention over the int8 KV cache with AVX2: the scalar twin's arithmetic (kernels.h,
- * struct attn_group_q8), shaped like the AVX-512 kernel (attention_q8_avx512.c), which
- * says why. A key tile row is two 32-byte vectors of 8 positions x 4 elements.
+ * struct attn_group_q8), in the passes of the AVX-512 kernel (attention_q8_avx512.c),
+ * which says why. A key tile row is two 32-byte vectors of 8 positions x 4 elements.
  *
  * pmaddubsw multiplies unsigned by signed bytes and saturates its pair sums to int16:
  * with an offset key (up to 255) times a query (up to 127) a pair reaches 64770 and
@@ -8,20 +8,59 @@
  * most 127 in magnitude (no byte is -128, so negating never wraps) and a pair sum of at
  * most 32258; pmaddwd by ones then adds the pairs into int32 lanes, exactly. */
 #include <immintrin.h>
+#include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kernels/attention.h"
 #include "kernels/attn_q8.h"
 
-#define HEADS_AT_ONCE 4  /* two accumulators each */
-#define V_BLOCK 64
+#define HEADS_AT_ONCE 8  /* heads of one pass over the values */
+#define SCORE_HEADS 4    /* heads of one pass over the keys: two accumulators each */
+#define V_BLOCK 64       /* positions of values every head group weighs while in L1 */
 #define V_HEADS 4
 #define V_CHUNKS 2       /* 8-element chunks per head in registers: 8 accumulators */
-#define PREFETCH_TILES 4  /* key tiles read ahead (attention_q8_avx512.c says why) */
+#define PF_K_BYTES 4096  /* prefetch distances (attention_q8_avx512.c says why) */
+#define PF_V_ROWS 64
 
 static inline __m256i lanes_below(int count)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* attn_q8_exp of 8 lanes, its operations in its order; lanes outside keep come out 0. */
+static inline __m256 exp8(__m256 x, __m256 keep)
+{
+    keep = _mm256_and_ps(keep, _mm256_cmp_ps(x, _mm256_set1_ps(ATTN_Q8_EXP_MIN), _CMP_GE_OQ));
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(ATTN_Q8_LOG2E), _mm256_set1_ps(ATTN_Q8_ROUNDER));
+    __m256 k = _mm256_sub_ps(t, _mm256_set1_ps(ATTN_Q8_ROUNDER));
+    __m256 r = _mm256_fmadd_ps(k, _mm256_set1_ps(-ATTN_Q8_LN2_HI), x);
+    r = _mm256_fmadd_ps(k, _mm256_set1_ps(-ATTN_Q8_LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(ATTN_Q8_EXP_C6), r, _mm256_set1_ps(ATTN_Q8_EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_Q8_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_Q8_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ATTN_Q8_EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i two_k = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23),
+                                     _mm256_set1_epi32(127 << 23));
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(two_k)), keep);
+}
+
+/* Lanes 0-7 in lo and 8-15 in hi, folded as kernels.h states. */
+static inline float fold16(__m256 lo, __m256 hi)
+{
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+static inline float hmax8(__m256 v)
+{
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
 }
 
 static inline __m256i dot4(__m256i acc, __m256i k, __m256i q4, __m256i q4_abs, __m256i ones)
@@ -30,21 +69,23 @@ static inline __m256i dot4(__m256i acc, __m256i k, __m256i q4, __m256i q4_abs, _
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
 }
 
+/* Scores of heads [h0, h0 + HN) into their scratch rows, and their lane maxima. */
 static inline __attribute__((always_inline)) void score(const struct attn_group_q8 *a, int h0,
-                                                        const int HN, const float *qs)
+                                                        const int HN, const float *c,
+                                                        __m256 *vmax)
 {
-    int d = a->d, stride = attn_tiles_len(a->n);
+    int d = a->d, n = a->n, stride = attn_tiles_len(n);
     const int8_t *q = a->q8 + (size_t)h0 * d;
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256 vscale = _mm256_set1_ps(a->scale);
+    const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
     for (int b = 0; b < stride / ATTN_TILE; b++) {
         const int8_t *tile = a->k + (size_t)b * d * ATTN_TILE;
-        __m256i lo[HEADS_AT_ONCE], hi[HEADS_AT_ONCE];
+        __m256i lo[SCORE_HEADS], hi[SCORE_HEADS];
 #pragma GCC unroll 4
         for (int h = 0; h < HN; h++)
             lo[h] = hi[h] = _mm256_setzero_si256();
         for (int i = 0; i < d; i += 4) {
-            _mm_prefetch((const char *)(tile + (size_t)(PREFETCH_TILES * d + i) * ATTN_TILE), _MM_HINT_T0);
+            _mm_prefetch((const char *)(tile + (size_t)i * ATTN_TILE) + PF_K_BYTES, _MM_HINT_T0);
             __m256i klo = _mm256_loadu_si256((const __m256i *)(tile + (size_t)i * ATTN_TILE));
             __m256i khi = _mm256_loadu_si256((const __m256i *)(tile + (size_t)i * ATTN_TILE + 32));
 #pragma GCC unroll 4
@@ -56,16 +97,22 @@ static inline __attribute__((always_inline)) void score(const struct attn_group_
                 hi[h] = dot4(hi[h], khi, qv, qa, ones);
             }
         }
+        /* keys past n may hold anything: written, for the softmax pass to mask, but -inf
+         * to the maximum; max(s, max) leaves the maximum as it was for a NaN, as in the twin */
+        __m256 valid_lo = _mm256_castsi256_ps(lanes_below(n - b * ATTN_TILE));
+        __m256 valid_hi = _mm256_castsi256_ps(lanes_below(n - b * ATTN_TILE - 8));
         __m256 kslo = _mm256_loadu_ps(a->k_scale + (size_t)b * ATTN_TILE);
         __m256 kshi = _mm256_loadu_ps(a->k_scale + (size_t)b * ATTN_TILE + 8);
 #pragma GCC unroll 4
         for (int h = 0; h < HN; h++) {
-            __m256 qsv = _mm256_set1_ps(qs[h]);
+            __m256 ch = _mm256_set1_ps(c[h]);
             float *w = a->scratch + (size_t)(h0 + h) * stride + b * ATTN_TILE;
-            __m256 slo = _mm256_mul_ps(_mm256_cvtepi32_ps(lo[h]), _mm256_mul_ps(qsv, kslo));
-            __m256 shi = _mm256_mul_ps(_mm256_cvtepi32_ps(hi[h]), _mm256_mul_ps(qsv, kshi));
-            _mm256_storeu_ps(w, _mm256_mul_ps(slo, vscale));
-            _mm256_storeu_ps(w + 8, _mm256_mul_ps(shi, vscale));
+            __m256 slo = _mm256_mul_ps(_mm256_cvtepi32_ps(lo[h]), _mm256_mul_ps(ch, kslo));
+            __m256 shi = _mm256_mul_ps(_mm256_cvtepi32_ps(hi[h]), _mm256_mul_ps(ch, kshi));
+            _mm256_storeu_ps(w, slo);
+            _mm256_storeu_ps(w + 8, shi);
+            vmax[h] = _mm256_max_ps(_mm256_blendv_ps(neg_inf, slo, valid_lo), vmax[h]);
+            vmax[h] = _mm256_max_ps(_mm256_blendv_ps(neg_inf, shi, valid_hi), vmax[h]);
         }
     }
 }
@@ -85,18 +132,22 @@ static inline __m256 values8(const int8_t *at, int count)
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
+/* acc += u_h[p] * (float)v[p] over positions [p0, p1), heads [h0, h0 + HN), 8-element
+ * chunks [j0, j0 + NJ), with out holding the sums between calls. FULL: every chunk has
+ * 8 elements, which keeps the loop free of branches. */
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group_q8 *a,
                                                                int h0, const int HN, int p0,
-                                                               int p1, int j0, const int NJ)
+                                                               int p1, int j0, const int NJ,
+                                                               const bool FULL)
 {
-    int d = a->d, stride = attn_tiles_len(a->n);
+    int d = a->d, n = a->n, stride = attn_tiles_len(n);
     int count[V_CHUNKS];
     __m256i keep[V_CHUNKS];
     __m256 acc[V_HEADS][V_CHUNKS];
     const float *w[V_HEADS];
 #pragma GCC unroll 2
     for (int j = 0; j < NJ; j++) {
-        count[j] = d - 8 * (j0 + j) < 8 ? d - 8 * (j0 + j) : 8;
+        count[j] = FULL ? 8 : d - 8 * (j0 + j) < 8 ? d - 8 * (j0 + j) : 8;
         keep[j] = lanes_below(count[j]);
     }
 #pragma GCC unroll 4
@@ -106,18 +157,23 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
         for (int j = 0; j < NJ; j++)
             acc[h][j] = _mm256_maskload_ps(a->out + (size_t)(h0 + h) * d + 8 * (j0 + j), keep[j]);
     }
+    /* a 64-byte line holds the chunks of four calls (j0 a multiple of 8 starts one) */
+    int pf_end = (j0 % 8 == 0) ? (n - PF_V_ROWS < p1 ? n - PF_V_ROWS : p1) : p0;
+#pragma GCC unroll 2
     for (int p = p0; p < p1; p++) {
         const int8_t *row = a->v + (size_t)p * d + 8 * (size_t)j0;
+        if (p < pf_end)
+            _mm_prefetch((const char *)(row + (size_t)PF_V_ROWS * d), _MM_HINT_T0);
         __m256 x[V_CHUNKS];
 #pragma GCC unroll 2
         for (int j = 0; j < NJ; j++)
-            x[j] = values8(row + 8 * j, count[j]);
+            x[j] = values8(row + 8 * j, FULL ? 8 : count[j]);
 #pragma GCC unroll 4
         for (int h = 0; h < HN; h++) {
-            __m256 wp = _mm256_broadcast_ss(w[h] + p);
+            __m256 u = _mm256_broadcast_ss(w[h] + p);
 #pragma GCC unroll 2
             for (int j = 0; j < NJ; j++)
-                acc[h][j] = _mm256_add_ps(acc[h][j], _mm256_mul_ps(wp, x[j]));
+                acc[h][j] = _mm256_fmadd_ps(u, x[j], acc[h][j]);
         }
     }
 #pragma GCC unroll 4
@@ -132,55 +188,85 @@ static inline __attribute__((always_inline)) void weigh_chunks(const struct attn
                                                                int p1, int j0, int nj)
 {
     if (nj == 1)
-        weigh_values(a, h0, HN, p0, p1, j0, 1);
+        weigh_values(a, h0, HN, p0, p1, j0, 1, false);
+    else if (8 * (j0 + 2) <= a->d)
+        weigh_values(a, h0, HN, p0, p1, j0, 2, true);
     else
-        weigh_values(a, h0, HN, p0, p1, j0, 2);
+        weigh_values(a, h0, HN, p0, p1, j0, 2, false);
+}
+
+/* Every pass for heads [h0, h0 + hn). */
+static void attend(const struct attn_group_q8 *a, int h0, int hn)
+{
+    int d = a->d, n = a->n, stride = attn_tiles_len(n), tiles = stride / ATTN_TILE;
+    float c[HEADS_AT_ONCE];
+    __m256 vmax[HEADS_AT_ONCE];
+    for (int h = 0; h < hn; h++) {
+        c[h] = attn_q8_quantize(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d) * a->scale;
+        vmax[h] = _mm256_set1_ps(-INFINITY);
+    }
+    for (int s0 = 0; s0 < hn; s0 += SCORE_HEADS) {
+        switch (hn - s0) {
+        case 1: score(a, h0 + s0, 1, c + s0, vmax + s0); break;
+        case 2: score(a, h0 + s0, 2, c + s0, vmax + s0); break;
+        case 3: score(a, h0 + s0, 3, c + s0, vmax + s0); break;
+        default: score(a, h0 + s0, 4, c + s0, vmax + s0); break;
+        }
+    }
+
+    /* u_p = e_p * v_scale[p] in place of the scores, 0 past n; the first values are
+     * fetched meanwhile */
+    const char *v_head = (const char *)a->v;
+    size_t v_head_bytes = (size_t)(n < PF_V_ROWS ? n : PF_V_ROWS) * d, fetched = 0;
+    float inv[HEADS_AT_ONCE];
+    for (int h = 0; h < hn; h++) {
+        float *w = a->scratch + (size_t)(h0 + h) * stride;
+        __m256 max = _mm256_set1_ps(hmax8(vmax[h]));
+        __m256 lanes[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int b = 0; b < tiles; b++) {
+            if (fetched < v_head_bytes) {
+                _mm_prefetch(v_head + fetched, _MM_HINT_T0);
+                fetched += 64;
+            }
+            for (int half = 0; half < 2; half++) {
+                float *at = w + b * ATTN_TILE + 8 * half;
+                __m256i valid = lanes_below(n - b * ATTN_TILE - 8 * half);
+                __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(at), max), _mm256_castsi256_ps(valid));
+                lanes[half] = _mm256_add_ps(lanes[half], e);
+                __m256 vs = _mm256_maskload_ps(a->v_scale + b * ATTN_TILE + 8 * half, valid);
+                _mm256_storeu_ps(at, _mm256_mul_ps(e, vs));
+            }
+        }
+        inv[h] = 1.0f / fold16(lanes[0], lanes[1]);
+    }
+    for (; fetched < v_head_bytes; fetched += 64)
+        _mm_prefetch(v_head + fetched, _MM_HINT_T0);
+
+    for (int i = 0; i < hn * d; i++)
+        a->out[(size_t)h0 * d + i] = 0.0f;
+    int nv = (d + 7) / 8;
+    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
+        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
+        for (int g0 = h0; g0 < h0 + hn; g0 += V_HEADS)
+            for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
+                int nj = nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS;
+                switch (h0 + hn - g0) {
+                case 1: weigh_chunks(a, g0, 1, p0, p1, j0, nj); break;
+                case 2: weigh_chunks(a, g0, 2, p0, p1, j0, nj); break;
+                case 3: weigh_chunks(a, g0, 3, p0, p1, j0, nj); break;
+                default: weigh_chunks(a, g0, 4, p0, p1, j0, nj); break;
+                }
+            }
+    }
+    for (int h = 0; h < hn; h++) {
+        float *out = a->out + (size_t)(h0 + h) * d;
+        for (int i = 0; i < d; i++)
+            out[i] = out[i] * inv[h];
+    }
 }
 
 void attn_q8_avx2(const struct attn_group_q8 *a)
 {
-    int d = a->d, n = a->n, g = a->g, stride = attn_tiles_len(n);
-    float qs[HEADS_AT_ONCE];
-    for (int h0 = 0; h0 < g; h0 += HEADS_AT_ONCE) {
-        int hn = g - h0 < HEADS_AT_ONCE ? g - h0 : HEADS_AT_ONCE;
-        for (int h = 0; h < hn; h++)
-            qs[h] = attn_q8_quantize(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d);
-        switch (hn) {
-        case 1: score(a, h0, 1, qs); break;
-        case 2: score(a, h0, 2, qs); break;
-        case 3: score(a, h0, 3, qs); break;
-        default: score(a, h0, 4, qs); break;
-        }
-    }
-    /* w_p * v_scale[p], as the twin forms it, for p < n only: the scales past n may be
-     * anything, and the weights there are never read */
-    for (int h = 0; h < g; h++) {
-        float *w = a->scratch + (size_t)h * stride;
-        attn_softmax_avx2(w, n);
-        int p = 0;
-        for (; p + 8 <= n; p += 8)
-            _mm256_storeu_ps(w + p, _mm256_mul_ps(_mm256_loadu_ps(w + p), _mm256_loadu_ps(a->v_scale + p)));
-        for (; p < n; p++)
-            w[p] = w[p] * a->v_scale[p];
-    }
-    for (int i = 0; i < g * d; i++)
-        a->out[i] = 0.0f;
-    int nv = (d + 7) / 8;
-    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
-        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
-        const char *next = (const char *)(a->v + (size_t)p1 * d);
-        size_t ahead = (size_t)(n - p1 < V_BLOCK ? n - p1 : V_BLOCK) * d;
-        for (size_t at = 0; at < ahead; at += 64)
-            _mm_prefetch(next + at, _MM_HINT_T0);
-        for (int h0 = 0; h0 < g; h0 += V_HEADS)
-            for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
-                int nj = nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS;
-                switch (g - h0 < V_HEADS ? g - h0 : V_HEADS) {
-                case 1: weigh_chunks(a, h0, 1, p0, p1, j0, nj); break;
-                case 2: weigh_chunks(a, h0, 2, p0, p1, j0, nj); break;
-                case 3: weigh_chunks(a, h0, 3, p0, p1, j0, nj); break;
-                default: weigh_chunks(a, h0, 4, p0, p1, j0, nj); break;
-                }
-            }
-    }
+    for (int h0 = 0; h0 < a->g; h0 += HEADS_AT_ONCE)
+        attend(a, h0, a->g - h0 < HEADS_AT_ONCE ? a->g - h0 : HEADS_AT_ONCE);
 }

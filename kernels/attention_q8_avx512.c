@@ -1,173 +1,310 @@
 /* Attention over the int8 KV cache with AVX-512 VNNI: the scalar twin's arithmetic
  * (kernels.h, struct attn_group_q8). A 64-byte row of a key tile is 4 elements of each
- * of 16 positions, so one vpdpbusd per head adds 4 products to each position's score;
- * every head of the GQA group is scored from one pass over the tiles. */
+ * of 16 positions, so one vpdpbusd per head adds 4 products to each position's score.
+ *
+ * Three passes per block of up to HEADS_AT_ONCE heads, each over the whole cache of the
+ * KV head only once: scores of every head from one read of the key tiles (with their
+ * maximum); e^(s - max) times the value scale, in place, and the lane sums; the values,
+ * each converted to float once for every head that weighs it. Normalization waits for
+ * the end (the contract divides the accumulated sums, not the weights). At long context
+ * the cache streams from memory, and both streams are prefetched well ahead: the hardware
+ * prefetcher alone left the kernel waiting on memory. */
 #include <immintrin.h>
+#include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kernels/attention.h"
 #include "kernels/attn_q8.h"
 
-#define HEADS_AT_ONCE 8  /* heads scored together: one accumulator each */
-#define V_BLOCK 64       /* positions of values read by every head while in L1 */
-#define V_HEADS 4        /* heads weighing one conversion of values to float */
-#define V_CHUNKS 4       /* 16-element chunks of each of those heads kept in registers */
-/* The cache streams from memory at long context, and the hardware prefetcher alone left
- * the kernel waiting on it: the scores ask for key tiles this far ahead (a prefetch past
- * the end is harmless), the values for the next block while one is weighed. */
-#define PREFETCH_TILES 4
+#define HEADS_AT_ONCE 8  /* heads of one pass over the cache */
+#define V_BLOCK 64       /* positions of values every head group weighs while in L1 */
+/* Prefetch distances, the best of those tried on 150 calls over distinct caches (what one
+ * 2B-4T token reads) at n = 4096: keys this many bytes ahead of the tiles being scored
+ * (2 to 32 KB tried; farther was slower), values this many positions ahead of the one
+ * being weighed (16 to 128 tried; the softmax pass fetches the first ones). */
+#define PF_K_BYTES 4096
+#define PF_V_ROWS 64
 
 static inline __mmask16 first_lanes(int count)
 {
-    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
+    return count >= 16 ? (__mmask16)0xffff : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
 }
 
-/* Scores of heads [h0, h0 + HN) for every tile, into their scratch rows. vpdpbusd wants
- * one unsigned operand: the keys become k + 128 (a flip of the top bit), and since
- * sum (k + 128) * q = dot + 128 * sum q, each head subtracts its own 128 * sum q, exactly. */
-static inline __attribute__((always_inline)) void score(const struct attn_group_q8 *a, int h0,
-                                                        const int HN, const float *qs,
-                                                        const int32_t *qsum)
+/* attn_q8_exp of 16 lanes, its operations in its order; lanes outside keep come out 0. */
+static inline __m512 exp16(__m512 x, __mmask16 keep)
+{
+    keep = _mm512_mask_cmp_ps_mask(keep, x, _mm512_set1_ps(ATTN_Q8_EXP_MIN), _CMP_GE_OQ);
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(ATTN_Q8_LOG2E), _mm512_set1_ps(ATTN_Q8_ROUNDER));
+    __m512 k = _mm512_sub_ps(t, _mm512_set1_ps(ATTN_Q8_ROUNDER));
+    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-ATTN_Q8_LN2_HI), x);
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(-ATTN_Q8_LN2_LO), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(ATTN_Q8_EXP_C6), r, _mm512_set1_ps(ATTN_Q8_EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_Q8_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_Q8_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ATTN_Q8_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i two_k = _mm512_add_epi32(_mm512_slli_epi32(_mm512_castps_si512(t), 23),
+                                     _mm512_set1_epi32(127 << 23));
+    return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(two_k));
+}
+
+/* The lane sums folded as kernels.h states: halves, then quarters, down to one. */
+static inline float fold16(__m512 v)
+{
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+/* acc + the products of unsigned u and signed s bytes, 4 to a lane: _mm512_dpbusd_epi32,
+ * which GCC 12 compiled with two register copies per accumulator per step. */
+static inline __m512i dpbusd(__m512i acc, __m512i u, __m512i s)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+    return acc;
+}
+
+/* What the heads of one pass carry between the passes. */
+struct heads {
+    int32_t bias[HEADS_AT_ONCE];  /* -128 * sum of the quantized query */
+    float c[HEADS_AT_ONCE];       /* query scale * score scale */
+    __m512 max[HEADS_AT_ONCE];    /* lane maxima of the scores */
+};
+
+/* Scores of heads [h0, h0 + HN) over tiles [b, b + T), into their scratch rows. T tiles
+ * at once give T * HN independent vpdpbusd chains (latency hidden) and share each query
+ * broadcast. vpdpbusd wants one unsigned operand: the keys become k + 128 (a flip of the
+ * top bit), and since sum (k + 128) * q = dot + 128 * sum q, each accumulator starts at
+ * -128 * sum q, and the dot comes out exact. */
+static inline __attribute__((always_inline)) void score_tiles(const struct attn_group_q8 *a,
+                                                              int h0, const int HN, const int T,
+                                                              int b, const struct heads *hs,
+                                                              __m512 *max)
 {
     int d = a->d, stride = attn_tiles_len(a->n);
-    const int8_t *q = a->q8 + (size_t)h0 * d;
+    size_t tile_bytes = (size_t)d * ATTN_TILE;
+    const int8_t *q = a->q8 + (size_t)h0 * d, *tiles = a->k + (size_t)b * tile_bytes;
     const __m512i top_bit = _mm512_set1_epi8((char)0x80);
-    const __m512 vscale = _mm512_set1_ps(a->scale);
-    for (int b = 0; b < stride / ATTN_TILE; b++) {
-        const int8_t *tile = a->k + (size_t)b * d * ATTN_TILE;
-        __m512i acc[HEADS_AT_ONCE];
+    /* T * HN <= 16: an array no larger, or GCC leaves it in memory */
+    __m512i acc[16];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
 #pragma GCC unroll 8
         for (int h = 0; h < HN; h++)
-            acc[h] = _mm512_setzero_si512();
-        for (int i = 0; i < d; i += 4) {
-            _mm_prefetch((const char *)(tile + (size_t)(PREFETCH_TILES * d + i) * ATTN_TILE), _MM_HINT_T0);
-            __m512i k = _mm512_xor_si512(_mm512_loadu_si512(tile + (size_t)i * ATTN_TILE), top_bit);
+            acc[t * HN + h] = _mm512_set1_epi32(hs->bias[h]);
+    for (int i = 0; i < d; i += 4) {
+        __m512i k[8];
 #pragma GCC unroll 8
-            for (int h = 0; h < HN; h++) {
-                int32_t q4;
-                memcpy(&q4, q + (size_t)h * d + i, sizeof q4);
-                acc[h] = _mm512_dpbusd_epi32(acc[h], k, _mm512_set1_epi32(q4));
-            }
+        for (int t = 0; t < T; t++) {
+            const int8_t *at = tiles + t * tile_bytes + (size_t)i * ATTN_TILE;
+            _mm_prefetch((const char *)at + PF_K_BYTES, _MM_HINT_T0);
+            k[t] = _mm512_xor_si512(_mm512_loadu_si512(at), top_bit);
         }
-        __m512 ks = _mm512_loadu_ps(a->k_scale + (size_t)b * ATTN_TILE);
 #pragma GCC unroll 8
         for (int h = 0; h < HN; h++) {
-            __m512i dot = _mm512_sub_epi32(acc[h], _mm512_set1_epi32(128 * qsum[h]));
-            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_set1_ps(qs[h]), ks));
-            _mm512_storeu_ps(a->scratch + (size_t)(h0 + h) * stride + b * ATTN_TILE,
-                             _mm512_mul_ps(s, vscale));
+            int32_t q4;
+            memcpy(&q4, q + (size_t)h * d + i, sizeof q4);
+            __m512i qv = _mm512_set1_epi32(q4);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++)
+                acc[t * HN + h] = dpbusd(acc[t * HN + h], k[t], qv);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        /* keys past n (in the last tile) may hold anything: their scores are written, for
+         * the softmax pass to mask, but never reach the maximum */
+        __mmask16 valid = first_lanes(a->n - (b + t) * ATTN_TILE);
+        __m512 ks = _mm512_loadu_ps(a->k_scale + (size_t)(b + t) * ATTN_TILE);
+#pragma GCC unroll 8
+        for (int h = 0; h < HN; h++) {
+            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t * HN + h]),
+                                     _mm512_mul_ps(_mm512_set1_ps(hs->c[h]), ks));
+            _mm512_storeu_ps(a->scratch + (size_t)(h0 + h) * stride + (size_t)(b + t) * ATTN_TILE, s);
+            /* max(s, max): a NaN score leaves the maximum as it was, as in the twin */
+            max[h] = _mm512_mask_max_ps(max[h], valid, s, max[h]);
         }
     }
 }
 
-/* out[c] += w[p] * (float)v[p][c] for heads [h0, h0 + HN), positions [p0, p1), chunks
- * [j0, j0 + NJ); w already holds w_p * v_scale[p]. Each chunk of values is converted to
- * float once for all HN heads. */
+/* Not inlined into the caller: in one function with every other pass, GCC kept some of
+ * the accumulators in memory. */
+static inline __attribute__((always_inline)) void score(const struct attn_group_q8 *a, int h0,
+                                                        const int HN, struct heads *hs)
+{
+    /* 8 chains hide vpdpbusd's latency; more left GCC short of registers */
+    const int T = HN >= 8 ? 1 : 8 / HN;
+    int tiles = attn_tiles_len(a->n) / ATTN_TILE, b = 0;
+    /* in registers: stores of scores may alias the struct (__m512 may alias anything) */
+    __m512 max[HEADS_AT_ONCE];
+    for (int h = 0; h < HN; h++)
+        max[h] = hs->max[h];
+    for (; b + T <= tiles; b += T)
+        score_tiles(a, h0, HN, T, b, hs, max);
+    for (; b < tiles; b++)
+        score_tiles(a, h0, HN, 1, b, hs, max);
+    for (int h = 0; h < HN; h++)
+        hs->max[h] = max[h];
+}
+
+#define SCORE_HEADS(HN)                                                                    \
+    static __attribute__((noinline)) void score_##HN(const struct attn_group_q8 *a, int h0, \
+                                                    struct heads *hs)                       \
+    {                                                                                       \
+        score(a, h0, HN, hs);                                                               \
+    }
+SCORE_HEADS(1)
+SCORE_HEADS(2)
+SCORE_HEADS(3)
+SCORE_HEADS(4)
+SCORE_HEADS(5)
+SCORE_HEADS(6)
+SCORE_HEADS(7)
+SCORE_HEADS(8)
+
+/* acc[h] += u_h[p] * (float)v[p] over positions [p0, p1), heads [h0, h0 + HN), chunks
+ * [j0, j0 + NJ) of 16 elements, with out holding the sums between calls. Each chunk of
+ * values is converted to float once for all HN heads. */
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group_q8 *a,
                                                                int h0, const int HN, int p0,
                                                                int p1, int j0, const int NJ)
 {
-    int d = a->d, nv = (d + 15) / 16, stride = attn_tiles_len(a->n);
-    __mmask16 m[V_CHUNKS];
-    __m512 acc[V_HEADS][V_CHUNKS];
-    const float *w[V_HEADS];
-#pragma GCC unroll 4
+    int d = a->d, n = a->n, nv = (d + 15) / 16, stride = attn_tiles_len(n);
+    __mmask16 m[8];
+    __m512 acc[4][8];
+    const float *w[4];
+#pragma GCC unroll 8
     for (int j = 0; j < NJ; j++)
         m[j] = j0 + j == nv - 1 ? first_lanes(d - 16 * (nv - 1)) : (__mmask16)0xffff;
 #pragma GCC unroll 4
     for (int h = 0; h < HN; h++) {
         w[h] = a->scratch + (size_t)(h0 + h) * stride;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
             acc[h][j] = _mm512_maskz_loadu_ps(m[j], a->out + (size_t)(h0 + h) * d + 16 * (j0 + j));
     }
+    /* the lines of the rows PF_V_ROWS ahead that these chunks will read; none past n */
+    int pf_end = n - PF_V_ROWS < p1 ? n - PF_V_ROWS : p1;
+    const int8_t *ahead = a->v + (size_t)PF_V_ROWS * d + 16 * (size_t)j0;
     for (int p = p0; p < p1; p++) {
         const int8_t *row = a->v + (size_t)p * d + 16 * (size_t)j0;
-        __m512 x[V_CHUNKS];
-#pragma GCC unroll 4
+        if (p < pf_end) {
+#pragma GCC unroll 2
+            for (int j = 0; j < NJ; j += 4)
+                _mm_prefetch((const char *)(ahead + (size_t)p * d + 16 * j), _MM_HINT_T0);
+        }
+        __m512 x[8];
+#pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
             x[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m[j], row + 16 * j)));
 #pragma GCC unroll 4
         for (int h = 0; h < HN; h++) {
-            __m512 wp = _mm512_set1_ps(w[h][p]);
-#pragma GCC unroll 4
+            __m512 u = _mm512_set1_ps(w[h][p]);
+#pragma GCC unroll 8
             for (int j = 0; j < NJ; j++)
-                acc[h][j] = _mm512_add_ps(acc[h][j], _mm512_mul_ps(wp, x[j]));
+                acc[h][j] = _mm512_fmadd_ps(u, x[j], acc[h][j]);
         }
     }
 #pragma GCC unroll 4
     for (int h = 0; h < HN; h++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
             _mm512_mask_storeu_ps(a->out + (size_t)(h0 + h) * d + 16 * (j0 + j), m[j], acc[h][j]);
 }
 
-static inline __attribute__((always_inline)) void weigh_chunks(const struct attn_group_q8 *a,
-                                                               int h0, const int HN, int p0,
-                                                               int p1, int j0, int nj)
+/* Up to 32 accumulators fit the registers with their operands: 2 heads x 8 chunks
+ * (every chunk of a 128-element head, so one read of each row), or 4 x 4. */
+static inline __attribute__((always_inline)) void weigh_heads(const struct attn_group_q8 *a,
+                                                              int h0, const int HN, int p0,
+                                                              int p1)
 {
-    switch (nj) {
-    case 1: weigh_values(a, h0, HN, p0, p1, j0, 1); break;
-    case 2: weigh_values(a, h0, HN, p0, p1, j0, 2); break;
-    case 3: weigh_values(a, h0, HN, p0, p1, j0, 3); break;
-    default: weigh_values(a, h0, HN, p0, p1, j0, 4); break;
+    const int NJ = HN <= 2 ? 8 : 4;
+    int nv = (a->d + 15) / 16;
+    /* the chunks left, as a constant for each case (never more than NJ) */
+#define WEIGH(nj) weigh_values(a, h0, HN, p0, p1, j0, (nj) < NJ ? (nj) : NJ)
+    for (int j0 = 0; j0 < nv; j0 += NJ) {
+        switch (nv - j0) {
+        case 1: WEIGH(1); break;
+        case 2: WEIGH(2); break;
+        case 3: WEIGH(3); break;
+        case 4: WEIGH(4); break;
+        case 5: WEIGH(5); break;
+        case 6: WEIGH(6); break;
+        case 7: WEIGH(7); break;
+        default: WEIGH(8); break;
+        }
+    }
+#undef WEIGH
+}
+
+/* Every pass for heads [h0, h0 + hn). */
+static void attend(const struct attn_group_q8 *a, int h0, int hn)
+{
+    int d = a->d, n = a->n, stride = attn_tiles_len(n), tiles = stride / ATTN_TILE;
+    struct heads hs;
+    for (int h = 0; h < hn; h++) {
+        int8_t *q = a->q8 + (size_t)(h0 + h) * d;
+        hs.c[h] = attn_q8_quantize(a->q + (size_t)(h0 + h) * d, d, q) * a->scale;
+        int32_t sum = 0;
+        for (int i = 0; i < d; i++)
+            sum += q[i];
+        hs.bias[h] = -128 * sum;
+        hs.max[h] = _mm512_set1_ps(-INFINITY);
+    }
+    static void (*const score_heads[HEADS_AT_ONCE])(const struct attn_group_q8 *, int, struct heads *) = {
+        score_1, score_2, score_3, score_4, score_5, score_6, score_7, score_8};
+    score_heads[hn - 1](a, h0, &hs);
+
+    /* u_p = e_p * v_scale[p] in place of the scores; 0 past n, whatever the scores and
+     * scales there. No cache is read here, so the first values are fetched meanwhile. */
+    const char *v_head = (const char *)a->v;
+    size_t v_head_bytes = (size_t)(n < PF_V_ROWS ? n : PF_V_ROWS) * d, fetched = 0;
+    float inv[HEADS_AT_ONCE];
+    for (int h = 0; h < hn; h++) {
+        float *w = a->scratch + (size_t)(h0 + h) * stride;
+        __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(hs.max[h])), lanes = _mm512_setzero_ps();
+        for (int b = 0; b < tiles; b++) {
+            if (fetched < v_head_bytes) {
+                _mm_prefetch(v_head + fetched, _MM_HINT_T0);
+                fetched += 64;
+            }
+            __mmask16 valid = first_lanes(n - b * ATTN_TILE);
+            __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(w + b * ATTN_TILE), max), valid);
+            lanes = _mm512_add_ps(lanes, e);
+            _mm512_storeu_ps(w + b * ATTN_TILE,
+                             _mm512_maskz_mul_ps(valid, e, _mm512_maskz_loadu_ps(valid, a->v_scale + b * ATTN_TILE)));
+        }
+        inv[h] = 1.0f / fold16(lanes);
+    }
+    for (; fetched < v_head_bytes; fetched += 64)
+        _mm_prefetch(v_head + fetched, _MM_HINT_T0);
+
+    for (int i = 0; i < hn * d; i++)
+        a->out[(size_t)h0 * d + i] = 0.0f;
+    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
+        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
+        for (int g0 = h0; g0 < h0 + hn; g0 += 4) {
+            switch (h0 + hn - g0) {
+            case 1: weigh_heads(a, g0, 1, p0, p1); break;
+            case 2: weigh_heads(a, g0, 2, p0, p1); break;
+            case 3: weigh_heads(a, g0, 3, p0, p1); break;
+            default: weigh_heads(a, g0, 4, p0, p1); break;
+            }
+        }
+    }
+    for (int h = 0; h < hn; h++) {
+        float *out = a->out + (size_t)(h0 + h) * d;
+        for (int i = 0; i < d; i++)
+            out[i] = out[i] * inv[h];
     }
 }
 
 void attn_q8_avx512(const struct attn_group_q8 *a)
 {
-    int d = a->d, n = a->n, g = a->g, stride = attn_tiles_len(n);
-    float qs[HEADS_AT_ONCE];
-    int32_t qsum[HEADS_AT_ONCE];
-    for (int h0 = 0; h0 < g; h0 += HEADS_AT_ONCE) {
-        int hn = g - h0 < HEADS_AT_ONCE ? g - h0 : HEADS_AT_ONCE;
-        for (int h = 0; h < hn; h++) {
-            int8_t *q = a->q8 + (size_t)(h0 + h) * d;
-            qs[h] = attn_q8_quantize(a->q + (size_t)(h0 + h) * d, d, q);
-            qsum[h] = 0;
-            for (int i = 0; i < d; i++)
-                qsum[h] += q[i];
-        }
-        switch (hn) {
-        case 1: score(a, h0, 1, qs, qsum); break;
-        case 2: score(a, h0, 2, qs, qsum); break;
-        case 3: score(a, h0, 3, qs, qsum); break;
-        case 4: score(a, h0, 4, qs, qsum); break;
-        case 5: score(a, h0, 5, qs, qsum); break;
-        case 6: score(a, h0, 6, qs, qsum); break;
-        case 7: score(a, h0, 7, qs, qsum); break;
-        default: score(a, h0, 8, qs, qsum); break;
-        }
-    }
-    /* w_p * v_scale[p] once per head and position, as the twin forms it; lanes past n
-     * stay 0 whatever their scale holds */
-    for (int h = 0; h < g; h++) {
-        float *w = a->scratch + (size_t)h * stride;
-        attn_softmax_avx512(w, n);
-        for (int b = 0; b < stride; b += ATTN_TILE) {
-            __mmask16 m = first_lanes(n - b);
-            _mm512_storeu_ps(w + b, _mm512_maskz_mul_ps(m, _mm512_loadu_ps(w + b),
-                                                        _mm512_maskz_loadu_ps(m, a->v_scale + b)));
-        }
-    }
-    for (int i = 0; i < g * d; i++)
-        a->out[i] = 0.0f;
-    int nv = (d + 15) / 16;
-    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
-        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
-        const char *next = (const char *)(a->v + (size_t)p1 * d);
-        size_t ahead = (size_t)(n - p1 < V_BLOCK ? n - p1 : V_BLOCK) * d;
-        for (size_t at = 0; at < ahead; at += 64)
-            _mm_prefetch(next + at, _MM_HINT_T0);
-        for (int h0 = 0; h0 < g; h0 += V_HEADS)
-            for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
-                int nj = nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS;
-                switch (g - h0 < V_HEADS ? g - h0 : V_HEADS) {
-                case 1: weigh_chunks(a, h0, 1, p0, p1, j0, nj); break;
-                case 2: weigh_chunks(a, h0, 2, p0, p1, j0, nj); break;
-                case 3: weigh_chunks(a, h0, 3, p0, p1, j0, nj); break;
-                default: weigh_chunks(a, h0, 4, p0, p1, j0, nj); break;
-                }
-            }
-    }
+    for (int h0 = 0; h0 < a->g; h0 += HEADS_AT_ONCE)
+        attend(a, h0, a->g - h0 < HEADS_AT_ONCE ? a->g - h0 : HEADS_AT_ONCE);
 }

@@ -69,20 +69,32 @@ void attn_q8_scalar(const struct attn_group_q8 *a)
     for (int h = 0; h < a->g; h++) {
         float *w = a->scratch + (size_t)h * stride, *out = a->out + (size_t)h * d;
         int8_t *q = a->q8 + (size_t)h * d;
-        float qs = attn_q8_quantize(a->q + (size_t)h * d, d, q);
+        float c = attn_q8_quantize(a->q + (size_t)h * d, d, q) * a->scale;
+        float max = -INFINITY;
         for (int p = 0; p < n; p++) {
             int32_t dot = 0;
             for (int i = 0; i < d; i++)
                 dot += q[i] * a->k[attn_q8_key_at(p, i, d)];
-            w[p] = (float)dot * (qs * a->k_scale[p]) * a->scale;
+            w[p] = (float)dot * (c * a->k_scale[p]);
+            /* what _mm512_max_ps(s, max) gives: a NaN score never becomes the maximum */
+            max = w[p] > max ? w[p] : max;
         }
-        softmax(w, n);
+        float lane[ATTN_TILE] = {0};
+        for (int p = 0; p < n; p++) {
+            float e = attn_q8_exp(w[p] - max);
+            lane[p % ATTN_TILE] += e;
+            w[p] = e * a->v_scale[p];
+        }
+        for (int width = ATTN_TILE / 2; width >= 1; width /= 2)
+            for (int j = 0; j < width; j++)
+                lane[j] += lane[j + width];
         for (int i = 0; i < d; i++)
             out[i] = 0.0f;
-        for (int p = 0; p < n; p++) {
-            float wv = w[p] * a->v_scale[p];
+        for (int p = 0; p < n; p++)
             for (int i = 0; i < d; i++)
-                out[i] += wv * (float)a->v[(size_t)p * d + i];
-        }
+                out[i] = fmaf(w[p], (float)a->v[(size_t)p * d + i], out[i]);
+        float inv = 1.0f / lane[0];
+        for (int i = 0; i < d; i++)
+            out[i] = out[i] * inv;
     }
 }

@@ -86,17 +86,28 @@ static inline int attn_tiles_len(int n) { return (n + ATTN_TILE - 1) / ATTN_TILE
  * vpdpbusd and pmaddubsw; values lie by position, v[p * d + i].
  *
  * What every kernel computes, for each of the g query heads, exactly as the scalar twin
- * does (bit-identical floats; -ffp-contract=off):
+ * does (bit-identical floats). Unlike struct attn_group's, this contract fuses multiply
+ * and add where marked fma: one rounding, fmaf() in the twin and _mm512_fmadd_ps /
+ * _mm256_fmadd_ps in SIMD, lane by lane the same whatever -ffp-contract says; every
+ * other operation is rounded on its own (-ffp-contract=off).
  *   qs, qq_i  = the head quantized as above (qq written to q8)
+ *   c         = qs * scale
  *   dot_p     = sum_i qq_i * k_p,i, an exact int32 (|dot_p| <= 127 * 127 * d)
- *   s_p       = ((float)dot_p * (qs * k_scale[p])) * scale                 for p < n
- *   e_p, sum  = exactly as struct attn_group states (attn_exp, the same lane folding)
- *   w_p       = e_p * (1 / sum)
- *   out_i     = sum over p in order of (w_p * v_scale[p]) * (float)v_p,i
+ *   s_p       = (float)dot_p * (c * k_scale[p])                                for p < n
+ *   max       = the largest s_p (a NaN score never becomes it)
+ *   e_p       = attn_q8_exp(s_p - max): float, with fma (kernels/attn_q8.h)
+ *   sum       = e_p added into lanes and folded as struct attn_group states
+ *   u_p       = e_p * v_scale[p]
+ *   acc_i     = fma(u_p, (float)v_p,i, acc_i) over p in order, from acc_i = 0
+ *   out_i     = acc_i * (1 / sum)
  * (float)dot_p is exact up to d = 1040, so a score is the exact dot product of the
- * dequantized vectors, times scale, but for the rounding of its three multiplies. Keys,
- * and their scales, past n in the last tile may hold anything, NaN included: no kernel
- * lets them into the result. */
+ * dequantized vectors, times scale, but for the rounding of its three multiplies. With
+ * the cache in L2 the kernels are bound by the value pass's arithmetic (from memory, by
+ * the bandwidth): hence one fused operation per value element and head, normalization
+ * once per output element at the end rather than once per position, and a float exp
+ * (within one ulp of expf, far finer than the int8 data it weighs). Keys, and
+ * their scales, past n in the last tile may hold anything, NaN included: no kernel lets
+ * them into the result. */
 struct attn_group_q8 {
     const float *q;        /* [g][d] float query heads; the kernel quantizes them */
     float *out;            /* [g][d] */

@@ -176,13 +176,88 @@ static void attn_f64_plain(const double *q, const double *k, const double *v, in
     free(w);
 }
 
-/* The int8 kernels against the scalar twin, bit for bit (outputs and quantized queries),
- * over head sizes with and without a partial SIMD chunk, lengths around a tile, GQA
- * groups around the kernels' head blocks, and score spreads up to a nearly one-hot
- * softmax. Key tiles are laid out here from the formula of kernels.h, not from
- * attn_q8_key_at, so a layout both sides got wrong would still show against float64.
- * Keys past n hold random bytes and their scales NaN; a zero key and value (position 3)
- * and a zero query head (head 2) take the scale-0 path. */
+/* One run of an int8 kernel against the scalar twin: true if they differ (outputs or
+ * quantized queries). Key tiles are laid out here from the formula of kernels.h, not
+ * from attn_q8_key_at, so a layout both sides got wrong would still show against
+ * float64. Keys past n hold random bytes and their scales NaN; a zero key and value
+ * (position 3) and a zero query head (head 2) take the scale-0 path. With worst_dq and
+ * worst_raw, the scalar result's largest distance from float64 attention on the
+ * dequantized data and on the data before quantization goes into them. */
+static bool q8_case(const char *name, void (*fn)(const struct attn_group_q8 *), int d, int n,
+                    int g, float spread, double *worst_dq, double *worst_raw)
+{
+    int np = attn_tiles_len(n);
+    size_t kn = (size_t)np * d;
+    float *q = malloc(sizeof(float) * g * d), *x = malloc(sizeof(float) * d);
+    int8_t *k = malloc(kn), *v = malloc((size_t)n * d), *row = malloc(d);
+    float *ks = malloc(sizeof(float) * np), *vs = malloc(sizeof(float) * n);
+    int8_t *q8a = malloc((size_t)g * d), *q8b = malloc((size_t)g * d);
+    float *scr = malloc(sizeof(float) * g * np);
+    float *ref = malloc(sizeof(float) * g * d), *got = malloc(sizeof(float) * (g * d + 1));
+    double *raw_q = malloc(sizeof(double) * g * d), *dq_q = malloc(sizeof(double) * g * d);
+    double *raw_k = malloc(sizeof(double) * n * d), *dq_k = malloc(sizeof(double) * n * d);
+    double *raw_v = malloc(sizeof(double) * n * d), *dq_v = malloc(sizeof(double) * n * d);
+    double *exact = malloc(sizeof(double) * g * d);
+    for (int i = 0; i < g * d; i++)
+        q[i] = g > 2 && i / d == 2 ? 0.0f : frand(-1, 1) * spread;
+    for (size_t i = 0; i < kn; i++)
+        k[i] = (int8_t)(frand(0, 256) - 128);
+    for (int p = 0; p < np; p++)
+        ks[p] = NAN;
+    for (int p = 0; p < n; p++) {
+        for (int w = 0; w < 2; w++) {
+            for (int i = 0; i < d; i++) {
+                x[i] = p == 3 ? 0.0f : w ? frand(-2, 2) : frand(-1, 1);
+                (w ? raw_v : raw_k)[(size_t)p * d + i] = x[i];
+            }
+            float s = attn_q8_quantize(x, d, row);
+            for (int i = 0; i < d; i++) {
+                (w ? dq_v : dq_k)[(size_t)p * d + i] = (double)row[i] * s;
+                if (w)
+                    v[(size_t)p * d + i] = row[i];
+                else
+                    k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)(i / 4) * 4 * ATTN_TILE +
+                      (size_t)(p % ATTN_TILE) * 4 + i % 4] = row[i];
+            }
+            (w ? vs : ks)[p] = s;
+        }
+    }
+    float scale = 1.0f / sqrtf((float)d);
+    struct attn_group_q8 a = {.q = q, .k = k, .v = v, .k_scale = ks, .v_scale = vs,
+                              .g = g, .d = d, .n = n, .scale = scale, .scratch = scr};
+    a.out = ref, a.q8 = q8a;
+    kernels_scalar.attn_q8(&a);
+    got[g * d] = 12345.0f;
+    a.out = got, a.q8 = q8b;
+    fn(&a);
+    bool differs = memcmp(got, ref, sizeof(float) * g * d) != 0 || memcmp(q8a, q8b, (size_t)g * d) != 0;
+    CHECK(got[g * d] == 12345.0f, "%s q8 wrote past the heads", name);
+    if (worst_dq) {
+        for (int h = 0; h < g; h++) {
+            float qs = attn_q8_quantize(q + h * d, d, row);
+            for (int i = 0; i < d; i++) {
+                raw_q[h * d + i] = q[h * d + i];
+                dq_q[h * d + i] = (double)row[i] * qs;
+            }
+        }
+        attn_f64_plain(dq_q, dq_k, dq_v, g, d, n, scale, exact);
+        for (int i = 0; i < g * d; i++)
+            *worst_dq = fmax(*worst_dq, fabs(ref[i] - exact[i]));
+        attn_f64_plain(raw_q, raw_k, raw_v, g, d, n, scale, exact);
+        for (int i = 0; i < g * d; i++)
+            *worst_raw = fmax(*worst_raw, fabs(ref[i] - exact[i]));
+    }
+    free(q), free(x), free(k), free(v), free(row), free(ks), free(vs), free(q8a);
+    free(q8b), free(scr), free(ref), free(got), free(raw_q), free(dq_q), free(raw_k);
+    free(dq_k), free(raw_v), free(dq_v), free(exact);
+    return differs;
+}
+
+/* The int8 kernels against the scalar twin, bit for bit, over head sizes with and
+ * without a partial SIMD chunk, lengths around a tile, GQA groups around the kernels'
+ * head blocks, and score spreads up to a nearly one-hot softmax; then the 2B-4T head
+ * (d = 128, 4 heads, or 2 when threads split a group) at long context, where the
+ * kernels' prefetching and blocking run for thousands of positions. */
 static void check_attention_q8(const char *name, void (*fn)(const struct attn_group_q8 *))
 {
     static const int dims[] = {32, 64, 100, 128};
@@ -196,75 +271,23 @@ static void check_attention_q8(const char *name, void (*fn)(const struct attn_gr
         for (size_t li = 0; li < 5; li++)
             for (size_t gi = 0; gi < 4; gi++)
                 for (size_t si = 0; si < 3; si++) {
-                    int d = dims[di], n = lens[li], g = groups[gi], np = attn_tiles_len(n);
-                    size_t kn = (size_t)np * d;
-                    float *q = malloc(sizeof(float) * g * d), *x = malloc(sizeof(float) * d);
-                    int8_t *k = malloc(kn), *v = malloc((size_t)n * d), *row = malloc(d);
-                    float *ks = malloc(sizeof(float) * np), *vs = malloc(sizeof(float) * n);
-                    int8_t *q8a = malloc((size_t)g * d), *q8b = malloc((size_t)g * d);
-                    float *scr = malloc(sizeof(float) * g * np);
-                    float *ref = malloc(sizeof(float) * g * d), *got = malloc(sizeof(float) * (g * d + 1));
-                    double *raw_q = malloc(sizeof(double) * g * d), *dq_q = malloc(sizeof(double) * g * d);
-                    double *raw_k = malloc(sizeof(double) * n * d), *dq_k = malloc(sizeof(double) * n * d);
-                    double *raw_v = malloc(sizeof(double) * n * d), *dq_v = malloc(sizeof(double) * n * d);
-                    double *exact = malloc(sizeof(double) * g * d);
-                    for (int i = 0; i < g * d; i++)
-                        q[i] = g > 2 && i / d == 2 ? 0.0f : frand(-1, 1) * spreads[si];
-                    for (size_t i = 0; i < kn; i++)
-                        k[i] = (int8_t)(frand(0, 256) - 128);
-                    for (int p = 0; p < np; p++)
-                        ks[p] = NAN;
-                    for (int p = 0; p < n; p++) {
-                        for (int w = 0; w < 2; w++) {
-                            for (int i = 0; i < d; i++) {
-                                x[i] = p == 3 ? 0.0f : w ? frand(-2, 2) : frand(-1, 1);
-                                (w ? raw_v : raw_k)[(size_t)p * d + i] = x[i];
-                            }
-                            float s = attn_q8_quantize(x, d, row);
-                            for (int i = 0; i < d; i++) {
-                                (w ? dq_v : dq_k)[(size_t)p * d + i] = (double)row[i] * s;
-                                if (w)
-                                    v[(size_t)p * d + i] = row[i];
-                                else
-                                    k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)(i / 4) * 4 * ATTN_TILE +
-                                      (size_t)(p % ATTN_TILE) * 4 + i % 4] = row[i];
-                            }
-                            (w ? vs : ks)[p] = s;
-                        }
-                    }
-                    float scale = 1.0f / sqrtf((float)d);
-                    struct attn_group_q8 a = {.q = q, .k = k, .v = v, .k_scale = ks, .v_scale = vs,
-                                              .g = g, .d = d, .n = n, .scale = scale, .scratch = scr};
-                    a.out = ref, a.q8 = q8a;
-                    kernels_scalar.attn_q8(&a);
-                    got[g * d] = 12345.0f;
-                    a.out = got, a.q8 = q8b;
-                    fn(&a);
+                    int d = dims[di], n = lens[li], g = groups[gi];
                     runs++;
-                    if ((memcmp(got, ref, sizeof(float) * g * d) != 0 ||
-                         memcmp(q8a, q8b, (size_t)g * d) != 0) && bad++ < 5)
-                        CHECK(0, "%s q8 d=%d n=%d g=%d spread=%g: not bit-identical to scalar", name,
-                              d, n, g, spreads[si]);
-                    CHECK(got[g * d] == 12345.0f, "%s q8 wrote past the heads", name);
-                    if (scalar) {
-                        for (int h = 0; h < g; h++) {
-                            float qs = attn_q8_quantize(q + h * d, d, row);
-                            for (int i = 0; i < d; i++) {
-                                raw_q[h * d + i] = q[h * d + i];
-                                dq_q[h * d + i] = (double)row[i] * qs;
-                            }
-                        }
-                        attn_f64_plain(dq_q, dq_k, dq_v, g, d, n, scale, exact);
-                        for (int i = 0; i < g * d; i++)
-                            worst_dq[si] = fmax(worst_dq[si], fabs(ref[i] - exact[i]));
-                        attn_f64_plain(raw_q, raw_k, raw_v, g, d, n, scale, exact);
-                        for (int i = 0; i < g * d; i++)
-                            worst_raw[si] = fmax(worst_raw[si], fabs(ref[i] - exact[i]));
-                    }
-                    free(q), free(x), free(k), free(v), free(row), free(ks), free(vs), free(q8a);
-                    free(q8b), free(scr), free(ref), free(got), free(raw_q), free(dq_q), free(raw_k);
-                    free(dq_k), free(raw_v), free(dq_v), free(exact);
+                    if (q8_case(name, fn, d, n, g, spreads[si], scalar ? &worst_dq[si] : NULL,
+                                scalar ? &worst_raw[si] : NULL) && bad++ < 5)
+                        CHECK(0, "%s q8 d=%d n=%d g=%d spread=%g: not bit-identical to scalar",
+                              name, d, n, g, spreads[si]);
                 }
+    static const int long_lens[] = {1000, 4097};
+    double long_dq = 0.0, long_raw = 0.0;
+    for (int li = 0; li < 2; li++)
+        for (int g = 2; g <= 4; g += 2) {
+            runs++;
+            if (q8_case(name, fn, 128, long_lens[li], g, 8.0f, scalar ? &long_dq : NULL,
+                        scalar ? &long_raw : NULL) && bad++ < 5)
+                CHECK(0, "%s q8 d=128 n=%d g=%d: not bit-identical to scalar", name,
+                      long_lens[li], g);
+        }
     CHECK(bad == 0, "%s q8 attention: %d of %d runs differ from the scalar twin", name, bad, runs);
     if (scalar) {
         /* Against float64 on the dequantized data the only error is float rounding (the
@@ -285,9 +308,15 @@ static void check_attention_q8(const char *name, void (*fn)(const struct attn_gr
                    "unquantized data %.2e (values in +-2)\n", spreads[si], worst_dq[si],
                    worst_raw[si]);
         }
+        /* thousands of positions add up more roundings: the same bounds hold */
+        CHECK(long_dq < 5e-5 && long_raw < raw_bound[1], "scalar q8 attention vs float64 at "
+              "long context: dequantized %.3g, unquantized %.3g", long_dq, long_raw);
+        printf("scalar q8 attention vs float64, n = 1000 and 4097, spread 8: dequantized data "
+               "%.2e, unquantized data %.2e\n", long_dq, long_raw);
     }
     printf("%s q8 attention: %d runs, %d not bit-identical to scalar\n", name, runs, bad);
 }
+
 
 /* attn_exp is libm's expf in practice: never more than one ulp away, and equal almost
  * always (it is evaluated in double and rounded once). */
@@ -304,6 +333,29 @@ static void check_attn_exp(void)
     CHECK(attn_exp(0.0f) == 1.0f && attn_exp(-200.0f) == 0.0f && attn_exp(-1.0f) == expf(-1.0f),
           "attn_exp at 0, -200, -1");
     printf("attn_exp: %d of %d equal to expf, none further than one ulp\n", equal, total);
+}
+
+/* attn_q8_exp: within one ulp of expf and 1e-7 of e^x over the range it serves, exact
+ * at 0, and 0 below its cut and for NaN. */
+static void check_attn_q8_exp(void)
+{
+    int total = 0, far = 0, equal = 0;
+    double worst = 0.0;
+    for (float x = ATTN_Q8_EXP_MIN; x <= 0.0f; x += 0.000731f, total++) {
+        float a = attn_q8_exp(x), b = expf(x);
+        equal += a == b;
+        far += fabsf(a - b) > fabsf(nextafterf(b, INFINITY) - b);
+        worst = fmax(worst, fabs(a - exp((double)x)) / exp((double)x));
+    }
+    CHECK(far == 0, "attn_q8_exp: %d of %d values more than one ulp from expf", far, total);
+    CHECK(worst < 1e-7, "attn_q8_exp: relative error %.3g", worst);
+    CHECK(attn_q8_exp(0.0f) == 1.0f && attn_q8_exp(-0.0f) == 1.0f &&
+              attn_q8_exp(nextafterf(ATTN_Q8_EXP_MIN, -INFINITY)) == 0.0f &&
+              attn_q8_exp(-INFINITY) == 0.0f && attn_q8_exp(NAN) == 0.0f &&
+              attn_q8_exp(ATTN_Q8_EXP_MIN) > 0.0f,
+          "attn_q8_exp at 0, -0, its cut, -inf, NaN");
+    printf("attn_q8_exp: %d values, %d equal to expf, none further than one ulp, relative "
+           "error %.2e\n", total, equal, worst);
 }
 
 static void check_q8_rows(void)
@@ -369,6 +421,7 @@ int main(void)
     struct cpu_features f;
     cpu_features_detect(&f);
     check_attn_exp();
+    check_attn_q8_exp();
     check_q8_quantize();
     check_attention("scalar", kernels_scalar.attn_f32, kernels_scalar.attn_f16);
     check_attention_q8("scalar", kernels_scalar.attn_q8);
