@@ -7,7 +7,7 @@
  * maximum); e^(s - max) times the value scale, in place, and the lane sums; the values,
  * each converted to float once for every head that weighs it. Normalization waits for
  * the end (the contract divides the accumulated sums, not the weights). At long context
- * the cache streams from memory, and both streams are prefetched well ahead: the hardware
+ * the cache streams from memory, and both streams are prefetched ahead: the hardware
  * prefetcher alone left the kernel waiting on memory. */
 #include <immintrin.h>
 #include <math.h>
@@ -131,8 +131,6 @@ static inline __attribute__((always_inline)) void score_tiles(const struct attn_
     }
 }
 
-/* Not inlined into the caller: in one function with every other pass, GCC kept some of
- * the accumulators in memory. */
 static inline __attribute__((always_inline)) void score(const struct attn_group_q8 *a, int h0,
                                                         const int HN, struct heads *hs)
 {
@@ -151,6 +149,8 @@ static inline __attribute__((always_inline)) void score(const struct attn_group_
         hs->max[h] = max[h];
 }
 
+/* One function per head count, not inlined into attend(): in one function with every
+ * other pass, GCC kept some of the accumulators in memory. */
 #define SCORE_HEADS(HN)                                                                    \
     static __attribute__((noinline)) void score_##HN(const struct attn_group_q8 *a, int h0, \
                                                     struct heads *hs)                       \
@@ -216,8 +216,8 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
             _mm512_mask_storeu_ps(a->out + (size_t)(h0 + h) * d + 16 * (j0 + j), m[j], acc[h][j]);
 }
 
-/* Up to 32 accumulators fit the registers with their operands: 2 heads x 8 chunks
- * (every chunk of a 128-element head, so one read of each row), or 4 x 4. */
+/* 16 accumulators and their operands fit the 32 registers: 2 heads x 8 chunks (every
+ * chunk of a 128-element head, so each row is read once), or 4 heads x 4 chunks. */
 static inline __attribute__((always_inline)) void weigh_heads(const struct attn_group_q8 *a,
                                                               int h0, const int HN, int p0,
                                                               int p1)
