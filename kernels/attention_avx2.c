@@ -8,15 +8,11 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_exp.h"
+#include "kernels/lanes_x86.h"
 
 #define HEADS_AT_ONCE 4  /* two accumulators each */
 #define V_BLOCK 32
 #define V_CHUNKS 8       /* 8-float chunks of a head kept in registers at once */
-
-static inline __m256i lanes_below(int count)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* Elements [at, at + count) widened to float, zero beyond count (count <= 8). */
 static inline __m256 load8(const void *base, size_t at, int count, bool f16)
@@ -55,15 +51,6 @@ static inline __m128 exp4(__m128 xf)
 static inline __m256 exp8(__m256 x)
 {
     return _mm256_set_m128(exp4(_mm256_extractf128_ps(x, 1)), exp4(_mm256_castps256_ps128(x)));
-}
-
-/* Lanes 0-7 in lo and 8-15 in hi, folded as kernels.h states. */
-static inline float fold16(__m256 lo, __m256 hi)
-{
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 static inline __attribute__((always_inline)) void score(const struct attn_group *a, int h0,
@@ -121,7 +108,7 @@ void attn_softmax_avx2(float *w, int n)
             _mm256_storeu_ps(at, e);
             lanes[half] = _mm256_add_ps(lanes[half], e);
         }
-    __m256 inv = _mm256_set1_ps(1.0f / fold16(lanes[0], lanes[1]));
+    __m256 inv = _mm256_set1_ps(1.0f / fold16_256(lanes[0], lanes[1]));
     for (int i = 0; i < n_tiles * ATTN_TILE; i += 8)
         _mm256_storeu_ps(w + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), inv));
 }

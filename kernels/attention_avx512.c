@@ -8,6 +8,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_exp.h"
+#include "kernels/lanes_x86.h"
 
 #define HEADS_AT_ONCE 8  /* heads scored together: one accumulator each */
 #define V_BLOCK 32       /* positions of values read by every head while in L1 */
@@ -41,21 +42,6 @@ static inline __m512 exp16(__m512 x)
     __m256 lo = exp8(_mm512_castps512_ps256(x));
     __m256 hi = exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
     return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-}
-
-/* The lane sums folded as kernels.h states: halves, then quarters, down to one. */
-static inline float fold16(__m512 v)
-{
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
-static inline __mmask16 first_lanes(int count)
-{
-    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
 }
 
 /* Scores of heads [h0, h0 + HN) for every tile, times scale, into their scratch rows. */
@@ -99,7 +85,7 @@ void attn_softmax_avx512(float *w, int n)
         _mm512_storeu_ps(w + b * ATTN_TILE, e);
         lanes = _mm512_add_ps(lanes, e);
     }
-    __m512 inv = _mm512_set1_ps(1.0f / fold16(lanes));
+    __m512 inv = _mm512_set1_ps(1.0f / fold16_512(lanes));
     for (int b = 0; b < n_tiles; b++)
         _mm512_storeu_ps(w + b * ATTN_TILE, _mm512_mul_ps(_mm512_loadu_ps(w + b * ATTN_TILE), inv));
 }

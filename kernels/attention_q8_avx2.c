@@ -14,6 +14,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_q8.h"
+#include "kernels/lanes_x86.h"
 
 #define HEADS_AT_ONCE 8  /* heads of one pass over the values */
 #define SCORE_HEADS 4    /* heads of one pass over the keys: two accumulators each */
@@ -22,11 +23,6 @@
 #define V_CHUNKS 2       /* 8-element chunks per head in registers: 8 accumulators */
 #define PF_K_BYTES 4096  /* prefetch distances (attention_q8_avx512.c says why) */
 #define PF_V_ROWS 64
-
-static inline __m256i lanes_below(int count)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* attn_q8_exp of 8 lanes, its operations in its order; lanes outside keep come out 0. */
 static inline __m256 exp8(__m256 x, __m256 keep)
@@ -45,15 +41,6 @@ static inline __m256 exp8(__m256 x, __m256 keep)
     __m256i two_k = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23),
                                      _mm256_set1_epi32(127 << 23));
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(two_k)), keep);
-}
-
-/* Lanes 0-7 in lo and 8-15 in hi, folded as kernels.h states. */
-static inline float fold16(__m256 lo, __m256 hi)
-{
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 static inline float hmax8(__m256 v)
@@ -237,7 +224,7 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
                 _mm256_storeu_ps(at, _mm256_mul_ps(e, vs));
             }
         }
-        inv[h] = 1.0f / fold16(lanes[0], lanes[1]);
+        inv[h] = 1.0f / fold16_256(lanes[0], lanes[1]);
     }
     for (; fetched < v_head_bytes; fetched += 64)
         _mm_prefetch(v_head + fetched, _MM_HINT_T0);

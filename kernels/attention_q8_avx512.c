@@ -16,6 +16,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_q8.h"
+#include "kernels/lanes_x86.h"
 
 #define HEADS_AT_ONCE 8  /* heads of one pass over the cache */
 #define V_BLOCK 64       /* positions of values every head group weighs while in L1 */
@@ -25,11 +26,6 @@
  * being weighed (16 to 128 tried; the softmax pass fetches the first ones). */
 #define PF_K_BYTES 4096
 #define PF_V_ROWS 64
-
-static inline __mmask16 first_lanes(int count)
-{
-    return count >= 16 ? (__mmask16)0xffff : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
-}
 
 /* attn_q8_exp of 16 lanes, its operations in its order; lanes outside keep come out 0. */
 static inline __m512 exp16(__m512 x, __mmask16 keep)
@@ -48,24 +44,6 @@ static inline __m512 exp16(__m512 x, __mmask16 keep)
     __m512i two_k = _mm512_add_epi32(_mm512_slli_epi32(_mm512_castps_si512(t), 23),
                                      _mm512_set1_epi32(127 << 23));
     return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(two_k));
-}
-
-/* The lane sums folded as kernels.h states: halves, then quarters, down to one. */
-static inline float fold16(__m512 v)
-{
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
-/* acc + the products of unsigned u and signed s bytes, 4 to a lane: _mm512_dpbusd_epi32,
- * which GCC 12 compiled with two register copies per accumulator per step. */
-static inline __m512i dpbusd(__m512i acc, __m512i u, __m512i s)
-{
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
-    return acc;
 }
 
 /* What the heads of one pass carry between the passes. */
@@ -278,7 +256,7 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
             _mm512_storeu_ps(w + b * ATTN_TILE,
                              _mm512_maskz_mul_ps(valid, e, _mm512_maskz_loadu_ps(valid, a->v_scale + b * ATTN_TILE)));
         }
-        inv[h] = 1.0f / fold16(lanes);
+        inv[h] = 1.0f / fold16_512(lanes);
     }
     for (; fetched < v_head_bytes; fetched += 64)
         _mm_prefetch(v_head + fetched, _MM_HINT_T0);

@@ -14,14 +14,7 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 #include "kernels/row_walk.h"
-
-/* acc + the u8 x s8 dot of u and s. Written out because GCC 12 wraps the intrinsic's
- * tied accumulator in register copies and spills. */
-static inline __m512i dpbusd(__m512i acc, __m512i u, __m512i s)
-{
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
-    return acc;
-}
+#include "kernels/lanes_x86.h"
 
 /* The sum of n int8 activations: the kernels multiply unsigned codes (value + 1, or
  * q + 128) and take the offset times sum(x) off once per row. */
