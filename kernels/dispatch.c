@@ -26,6 +26,7 @@ static void overlay(struct kernel_ops *ops, const struct kernel_ops *set)
     if (set->q8_dot_rows_multi) ops->q8_dot_rows_multi = set->q8_dot_rows_multi;
     if (set->tq_dot_rows) ops->tq_dot_rows = set->tq_dot_rows;
     if (set->dense_dot_rows) ops->dense_dot_rows = set->dense_dot_rows;
+    if (set->dense_dot_rows_multi) ops->dense_dot_rows_multi = set->dense_dot_rows_multi;
     if (set->q8_dot_rows) ops->q8_dot_rows = set->q8_dot_rows;
     if (set->i2s_gemm) ops->i2s_gemm = set->i2s_gemm;
     if (set->attn_f32) ops->attn_f32 = set->attn_f32;
@@ -39,6 +40,13 @@ void i2s_dot_rows_each(const struct ternary_matrix *w, const int8_t *xq, size_t 
 {
     for (int t = 0; t < n_x; t++)
         kops.i2s_dot_rows(w, xq + (size_t)t * ldx, r0, r1, out + (size_t)t * ldo);
+}
+
+void dense_dot_rows_each(const struct dense_matrix *m, const float *xs, size_t ldx, int n_x,
+                         int r0, int r1, float *out, size_t ldo)
+{
+    for (int t = 0; t < n_x; t++)
+        kops.dense_dot_rows(m, xs + (size_t)t * ldx, r0, r1, out + (size_t)t * ldo);
 }
 
 void q8_dot_rows_each(const struct q8_matrix *m, const int8_t *xq, size_t ldx, int n_x, int r0,
@@ -71,6 +79,7 @@ static void build(struct kernel_ops *ops, enum level l)
     *ops = kernels_scalar;
     ops->i2s_dot_rows_multi = i2s_dot_rows_each;
     ops->q8_dot_rows_multi = q8_dot_rows_each;
+    ops->dense_dot_rows_multi = dense_dot_rows_each;
     if (l >= LEVEL_AVX2) {
         overlay(ops, &kernels_avx2);
         ops->attn_f32 = attn_f32_avx2;

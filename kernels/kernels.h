@@ -137,6 +137,11 @@ struct kernel_ops {
     /* out[r] = dot(dense row r, x). */
     void (*dense_dot_rows)(const struct dense_matrix *m, const float *x, int r0, int r1,
                            float *out);
+    /* The same for n_x vectors (vector t at xs + t * ldx): out[t * ldo + r], each
+     * bit-identical to dense_dot_rows of that vector in the same set; a set may read
+     * each weight once for several vectors. */
+    void (*dense_dot_rows_multi)(const struct dense_matrix *m, const float *xs, size_t ldx,
+                                 int n_x, int r0, int r1, float *out, size_t ldo);
     /* out[r] = sum_c q[r][c] * xq[c], exact. */
     void (*q8_dot_rows)(const struct q8_matrix *m, const int8_t *xq, int r0, int r1,
                         int32_t *out);
@@ -180,6 +185,10 @@ float quantize_act_i8(const float *x, int n, int8_t *xq);
 /* i2s_dot_rows_multi by kops.i2s_dot_rows once per vector: every set's default. */
 void i2s_dot_rows_each(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_x,
                        int r0, int r1, int32_t *out, size_t ldo);
+
+/* dense_dot_rows_multi by kops.dense_dot_rows once per vector: every set's default. */
+void dense_dot_rows_each(const struct dense_matrix *m, const float *xs, size_t ldx, int n_x,
+                         int r0, int r1, float *out, size_t ldo);
 
 /* q8_dot_rows_multi by kops.q8_dot_rows once per vector: every set's default. */
 void q8_dot_rows_each(const struct q8_matrix *m, const int8_t *xq, size_t ldx, int n_x, int r0,

@@ -498,10 +498,100 @@ ALWAYS_INLINE float q8_0_row1(uint32_t type, const uint8_t *p0, const float *x, 
 /* One driver per type (kernels/row_walk.h), so the type switch in dense_load16 folds away. */
 DENSE_DOT_ROWS(dense_dot_rows_avx512)
 
+/* ------------------------------------------------------- dense, several vectors */
+
+/* Two rows against NX vectors: each weight chunk is converted once and used NX times.
+ * Every (row, vector) pair keeps dense_rows4's arithmetic exactly (two FMA chains over
+ * 32-column steps, the tail into the first, one reduction of their sum), so each dot is
+ * bit-identical to the one-vector kernel's. */
+ALWAYS_INLINE void dense_rows2_multi(uint32_t type, const uint8_t *p0, const uint8_t *p1,
+                                     size_t rb, const float *const *x, const int NX, int cols,
+                                     float out[2][4])
+{
+    const size_t esz = type == GGML_TYPE_F32 ? 4 : 2;
+    __m512 a[2][4], b[2][4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NX; t++)
+        a[0][t] = a[1][t] = b[0][t] = b[1][t] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        /* the next pair of rows, so that the first vectors' pass streams from memory
+         * rather than waiting on it (the later passes find the block in L2) */
+        PF_NEXT_ROW(p0 + (size_t)c * esz, 2 * rb);
+        PF_NEXT_ROW(p1 + (size_t)c * esz, 2 * rb);
+        __m512 w00 = dense_load16(type, p0, c, 0, 1), w01 = dense_load16(type, p0, c + 16, 0, 1);
+        __m512 w10 = dense_load16(type, p1, c, 0, 1), w11 = dense_load16(type, p1, c + 16, 0, 1);
+#pragma GCC unroll 4
+        for (int t = 0; t < NX; t++) {
+            __m512 x0 = _mm512_loadu_ps(x[t] + c), x1 = _mm512_loadu_ps(x[t] + c + 16);
+            a[0][t] = _mm512_fmadd_ps(w00, x0, a[0][t]);
+            b[0][t] = _mm512_fmadd_ps(w01, x1, b[0][t]);
+            a[1][t] = _mm512_fmadd_ps(w10, x0, a[1][t]);
+            b[1][t] = _mm512_fmadd_ps(w11, x1, b[1][t]);
+        }
+    }
+    for (; c < cols; c += 16) {
+        int n = cols - c < 16 ? cols - c : 16;
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __m512 w0 = dense_load16(type, p0, c, m, 0), w1 = dense_load16(type, p1, c, m, 0);
+#pragma GCC unroll 4
+        for (int t = 0; t < NX; t++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + c);
+            a[0][t] = _mm512_fmadd_ps(w0, xv, a[0][t]);
+            a[1][t] = _mm512_fmadd_ps(w1, xv, a[1][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NX; t++) {
+        out[0][t] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][t], b[0][t]));
+        out[1][t] = _mm512_reduce_add_ps(_mm512_add_ps(a[1][t], b[1][t]));
+    }
+}
+
+ALWAYS_INLINE void dense_multi_typed(uint32_t type, const struct dense_matrix *m, const float *xs,
+                                     size_t ldx, int n_x, int r0, int r1, float *out, size_t ldo)
+{
+    size_t rb = m->row_bytes;
+    for (int t0 = 0; t0 < n_x; t0 += 4) {
+        int nx = n_x - t0 < 4 ? n_x - t0 : 4;
+        const float *x[4];
+        for (int t = 0; t < 4; t++)
+            x[t] = xs + (size_t)(t0 + (t < nx ? t : 0)) * ldx;
+        for (int r = r0; r < r1; r += 2) {
+            /* an odd last row is computed twice and stored once */
+            const uint8_t *p0 = m->data + (size_t)r * rb, *p1 = r + 1 < r1 ? p0 + rb : p0;
+            float dot[2][4];
+            switch (nx) {
+            case 1: dense_rows2_multi(type, p0, p1, rb, x, 1, m->cols, dot); break;
+            case 2: dense_rows2_multi(type, p0, p1, rb, x, 2, m->cols, dot); break;
+            case 3: dense_rows2_multi(type, p0, p1, rb, x, 3, m->cols, dot); break;
+            default: dense_rows2_multi(type, p0, p1, rb, x, 4, m->cols, dot); break;
+            }
+            for (int t = 0; t < nx; t++) {
+                out[(size_t)(t0 + t) * ldo + r] = dot[0][t];
+                if (r + 1 < r1)
+                    out[(size_t)(t0 + t) * ldo + r + 1] = dot[1][t];
+            }
+        }
+    }
+}
+
+static void dense_dot_rows_multi_avx512(const struct dense_matrix *m, const float *xs, size_t ldx,
+                                        int n_x, int r0, int r1, float *out, size_t ldo)
+{
+    switch (m->type) {
+    case GGML_TYPE_F32: dense_multi_typed(GGML_TYPE_F32, m, xs, ldx, n_x, r0, r1, out, ldo); break;
+    case GGML_TYPE_F16: dense_multi_typed(GGML_TYPE_F16, m, xs, ldx, n_x, r0, r1, out, ldo); break;
+    case GGML_TYPE_BF16: dense_multi_typed(GGML_TYPE_BF16, m, xs, ldx, n_x, r0, r1, out, ldo); break;
+    default: dense_dot_rows_each(m, xs, ldx, n_x, r0, r1, out, ldo); break;
+    }
+}
+
 const struct kernel_ops kernels_avx512 = {
     .name = "avx512",
     .i2s_dot_rows = i2s_dot_rows_avx512,
     .dense_dot_rows = dense_dot_rows_avx512,
+    .dense_dot_rows_multi = dense_dot_rows_multi_avx512,
     .q8_dot_rows = q8_dot_rows_avx512,
     .q8_dot_rows_multi = q8_dot_rows_multi_avx512,
 };

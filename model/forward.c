@@ -501,9 +501,11 @@ static void output_task(void *ctx, int ith, int nth)
     for (int b = lo; b < hi; b += block) {
         int be = b + block < hi ? b + block : hi;
         if (!q) {
-            for (int i = 0; i < job->n; i++)
-                kops.dense_dot_rows(&m->output, s->xb + (size_t)i * embd, b, be,
-                                    job->logits + (size_t)i * V);
+            /* every row in one call, which may convert each weight once for several */
+            if (job->n == 1)
+                kops.dense_dot_rows(&m->output, s->xb, b, be, job->logits);
+            else
+                kops.dense_dot_rows_multi(&m->output, s->xb, embd, job->n, b, be, job->logits, V);
             continue;
         }
         /* int8 head: HEAD_ACC_ROWS vectors at once share each weight load; head_acc

@@ -376,6 +376,42 @@ static void fill_dense(uint32_t type, uint8_t *row, int cols, enum pattern wp)
     }
 }
 
+/* Several vectors at once must give each vector's one-vector result bit for bit, in
+ * every set (kops is the set under test: the default walks it once per vector). */
+static void dense_multi_case(const struct dense_matrix *m, const float *x0, const int *r0s,
+                             const int *r1s, int nr)
+{
+    static const int counts[] = {1, 2, 3, 4, 5, 7};
+    size_t rows = (size_t)m->rows, cols = (size_t)m->cols;
+    const size_t ldx = cols + 3, ldo = rows + 5;
+    float *xs = malloc(sizeof(float) * ldx * 7);
+    float *want = malloc(sizeof(float) * ldo * 7), *got = malloc(sizeof(float) * ldo * 7);
+    for (size_t t = 0; t < 7; t++)
+        for (size_t c = 0; c < cols; c++)
+            xs[t * ldx + c] = t == 0 ? x0[c] : rand_float();
+    struct kernel_ops saved = kops;
+    for (int s = 0; s < n_sets; s++) {
+        kops = sets[s];
+        for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+            for (int k = 0; k < nr; k++) {
+                int n_x = counts[ci], bad = 0;
+                for (size_t i = 0; i < ldo * 7; i++)
+                    want[i] = got[i] = -12345.0f;
+                for (int t = 0; t < n_x; t++)
+                    sets[s].dense_dot_rows(m, xs + t * ldx, r0s[k], r1s[k], want + t * ldo);
+                sets[s].dense_dot_rows_multi(m, xs, ldx, n_x, r0s[k], r1s[k], got, ldo);
+                bad = memcmp(want, got, sizeof(float) * ldo * 7) != 0;
+                CHECK(!bad, "%s dense multi %s %zux%zu, %d vectors, rows [%d,%d): not each "
+                      "vector's own result (or wrote outside)", sets[s].name,
+                      ggml_type_name(m->type), rows, cols, n_x, r0s[k], r1s[k]);
+            }
+    }
+    kops = saved;
+    free(xs);
+    free(want);
+    free(got);
+}
+
 static void dense_case(uint32_t type, int rows, int cols, enum pattern wp)
 {
     size_t rb = dense_row_bytes(type, cols);
@@ -423,6 +459,7 @@ static void dense_case(uint32_t type, int rows, int cols, enum pattern wp)
             CHECK(clobbered == 0, "%s dense %s %dx%d rows [%d,%d): wrote %d values outside",
                   sets[s].name, ggml_type_name(type), rows, cols, r0s[k], r1s[k], clobbered);
         }
+    dense_multi_case(&m, x, r0s, r1s, nr);
     free(want);
     free(got);
     free(tol);
