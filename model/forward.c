@@ -390,40 +390,33 @@ static void attention_task(void *ctx, int ith, int nth)
         if (g > hi - item)
             g = hi - item;
         size_t head = kv_head_index(s, hp, s->row_slot[t], job->il, kvh);
-        size_t off = head * (size_t)s->n_ctx_pad * hd;
+        size_t off = head * (size_t)s->n_ctx_pad * hd; /* in elements */
+        const float *q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd;
+        float *out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd;
+        int n = s->row_pos[t] + 1;
         float scale = 1.0f / sqrtf((float)hd);
         float *scratch = s->att + (size_t)ith * group * s->n_ctx_pad;
         if (s->kv_type == KV_TYPE_Q8) {
             struct attn_group_q8 a = {
-                .q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd,
-                .out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd,
+                .q = q, .out = out, .g = g, .d = hd, .n = n, .scale = scale, .scratch = scratch,
                 .k = (const int8_t *)s->key_cache + off,
                 .v = (const int8_t *)s->value_cache + off,
                 .k_scale = s->key_scale + head * s->n_ctx_pad,
                 .v_scale = s->value_scale + head * s->n_ctx_pad,
-                .g = g, .d = hd, .n = s->row_pos[t] + 1,
-                .scale = scale,
-                .scratch = scratch,
                 .q8 = s->att_q8 + (size_t)ith * group * hd,
             };
             kops.attn_q8(&a);
-            item += g;
-            continue;
+        } else {
+            struct attn_group a = {
+                .q = q, .out = out, .g = g, .d = hd, .n = n, .scale = scale, .scratch = scratch,
+                .k = (const char *)s->key_cache + off * elem,
+                .v = (const char *)s->value_cache + off * elem,
+            };
+            if (s->kv_type == KV_TYPE_F16)
+                kops.attn_f16(&a);
+            else
+                kops.attn_f32(&a);
         }
-        off *= elem;
-        struct attn_group a = {
-            .q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd,
-            .out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd,
-            .k = (const char *)s->key_cache + off,
-            .v = (const char *)s->value_cache + off,
-            .g = g, .d = hd, .n = s->row_pos[t] + 1,
-            .scale = scale,
-            .scratch = scratch,
-        };
-        if (s->kv_type == KV_TYPE_F16)
-            kops.attn_f16(&a);
-        else
-            kops.attn_f32(&a);
         item += g;
     }
 }
