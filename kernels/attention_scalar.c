@@ -19,6 +19,15 @@ static inline float key_elem(const struct attn_group *a, int p, int i, bool f16)
     return cache_elem(a->k, at, f16);
 }
 
+/* The lane sums of a softmax folded to lane[0] as kernels.h states: halves, then quarters,
+ * down to one. */
+static void fold_lanes(float lane[ATTN_TILE])
+{
+    for (int width = ATTN_TILE / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++)
+            lane[j] += lane[j + width];
+}
+
 /* A head's scores in w[0..n) become its softmax weights (e^(s - max), then e / sum). */
 static void softmax(float *w, int n)
 {
@@ -30,9 +39,7 @@ static void softmax(float *w, int n)
         w[p] = attn_exp(w[p] - max);
         lane[p % ATTN_TILE] += w[p];
     }
-    for (int width = ATTN_TILE / 2; width >= 1; width /= 2)
-        for (int j = 0; j < width; j++)
-            lane[j] += lane[j + width];
+    fold_lanes(lane);
     float inv = 1.0f / lane[0];
     for (int p = 0; p < n; p++)
         w[p] = w[p] * inv;
@@ -85,9 +92,7 @@ void attn_q8_scalar(const struct attn_group_q8 *a)
             lane[p % ATTN_TILE] += e;
             w[p] = e * a->v_scale[p];
         }
-        for (int width = ATTN_TILE / 2; width >= 1; width /= 2)
-            for (int j = 0; j < width; j++)
-                lane[j] += lane[j + width];
+        fold_lanes(lane);
         for (int i = 0; i < d; i++)
             out[i] = 0.0f;
         for (int p = 0; p < n; p++)
