@@ -207,8 +207,95 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
     return t[calls / 2];
 }
 
+/* Several decoding streams: the FFN up matrix against 8 vectors (then 2, 3 and 16), in
+ * blocks of MULTI_BLOCK rows on the calling thread as model/forward.c issues it, by the
+ * set's i2s_dot_rows_multi and by the per-vector default (i2s_dot_rows_each). The two
+ * take turns, round after round, so that both meet the same load from anything else
+ * running; every round's figures are printed, not only the best. Run alone ("multi"),
+ * nothing pins the caller: taskset does. */
+#define MULTI_X 16 /* SMALL_BATCH of model/forward.c */
+#define MULTI_BLOCK 512 /* GEMV_BLOCK_ROWS of model/forward.c */
+#define MULTI_ROUNDS 5
+#define MULTI_CALLS 31
+
+typedef void i2s_multi_fn(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_x,
+                          int r0, int r1, int32_t *out, size_t ldo);
+
+/* Median seconds for the whole matrix; copies > 1 rotates through that many copies, so
+ * that the first pass over each block comes from memory. */
+static double time_multi(i2s_multi_fn *fn, struct ternary_matrix *w, const uint8_t *arena,
+                         size_t copies, const int8_t *xq, int n_x, int32_t *out)
+{
+    size_t bytes = (size_t)w->rows * w->row_bytes, copy = 0;
+    double t[MULTI_CALLS];
+    for (int n = -1; n < MULTI_CALLS; n++) { /* n = -1: warm-up */
+        copy = copy + 1 < copies ? copy + 1 : 0;
+        w->data = arena + copy * bytes;
+        double t0 = now();
+        for (int b = 0; b < w->rows; b += MULTI_BLOCK) {
+            int e = b + MULTI_BLOCK < w->rows ? b + MULTI_BLOCK : w->rows;
+            fn(w, xq, (size_t)w->cols, n_x, b, e, out, (size_t)w->rows);
+        }
+        if (n >= 0)
+            t[n] = now() - t0;
+    }
+    qsort(t, MULTI_CALLS, sizeof *t, cmp_double);
+    return t[MULTI_CALLS / 2];
+}
+
+static void bench_multi(const struct kernel_ops *sets, int n_sets)
+{
+    struct ternary_matrix w = {.type = GGML_TYPE_I2_S, .rows = 6912, .cols = 2560,
+                               .row_bytes = 2560 / 4, .scale = 1.0f};
+    size_t bytes = (size_t)w.rows * w.row_bytes, copies = (256u << 20) / bytes;
+    uint8_t *arena = aligned_alloc(64, copies * bytes);
+    int8_t *xq = aligned_alloc(64, (size_t)MULTI_X * w.cols);
+    int32_t *out = aligned_alloc(64, sizeof(int32_t) * MULTI_X * w.rows);
+    if (!arena || !xq || !out) {
+        fprintf(stderr, "bench_kernels: cannot allocate the multi-vector arena\n");
+        exit(1);
+    }
+    fill_codes(arena, copies * bytes);
+    for (int i = 0; i < MULTI_X * w.cols; i++)
+        xq[i] = (int8_t)(next() & 0xff);
+    printf("\ni2s_dot_rows_multi: %dx%d (ffn up), blocks of %d rows, 1 thread (the caller); "
+           "stream = %zu copies in turn, hot = one copy; median of %d calls\n",
+           w.rows, w.cols, MULTI_BLOCK, copies, MULTI_CALLS);
+    printf("%-7s %7s %5s %-6s %10s %13s %7s\n", "set", "vectors", "round", "mode", "multi ms",
+           "per-vector ms", "ratio");
+    static const int counts[] = {8, 2, 3, 16};
+    struct kernel_ops saved = kops;
+    for (int k = 0; k < n_sets; k++) {
+        if (!sets[k].i2s_dot_rows_multi || sets[k].i2s_dot_rows_multi == i2s_dot_rows_each)
+            continue;
+        kops = sets[k]; /* the default calls kops.i2s_dot_rows */
+        for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+            for (int round = 0; round < MULTI_ROUNDS; round++)
+                for (int mode = 0; mode < 2; mode++) {
+                    int n_x = counts[ci];
+                    size_t c = mode ? 1 : copies;
+                    double tm, te;
+                    if (round % 2) {
+                        te = time_multi(i2s_dot_rows_each, &w, arena, c, xq, n_x, out);
+                        tm = time_multi(sets[k].i2s_dot_rows_multi, &w, arena, c, xq, n_x, out);
+                    } else {
+                        tm = time_multi(sets[k].i2s_dot_rows_multi, &w, arena, c, xq, n_x, out);
+                        te = time_multi(i2s_dot_rows_each, &w, arena, c, xq, n_x, out);
+                    }
+                    printf("%-7s %7d %5d %-6s %10.3f %13.3f %6.2fx\n", sets[k].name, n_x, round,
+                           mode ? "hot" : "stream", tm * 1e3, te * 1e3, te / tm);
+                    fflush(stdout);
+                }
+    }
+    kops = saved;
+    free(arena);
+    free(xq);
+    free(out);
+}
+
 /* Arguments: an optional filter (only the shapes whose kernel or role contains it;
- * "token" for the whole-token sequence alone), and --huge to back the weights with
+ * "token" for the whole-token sequence alone, "multi" for the several-vector section
+ * alone, without the read probe), and --huge to back the weights with
  * transparent huge pages (the engine maps the model file in 4 KiB pages). */
 int main(int argc, char **argv)
 {
@@ -242,6 +329,10 @@ int main(int argc, char **argv)
             sets[n_sets++] = kops;
     }
     unsetenv("BITNET_KERNEL");
+    if (only && strcmp(only, "multi") == 0) {
+        bench_multi(sets, n_sets);
+        return 0;
+    }
 
     /* The project's read probe (the roofline bitnetctl bench reports against), run
      * before this process pins itself: a pinned parent would leave the probe's threads
@@ -379,6 +470,8 @@ int main(int argc, char **argv)
             }
         }
     }
+    if (!only)
+        bench_multi(sets, n_sets);
     threadpool_free(pools[1]);
     free(arena);
     free(xq);

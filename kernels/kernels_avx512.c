@@ -183,6 +183,147 @@ static void i2s_dot_rows_avx512(const struct ternary_matrix *w, const int8_t *xq
     }
 }
 
+/* ---------------------------------------------------------------- I2_S, several vectors */
+
+/* Plane j of the codes moved up to bits 7-6 (a 16-bit shift: what crosses into the next
+ * byte is masked off), so that every plane is code * 64 and one accumulator per row and
+ * vector takes all four; i2s_finish scales it down as its first plane. Three shifts more
+ * than masking in place, but shared by every vector of a group, and they free the
+ * registers of three accumulators per row and vector: four rows by four vectors fit.
+ * A lane gains at most 16 * 3 * 64 * 128 < 2^19 per block pair, so a chunk's 32 pairs
+ * stay exact in int32. */
+ALWAYS_INLINE __m512i i2s_plane_hi(__m512i w, const int j)
+{
+    return _mm512_and_si512(j ? _mm512_slli_epi16(w, 2 * j) : w, _mm512_set1_epi8((char)0xc0));
+}
+
+/* One block pair of NR rows (their code loads in wv) against NX vectors whose arranged x
+ * lie lda bytes apart from xb: each plane is made once and meets every vector. */
+ALWAYS_INLINE void i2s_multi_step(__m512i a[4][4], __m512i wv[4], const int NR, const int8_t *xb,
+                                  size_t lda, const int NX)
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < NR; k++)
+        __asm__("" : "+v"(wv[k])); /* one load per row, not one per plane */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512i p[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < NR; k++)
+            p[k] = i2s_plane_hi(wv[k], j);
+#pragma GCC unroll 4
+        for (int t = 0; t < NX; t++) {
+            __m512i xv = _mm512_load_si512(xb + t * lda + 64 * j);
+#pragma GCC unroll 4
+            for (int k = 0; k < NR; k++)
+                a[k][t] = dpbusd(a[k][t], p[k], xv);
+        }
+    }
+}
+
+/* sum_c code[r][c] * x_t[c] over nblk blocks for NR rows (1 or 4, each also prefetching
+ * the row after it) and NX vectors (1..4). */
+ALWAYS_INLINE void i2s_rows_multi(const uint8_t *const w[4], const int NR, size_t rb,
+                                  const int8_t *xa, size_t lda, const int NX, int nblk,
+                                  int32_t dot[4][4])
+{
+    __m512i a[4][4], wv[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < NR; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NX; t++)
+            a[k][t] = _mm512_setzero_si512();
+    int b = 0;
+    for (; b + 2 <= nblk; b += 2) {
+#pragma GCC unroll 4
+        for (int k = 0; k < NR; k++) {
+            PF_NEXT_ROW(w[k] + b * 32, rb);
+            wv[k] = _mm512_loadu_si512(w[k] + b * 32);
+        }
+        i2s_multi_step(a, wv, NR, xa + b * 128, lda, NX);
+    }
+    if (b < nblk) {
+#pragma GCC unroll 4
+        for (int k = 0; k < NR; k++)
+            wv[k] = i2s_load_half(w[k] + b * 32);
+        i2s_multi_step(a, wv, NR, xa + b * 128, lda, NX);
+    }
+    const __m512i z = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int k = 0; k < NR; k++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NX; t++)
+            dot[k][t] = i2s_finish(a[k][t], z, z, z);
+}
+
+/* The rows of one chunk of columns for one group of nx vectors, walked as the one-vector
+ * kernel walks them. */
+ALWAYS_INLINE void i2s_multi_walk(const uint8_t *base, size_t rb, int r0, int r1,
+                                  const int8_t *xa, size_t lda, const int NX, int nblk,
+                                  int32_t *const out[4], const uint32_t sumx[4], int first)
+{
+    struct row_walk it;
+    row_walk_init(&it, r0, r1);
+    int rr[4], n;
+    while ((n = row_walk_next(&it, rr)) != 0) {
+        const uint8_t *w[4];
+        for (int k = 0; k < n; k++)
+            w[k] = base + (size_t)rr[k] * rb;
+        int32_t dot[4][4];
+        if (n == 4)
+            i2s_rows_multi(w, 4, rb, xa, lda, NX, nblk, dot);
+        else
+            i2s_rows_multi(w, 1, rb, xa, lda, NX, nblk, dot);
+        /* uint32: a later chunk adds to the earlier ones, wrapping as the scalar would */
+        for (int t = 0; t < NX; t++)
+            for (int k = 0; k < n; k++)
+                out[t][rr[k]] = (int32_t)((first ? 0 : (uint32_t)out[t][rr[k]]) +
+                                          (uint32_t)dot[k][t] - sumx[t]);
+    }
+}
+
+/* Several decoding streams: vectors go in groups of up to four (as even as can be), each
+ * group's x arranged once per chunk; every 64 bytes of codes are loaded and split into
+ * planes once per group, and each plane meets the group's vectors from L1. A later group
+ * finds the rows in L2 (model/forward.c passes blocks of rows small enough). On Zen 5,
+ * four rows by four vectors ran at ~92% of a bare vpdpbusd loop's rate from L2; two rows by
+ * four was slower, two rows by eight no faster. */
+static void i2s_dot_rows_multi_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ldx,
+                                      int n_x, int r0, int r1, int32_t *out, size_t ldo)
+{
+    if (n_x == 1) /* nothing to share; its own kernel overlaps more chains per row */
+        i2s_dot_rows_avx512(w, xq, r0, r1, out);
+    if (n_x <= 1 || r0 >= r1)
+        return;
+    _Alignas(64) int8_t xa[4 * I2S_CHUNK];
+    size_t rb = w->row_bytes;
+    int groups = (n_x + 3) / 4;
+    for (int c0 = 0; c0 < w->cols; c0 += I2S_CHUNK) {
+        int nblk = (w->cols - c0 < I2S_CHUNK ? w->cols - c0 : I2S_CHUNK) / 128;
+        const uint8_t *base = w->data + (size_t)c0 / 4;
+        size_t lda = (size_t)(nblk + 1) / 2 * 256; /* what i2s_arrange_x writes */
+        for (int g = 0, t0 = 0; g < groups; g++) {
+            int nx = (n_x - t0) / (groups - g);
+            int32_t *o[4];
+            uint32_t sumx[4];
+            for (int t = 0; t < nx; t++) {
+                const int8_t *x = xq + (size_t)(t0 + t) * ldx + c0;
+                i2s_arrange_x(x, nblk, xa + t * lda);
+                /* codes are value + 1: sum((code - 1) * x) = sum(code * x) - sum(x) */
+                sumx[t] = (uint32_t)sum_i8(x, nblk * 128);
+                o[t] = out + (size_t)(t0 + t) * ldo;
+            }
+            int first = c0 == 0;
+            switch (nx) {
+            case 2: i2s_multi_walk(base, rb, r0, r1, xa, lda, 2, nblk, o, sumx, first); break;
+            case 3: i2s_multi_walk(base, rb, r0, r1, xa, lda, 3, nblk, o, sumx, first); break;
+            default: i2s_multi_walk(base, rb, r0, r1, xa, lda, 4, nblk, o, sumx, first); break;
+            }
+            t0 += nx;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- Q8 (int8 x int8) */
 
 /* vpdpbusd wants one unsigned operand. Flipping the weight's sign bit gives q + 128 as an
@@ -590,6 +731,7 @@ static void dense_dot_rows_multi_avx512(const struct dense_matrix *m, const floa
 const struct kernel_ops kernels_avx512 = {
     .name = "avx512",
     .i2s_dot_rows = i2s_dot_rows_avx512,
+    .i2s_dot_rows_multi = i2s_dot_rows_multi_avx512,
     .dense_dot_rows = dense_dot_rows_avx512,
     .dense_dot_rows_multi = dense_dot_rows_multi_avx512,
     .q8_dot_rows = q8_dot_rows_avx512,

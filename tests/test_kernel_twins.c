@@ -147,6 +147,81 @@ static void compare_ints(const char *what, const char *set, int rows, int cols, 
 
 /* ------------------------------------------------------------------ I2_S */
 
+/* Several vectors' sums by a multi kernel (got) against want: exact for the first n_x of
+ * n_vec vectors inside [r0, r1), and the fill value (-12345) left everywhere else. want
+ * holds every vector's scalar sums, -12345 in the padding up to ldo. */
+static void compare_multi(const char *what, const char *set, size_t rows, size_t cols, int n_x,
+                          int r0, int r1, const int32_t *want, const int32_t *got, size_t ldo,
+                          int n_vec)
+{
+    int bad = 0;
+    size_t first = 0;
+    for (size_t t = 0; t < (size_t)n_vec; t++)
+        for (size_t r = 0; r < ldo; r++) {
+            bool inside = (int)t < n_x && (int)r >= r0 && (int)r < r1;
+            size_t i = t * ldo + r;
+            if (got[i] != (inside ? want[i] : -12345) && bad++ == 0)
+                first = i;
+        }
+    CHECK(bad == 0, "%s %s %zux%zu, %d vectors, rows [%d,%d): %d values wrong or written "
+          "outside, first vector %zu row %zu (%d vs %d)", set, what, rows, cols, n_x, r0, r1, bad,
+          first / ldo, first % ldo, got[first], want[first]);
+}
+
+/* Several activation vectors at once (a few decoding streams): every vector's sums must
+ * be exactly its scalar sums, in every set, and nothing outside the rows is written.
+ * Vectors are ldx > cols apart, the last one ending at an inaccessible page; outputs are
+ * ldo > rows apart. kops is the set under test: the default walks it once per vector. */
+#define MULTI_MAX 16
+static void i2s_multi_case(const struct ternary_matrix *w, const int *r0s, const int *r1s, int nr,
+                           enum pattern xp)
+{
+    static const int counts[] = {1, 2, 3, 4, 5, 7, 8, 9, 16};
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    const size_t ldx = cols + 37, ldo = rows + 3, n_out = ldo * MULTI_MAX;
+    struct guarded gx;
+    int8_t *xs = (int8_t *)guarded_alloc(&gx, ldx * (MULTI_MAX - 1) + cols);
+    int32_t *want = malloc(sizeof(int32_t) * n_out), *got = malloc(sizeof(int32_t) * n_out);
+    for (size_t t = 0; t < MULTI_MAX; t++) {
+        fill_x(xs + t * ldx, (int)cols, t % 3 ? PAT_RANDOM : xp);
+        for (size_t i = 0; i < ldo; i++)
+            want[t * ldo + i] = -12345;
+        kernels_scalar.i2s_dot_rows(w, xs + t * ldx, 0, (int)rows, want + t * ldo);
+    }
+    struct kernel_ops saved = kops;
+    for (int s = 0; s < n_sets; s++) {
+        kops = sets[s];
+        for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+            for (int k = 0; k < nr; k++) {
+                for (size_t i = 0; i < n_out; i++)
+                    got[i] = -12345;
+                sets[s].i2s_dot_rows_multi(w, xs, ldx, counts[ci], r0s[k], r1s[k], got, ldo);
+                compare_multi("i2s multi", sets[s].name, rows, cols, counts[ci], r0s[k], r1s[k],
+                              want, got, ldo, MULTI_MAX);
+            }
+    }
+    kops = saved;
+    guarded_free(&gx);
+    free(want);
+    free(got);
+}
+
+/* Codes straight from random bytes, so 3 (read as +2 by the scalar twin) turns up too. */
+static void i2s_multi_raw_case(int rows, int cols)
+{
+    size_t rb = (size_t)cols / 4;
+    struct guarded gw;
+    uint8_t *data = guarded_alloc(&gw, rows * rb);
+    for (size_t i = 0; i < rows * rb; i++)
+        data[i] = (uint8_t)next();
+    struct ternary_matrix w = {.type = GGML_TYPE_I2_S, .rows = rows, .cols = cols, .data = data,
+                               .row_bytes = rb, .scale = 1.0f};
+    int r0s[8], r1s[8];
+    int nr = pick_ranges(rows, r0s, r1s);
+    i2s_multi_case(&w, r0s, r1s, nr, PAT_RANDOM);
+    guarded_free(&gw);
+}
+
 static void i2s_case(int rows, int cols, enum pattern wp, enum pattern xp)
 {
     size_t rb = (size_t)cols / 4;
@@ -176,6 +251,7 @@ static void i2s_case(int rows, int cols, enum pattern wp, enum pattern xp)
             sets[s].i2s_dot_rows(&w, xq, r0s[k], r1s[k], got + GUARD);
             compare_ints(what, sets[s].name, rows, cols, r0s[k], r1s[k], want, got);
         }
+    i2s_multi_case(&w, r0s, r1s, nr, xp);
     free(want);
     free(got);
     free(vals);
@@ -203,6 +279,13 @@ static void test_i2s(void)
     i2s_case(37, 8320, PAT_RANDOM, PAT_RANDOM);
     i2s_case(9, 17024, PAT_RANDOM, PAT_RANDOM);
     i2s_case(5, 17024, PAT_HIGH, PAT_LOW);
+    /* code 3 too; a few rows and more than model/forward.c's blocks of 512; odd and even
+     * block counts, within one column chunk and past it */
+    static const int raw_cols[] = {128, 384, 640, 2560, 6912, 8320, 8448};
+    for (size_t ci = 0; ci < sizeof raw_cols / sizeof *raw_cols; ci++) {
+        i2s_multi_raw_case(13, raw_cols[ci]);
+        i2s_multi_raw_case(530, raw_cols[ci]);
+    }
 }
 
 /* ------------------------------------------------------------------ q8 */
@@ -245,17 +328,11 @@ static void q8_multi_case(const struct q8_matrix *m, const int8_t *x0, const int
         kops = sets[s];
         for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
             for (int k = 0; k < nr; k++) {
-                int n_x = counts[ci], bad = 0;
                 for (size_t i = 0; i < ldo * 7; i++)
                     got[i] = -12345;
-                sets[s].q8_dot_rows_multi(m, xs, ldx, n_x, r0s[k], r1s[k], got, ldo);
-                for (int t = 0; t < 7; t++)
-                    for (size_t r = 0; r < ldo; r++) {
-                        bool inside = t < n_x && (int)r >= r0s[k] && (int)r < r1s[k];
-                        bad += got[t * ldo + r] != (inside ? want[t * ldo + r] : -12345);
-                    }
-                CHECK(bad == 0, "%s q8 multi %zux%zu, %d vectors, rows [%d,%d): %d values wrong "
-                      "or written outside", sets[s].name, rows, cols, n_x, r0s[k], r1s[k], bad);
+                sets[s].q8_dot_rows_multi(m, xs, ldx, counts[ci], r0s[k], r1s[k], got, ldo);
+                compare_multi("q8 multi", sets[s].name, rows, cols, counts[ci], r0s[k], r1s[k],
+                              want, got, ldo, 7);
             }
     }
     kops = saved;
