@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_features.h"
 #include "kernels/kernels_x86.h"
@@ -86,6 +87,10 @@ static void build(struct kernel_ops *ops, enum level l)
         ops->attn_f16 = attn_f16_avx2;
         ops->attn_q8 = attn_q8_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
+        ops->add_rows = add_rows_avx2;
+        ops->relu2_mul = relu2_mul_avx2;
+        ops->rmsnorm = rmsnorm_avx2;
+        ops->quantize_act = quantize_act_avx2;
     }
     if (l >= LEVEL_AVX512) {
         overlay(ops, &kernels_avx512);
@@ -93,6 +98,10 @@ static void build(struct kernel_ops *ops, enum level l)
         ops->attn_f16 = attn_f16_avx512;
         ops->attn_q8 = attn_q8_avx512;
         ops->i2s_gemm = i2s_gemm_avx512;
+        ops->add_rows = add_rows_avx512;
+        ops->relu2_mul = relu2_mul_avx512;
+        ops->rmsnorm = rmsnorm_avx512;
+        ops->quantize_act = quantize_act_avx512;
     }
     if (l >= LEVEL_AMX) {
         ops->i2s_gemm = i2s_gemm_amx;

@@ -161,6 +161,19 @@ struct kernel_ops {
     void (*attn_f16)(const struct attn_group *a);
     /* The same over the int8 cache (struct attn_group_q8). */
     void (*attn_q8)(const struct attn_group_q8 *a);
+    /* x_i += y_i (the residual). */
+    void (*add_rows)(float *x, const float *y, int n);
+    /* x_i = (r * r) * y_i, r = x_i > 0 ? x_i : 0 (NaN gives 0): the squared-ReLU gate
+     * times up. Both elementwise, so every set is bit-identical. */
+    void (*relu2_mul)(float *x, const float *y, int n);
+    /* out_i = (x_i * scale) * weight_i, each product rounded to float, with
+     *     scale = (float)(1 / sqrt(ss / n + eps))   (in double)
+     * and ss the sum of the squares (double, exact) added in RMS_LANES = 16 lanes, lane
+     * j taking x_j, x_j+16, ... in order, then folded by halves: lane j + 8 into j, then
+     * j + 4, j + 2, j + 1 (kernels/activation.h). Every set bit-identical. */
+    void (*rmsnorm)(float *out, const float *x, const float *weight, int n, float eps);
+    /* quantize_act_i8's result, bit for bit. */
+    float (*quantize_act)(const float *x, int n, int8_t *xq);
     /* Rows [r0, r1) of a dense matrix to int8 with one scale per row (absmax / 127,
      * round half to even) and each row's sum of q. */
     void (*dense_rows_to_q8)(const struct dense_matrix *m, int r0, int r1, int8_t *q,
@@ -179,7 +192,8 @@ extern const struct kernel_ops kernels_scalar;
 const char *kernels_supported(void);
 
 /* Per-token activation quantization of the spec: s = 127 / max|x| (max floored at
- * 1e-5), xq = clamp(round-half-even(x * s), -128, 127). Returns s. */
+ * 1e-5; NaN elements never become the max), xq = clamp(round-half-even(x * s), -128,
+ * 127), a NaN product giving 0. Returns s. The scalar set's quantize_act. */
 float quantize_act_i8(const float *x, int n, int8_t *xq);
 
 /* i2s_dot_rows_multi by kops.i2s_dot_rows once per vector: every set's default. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/f16.h"
 #include "kernels/ternary_formats.h"
@@ -132,25 +133,6 @@ static void i2s_gemm_scalar(const struct ternary_matrix *w, const int8_t *xq, si
     free(vals);
 }
 
-float quantize_act_i8(const float *x, int n, int8_t *xq)
-{
-    float amax = 0.0f;
-    /* a comparison rather than fmaxf: the same maximum, without a libm call per element */
-    for (int i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        amax = a > amax ? a : amax;
-    }
-    if (amax < 1e-5f)
-        amax = 1e-5f;
-    float s = 127.0f / amax;
-    for (int i = 0; i < n; i++) {
-        /* rintf rounds half to even in the default rounding mode, as the reference does */
-        float v = rintf(x[i] * s);
-        xq[i] = (int8_t)(v > 127.0f ? 127 : v < -128.0f ? -128 : v);
-    }
-    return s;
-}
-
 static void dense_rows_to_q8_scalar(const struct dense_matrix *m, int r0, int r1, int8_t *q,
                                     float *scale, int32_t *row_sum)
 {
@@ -183,4 +165,8 @@ const struct kernel_ops kernels_scalar = {
     .attn_f16 = attn_f16_scalar,
     .attn_q8 = attn_q8_scalar,
     .dense_rows_to_q8 = dense_rows_to_q8_scalar,
+    .add_rows = add_rows_scalar,
+    .relu2_mul = relu2_mul_scalar,
+    .rmsnorm = rmsnorm_scalar,
+    .quantize_act = quantize_act_i8,
 };

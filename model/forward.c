@@ -133,16 +133,6 @@ void forward_state_free(struct forward_state *s)
     memset(s, 0, sizeof *s);
 }
 
-static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps)
-{
-    double ss = 0.0;
-    for (int i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
-    float scale = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++)
-        out[i] = x[i] * scale * weight[i];
-}
-
 /* What a norm first does to its rows: the elementwise step between two matrix products
  * runs on the threads that start for the norm anyway. */
 enum norm_prep {
@@ -170,17 +160,12 @@ static void norm_task(void *ctx, int ith, int nth)
     for (int t = lo; t < hi; t++) {
         float *in = j->in + (size_t)t * j->dim, *xb = j->s->xb + (size_t)t * j->dim;
         const float *o = j->other ? j->other + (size_t)t * j->dim : NULL;
-        if (j->prep == PREP_ADD) {
-            for (int i = 0; i < j->dim; i++)
-                in[i] += o[i];
-        } else if (j->prep == PREP_GATE) {
-            for (int i = 0; i < j->dim; i++) {
-                float g = in[i] > 0.0f ? in[i] : 0.0f;
-                in[i] = g * g * o[i];
-            }
-        }
-        rmsnorm(xb, in, j->weight, j->dim, j->eps);
-        j->s->xscale[t] = quantize_act_i8(xb, j->dim, j->s->xq + (size_t)t * j->dim);
+        if (j->prep == PREP_ADD)
+            kops.add_rows(in, o, j->dim);
+        else if (j->prep == PREP_GATE)
+            kops.relu2_mul(in, o, j->dim);
+        kops.rmsnorm(xb, in, j->weight, j->dim, j->eps);
+        j->s->xscale[t] = kops.quantize_act(xb, j->dim, j->s->xq + (size_t)t * j->dim);
     }
 }
 
@@ -464,8 +449,7 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
     bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->xb, NULL, NULL);
     norm_and_quantize(s, s->hb, PREP_GATE, s->xb, L->ffn_sub_norm, ff, n, eps);
     bitlinear(s, n, &L->wdown, s->attn_out, NULL, NULL, NULL, NULL);
-    for (size_t i = 0; i < (size_t)n * embd; i++)
-        s->x[i] += s->attn_out[i];
+    kops.add_rows(s->x, s->attn_out, n * embd);
 }
 
 /* Rows of the output head multiplied against every requested row while they sit in L2:
@@ -523,9 +507,9 @@ void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, 
     int embd = (int)m->hp.n_embd;
     for (int i = 0; i < n; i++) {
         float *xb = s->xb + (size_t)i * embd;
-        rmsnorm(xb, s->x + (size_t)rows[i] * embd, m->output_norm, embd, m->hp.norm_eps);
+        kops.rmsnorm(xb, s->x + (size_t)rows[i] * embd, m->output_norm, embd, m->hp.norm_eps);
         if (m->output_q8.q)
-            s->xscale[i] = quantize_act_i8(xb, embd, s->head_xq + (size_t)i * embd);
+            s->xscale[i] = kops.quantize_act(xb, embd, s->head_xq + (size_t)i * embd);
     }
     struct output_job job = {.m = m, .s = s, .n = n, .logits = logits};
     threadpool_run(s->pool, output_task, &job);
