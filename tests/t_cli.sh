@@ -37,6 +37,20 @@ cmp -s $M $T/again.gguf || fail "synth is not deterministic for a seed"
 $CTL model synth --out $T/other.gguf --shape tiny --seed 8 2>/dev/null
 cmp -s $M $T/other.gguf && fail "synth ignores the seed"
 
+# bench: the JSON keys other tools read, each a positive figure; with --depth, each deep
+# decode step is paired with one at depth 0 (depth0_tps, depth_ratio)
+json=$($CTL bench --model $M --threads 2 --repeat 1 --prompt-tokens 8 --gen-tokens 4 --depth 40 \
+       --json 2>/dev/null) || fail "bench --json"
+node -e 'const j=JSON.parse(require("fs").readFileSync(0));
+  for (const k of ["prompt_tps","generated_tps","ttft_s","load_s","peak_rss_bytes","read_gbps",
+                   "roofline_ratio","depth0_tps","depth_ratio"])
+    if (!(j[k] > 0)) { console.error("bench key " + k + ": " + j[k]); process.exit(1); }
+  if (j.threads !== 2 || j.depth !== 40 || typeof j.kernel !== "string" ||
+      Math.abs(j.depth_ratio - j.generated_tps / j.depth0_tps) > 1e-9) process.exit(1)' <<<"$json" \
+  || fail "bench --json content: $json"
+expect_error "bench without a model" "usage" $CTL bench
+expect_error "bench, negative depth" "depth" $CTL bench --model $M --depth -1
+
 # tokenize / detokenize through the GGUF's own tokenizer
 ids=$($CTL tokenize --model $M --text "Hello world") || fail "tokenize"
 [ "$ids" = "9906 1917" ] || fail "tokenize 'Hello world' gave '$ids'"
