@@ -78,43 +78,145 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e)
+/* A buffer touched page by page and a pinned pool to read it: what every measurement
+ * needs, made once. */
+struct probe_setup {
+    uint8_t *buf;
+    size_t bytes;
+    struct threadpool *pool;
+    struct probe pr;
+};
+
+static int probe_setup_open(struct probe_setup *ps, size_t bytes, int n_threads, struct errbuf *e)
 {
     bytes = (bytes + 4095) / 4096 * 4096;
-    if (passes < 1 || passes > 1000 || bytes < 4096)
+    if (bytes < 4096)
         return err_set(e, "read probe: bad parameters");
-    uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED)
+    ps->bytes = bytes;
+    ps->buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ps->buf == MAP_FAILED)
         return err_set(e, "read probe: cannot map %zu MiB: %s", bytes >> 20, strerror(errno));
-    struct threadpool *pool = threadpool_new(n_threads, true, e);
-    if (!pool) {
-        munmap(buf, bytes);
+    ps->pool = threadpool_new(n_threads, true, e);
+    if (!ps->pool) {
+        munmap(ps->buf, bytes);
         return -1;
     }
     /* distinct non-zero pages, so no page is shared with the zero page */
     for (size_t i = 0; i < bytes; i += 64)
-        buf[i] = (uint8_t)(i >> 6);
+        ps->buf[i] = (uint8_t)(i >> 6);
     struct cpu_features f;
     cpu_features_detect(&f);
-    struct probe pr = {.buf = buf, .bytes = bytes, .wide = f.avx2};
+    ps->pr = (struct probe){.buf = ps->buf, .bytes = bytes, .wide = f.avx2};
+    threadpool_run(ps->pool, probe_task, &ps->pr); /* warm-up: faults and TLB */
+    return 0;
+}
+
+/* The median of `passes` timed reads of the whole buffer, in GB/s. */
+static int probe_setup_measure(struct probe_setup *ps, int passes, double *gbps, struct errbuf *e)
+{
+    if (passes < 1 || passes > 1000)
+        return err_set(e, "read probe: %d passes", passes);
     double *t = malloc((size_t)passes * sizeof *t);
-    if (!t) {
-        threadpool_free(pool);
-        munmap(buf, bytes);
+    if (!t)
         return err_set(e, "out of memory");
-    }
-    threadpool_run(pool, probe_task, &pr); /* warm-up: faults and TLB */
     for (int i = 0; i < passes; i++) {
         double t0 = now();
-        threadpool_run(pool, probe_task, &pr);
+        threadpool_run(ps->pool, probe_task, &ps->pr);
         t[i] = now() - t0;
     }
     qsort(t, (size_t)passes, sizeof *t, cmp_double);
-    *gbps = (double)bytes / t[passes / 2] / 1e9;
+    *gbps = (double)ps->bytes / t[passes / 2] / 1e9;
     free(t);
-    threadpool_free(pool);
-    munmap(buf, bytes);
     return 0;
+}
+
+static void probe_setup_close(struct probe_setup *ps)
+{
+    threadpool_free(ps->pool);
+    munmap(ps->buf, ps->bytes);
+}
+
+int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e)
+{
+    struct probe_setup ps;
+    if (probe_setup_open(&ps, bytes, n_threads, e) < 0)
+        return -1;
+    int rc = probe_setup_measure(&ps, passes, gbps, e);
+    probe_setup_close(&ps);
+    return rc;
+}
+
+/* The child's side: a measurement for every pass count read from `in`, its GB/s (or -1)
+ * written to `out`; ends at EOF or a count of 0. */
+static void probe_server_loop(size_t bytes, int n_threads, int in, int out)
+{
+    struct probe_setup ps;
+    struct errbuf e;
+    double v = -1.0;
+    bool ok = probe_setup_open(&ps, bytes, n_threads, &e) == 0;
+    int passes;
+    while (read(in, &passes, sizeof passes) == (ssize_t)sizeof passes && passes > 0) {
+        v = -1.0;
+        if (ok && probe_setup_measure(&ps, passes, &v, &e) < 0)
+            v = -1.0;
+        /* the caller's work runs next on the same CPUs: sleep rather than spin */
+        if (ok)
+            threadpool_park(ps.pool);
+        if (write(out, &v, sizeof v) != (ssize_t)sizeof v)
+            break;
+    }
+    if (ok)
+        probe_setup_close(&ps);
+}
+
+int read_probe_server_start(struct read_probe_server *s, size_t bytes, int n_threads,
+                            struct errbuf *e)
+{
+    int down[2], up[2];
+    if (pipe(down) != 0)
+        return err_set(e, "read probe: pipe: %s", strerror(errno));
+    if (pipe(up) != 0) {
+        int err = errno;
+        close(down[0]), close(down[1]);
+        return err_set(e, "read probe: pipe: %s", strerror(err));
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(down[0]), close(down[1]), close(up[0]), close(up[1]);
+        return err_set(e, "read probe: fork: %s", strerror(err));
+    }
+    if (pid == 0) {
+        close(down[1]), close(up[0]);
+        probe_server_loop(bytes, n_threads, down[0], up[1]);
+        _exit(0);
+    }
+    close(down[0]), close(up[1]);
+    s->pid = pid;
+    s->to_child = down[1];
+    s->from_child = up[0];
+    return 0;
+}
+
+int read_probe_server_measure(struct read_probe_server *s, int passes, double *gbps,
+                              struct errbuf *e)
+{
+    double v = -1.0;
+    if (write(s->to_child, &passes, sizeof passes) != (ssize_t)sizeof passes ||
+        read(s->from_child, &v, sizeof v) != (ssize_t)sizeof v || v <= 0)
+        return err_set(e, "read probe: the probe process failed");
+    *gbps = v;
+    return 0;
+}
+
+void read_probe_server_stop(struct read_probe_server *s)
+{
+    if (s->pid <= 0)
+        return;
+    close(s->to_child);
+    close(s->from_child);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
 }
 
 int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,

@@ -17,4 +17,19 @@ int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, 
 int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,
                                   struct errbuf *e);
 
+/* A probe kept ready in a child process, for measurements interleaved with other work
+ * on the same CPUs: its buffer never counts in the caller's resident memory, and each
+ * measurement costs only its reads (its threads sleep in between). */
+struct read_probe_server {
+    int pid;
+    int to_child, from_child;
+};
+
+int read_probe_server_start(struct read_probe_server *s, size_t bytes, int n_threads,
+                            struct errbuf *e);
+/* The median GB/s of `passes` reads of the buffer, measured now. */
+int read_probe_server_measure(struct read_probe_server *s, int passes, double *gbps,
+                              struct errbuf *e);
+void read_probe_server_stop(struct read_probe_server *s);
+
 #endif

@@ -48,8 +48,22 @@ static double weight_bytes_per_token(const struct bitnet_model *m)
     return (double)bitnet_model_ternary_bytes(m) + head;
 }
 
+/* Decode is timed in chunks of this many tokens, each right after a read-bandwidth
+ * measurement: this host's bandwidth moves by a third within a minute, so a ratio of two
+ * figures taken at different times says more about the host than about the engine. */
+#define DECODE_CHUNK 16
+#define PROBE_BYTES ((size_t)1 << 30)
+#define PROBE_PASSES 3
+
+/* Each decode chunk's read bandwidth just before it and its roofline ratio. */
+struct chunk_log {
+    double *gbps, *ratio;
+    int n, cap;
+};
+
 static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *r,
-                   double *bytes_per_token, char *kernel, size_t kernel_cap)
+                   double *bytes_per_token, char *kernel, size_t kernel_cap,
+                   struct read_probe_server *probe, struct chunk_log *log)
 {
     struct session s;
     int n_ctx = (int)(o->depth + o->prompt_tokens + o->gen_tokens + 1);
@@ -88,14 +102,31 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
      * the host's speed changes by more than the depth does between two runs here, but
      * not between two neighbouring tokens. */
     int pos = (int)n_pre;
-    double t_deep = 0.0, t_shallow = 0.0;
+    double t_deep = 0.0, t_shallow = 0.0, gbps = 0.0, chunk_start = 0.0;
+    struct errbuf e;
     for (long i = 0; rc == 0 && i < o->gen_tokens; i++) {
+        if (i % DECODE_CHUNK == 0) {
+            if (read_probe_server_measure(probe, PROBE_PASSES, &gbps, &e) < 0) {
+                fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
+                rc = -1;
+                break;
+            }
+            chunk_start = t_deep;
+        }
         double t1 = now_seconds();
         logits = session_feed(&s, &next, 1, pos++);
         t_deep += now_seconds() - t1;
         if (!logits) {
             rc = -1;
             break;
+        }
+        if ((i + 1) % DECODE_CHUNK == 0 || i + 1 == o->gen_tokens) {
+            long k = i % DECODE_CHUNK + 1;
+            if (log->n < log->cap) {
+                log->gbps[log->n] = gbps;
+                log->ratio[log->n] = (double)k / (t_deep - chunk_start) * *bytes_per_token / (gbps * 1e9);
+                log->n++;
+            }
         }
         next = argmax_f32(logits, s.model.hp.n_vocab);
         if (o->depth > 0) {
@@ -161,23 +192,28 @@ int cmd_bench(int argc, char **argv)
     struct cpu_features f;
     cpu_features_detect(&f);
     struct errbuf e = {{0}};
-    double read_gbps;
     if (!o.json)
-        fprintf(stderr, "bench: measuring read bandwidth with %d threads...\n", threads);
-    if (read_bandwidth_probe_isolated((size_t)2 << 30, threads, 7, &read_gbps, &e) < 0) {
+        fprintf(stderr, "bench: read bandwidth measured with %d threads before every %d decoded "
+                        "tokens\n", threads, DECODE_CHUNK);
+    struct read_probe_server probe = {0};
+    if (read_probe_server_start(&probe, PROBE_BYTES, threads, &e) < 0) {
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
         return 1;
     }
     int n = (int)o.repeat;
+    struct chunk_log log = {.cap = n * (int)((o.gen_tokens + DECODE_CHUNK - 1) / DECODE_CHUNK)};
+    log.gbps = calloc((size_t)log.cap, sizeof(double));
+    log.ratio = calloc((size_t)log.cap, sizeof(double));
     double *load = calloc((size_t)n, sizeof(double)), *pp = calloc((size_t)n, sizeof(double));
     double *tg = calloc((size_t)n, sizeof(double)), *ttft = calloc((size_t)n, sizeof(double));
     double *tg0 = calloc((size_t)n, sizeof(double));
     double bytes_per_token = 0;
     char kernel[32] = "";
-    int rc = load && pp && tg && ttft && tg0 ? 0 : 1;
+    int rc = load && pp && tg && ttft && tg0 && log.gbps && log.ratio ? 0 : 1;
     for (int i = 0; rc == 0 && i < n; i++) {
         struct bench_run r;
-        if (one_run(&o, (uint64_t)i + 1, &r, &bytes_per_token, kernel, sizeof kernel) < 0) {
+        if (one_run(&o, (uint64_t)i + 1, &r, &bytes_per_token, kernel, sizeof kernel, &probe,
+                    &log) < 0) {
             rc = 1;
             break;
         }
@@ -195,7 +231,8 @@ int cmd_bench(int argc, char **argv)
         getrusage(RUSAGE_SELF, &ru);
         double peak_rss = (double)ru.ru_maxrss * 1024.0;
         double gen = median(tg, n), prompt = median(pp, n), gen0 = median(tg0, n);
-        double ratio = gen * bytes_per_token / (read_gbps * 1e9);
+        double read_gbps = median(log.gbps, log.n), ratio = median(log.ratio, log.n);
+        double ratio_lo = log.ratio[0], ratio_hi = log.ratio[log.n - 1]; /* sorted by median */
         if (o.json) {
             json_object *j = json_object_new_object();
             json_object_object_add(j, "model", json_object_new_string(o.model));
@@ -216,6 +253,9 @@ int cmd_bench(int argc, char **argv)
             json_object_object_add(j, "read_gbps", json_object_new_double(read_gbps));
             json_object_object_add(j, "weight_bytes_per_token", json_object_new_int64((int64_t)bytes_per_token));
             json_object_object_add(j, "roofline_ratio", json_object_new_double(ratio));
+            json_object_object_add(j, "roofline_ratio_min", json_object_new_double(ratio_lo));
+            json_object_object_add(j, "roofline_ratio_max", json_object_new_double(ratio_hi));
+            json_object_object_add(j, "roofline_chunks", json_object_new_int(log.n));
             if (o.depth > 0) {
                 json_object_object_add(j, "depth0_tps", json_object_new_double(gen0));
                 json_object_object_add(j, "depth_ratio", json_object_new_double(gen / gen0));
@@ -237,6 +277,9 @@ int cmd_bench(int argc, char **argv)
             printf("read bandwidth   %.1f GB/s\n", read_gbps);
             printf("roofline ratio   %.3f (%.2f GB of weights per token -> %.1f tok/s bound)\n",
                    ratio, bytes_per_token / 1e9, read_gbps * 1e9 / bytes_per_token);
+            printf("                 median of %d chunks of %d tokens, each against the read "
+                   "bandwidth just before it; range %.3f - %.3f\n", log.n, DECODE_CHUNK,
+                   ratio_lo, ratio_hi);
             printf("(medians of %d runs)\n", n);
         }
     }
@@ -245,5 +288,8 @@ int cmd_bench(int argc, char **argv)
     free(tg);
     free(ttft);
     free(tg0);
+    free(log.gbps);
+    free(log.ratio);
+    read_probe_server_stop(&probe);
     return rc;
 }
