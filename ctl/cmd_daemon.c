@@ -369,7 +369,8 @@ int daemon_generate(const struct daemon_generate_args *a)
         if (ch->done) {
             putchar('\n');
             const Bitnet__GenerateStats *st = ch->stats;
-            if (st)
+            /* a failed job's figures would read as a result; its error says it all */
+            if (st && ch->stop_reason != BITNET__STOP_REASON__STOP_REASON_ERROR)
                 fprintf(stderr,
                         "job %llu: prompt %u tokens in %.2fs (%.2f tok/s) | generated %u tokens "
                         "in %.2fs (%.2f tok/s) | first token after %.3fs\n",
