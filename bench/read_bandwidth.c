@@ -152,8 +152,17 @@ static void probe_server_loop(size_t bytes, int n_threads, int in, int out)
 {
     struct probe_setup ps;
     struct errbuf e;
-    double v = -1.0;
     bool ok = probe_setup_open(&ps, bytes, n_threads, &e) == 0;
+    if (ok)
+        threadpool_park(ps.pool);
+    /* ready (1) or not (-1): the caller waits for it, so that touching the buffer never
+     * competes with the work the caller measures */
+    double v = ok ? 1.0 : -1.0;
+    if (write(out, &v, sizeof v) != (ssize_t)sizeof v) {
+        if (ok)
+            probe_setup_close(&ps);
+        return;
+    }
     int passes;
     while (read(in, &passes, sizeof passes) == (ssize_t)sizeof passes && passes > 0) {
         v = -1.0;
@@ -195,6 +204,11 @@ int read_probe_server_start(struct read_probe_server *s, size_t bytes, int n_thr
     s->pid = pid;
     s->to_child = down[1];
     s->from_child = up[0];
+    double ready = -1.0;
+    if (read(s->from_child, &ready, sizeof ready) != (ssize_t)sizeof ready || ready <= 0) {
+        read_probe_server_stop(s);
+        return err_set(e, "read probe: the probe process could not set up %zu MiB", bytes >> 20);
+    }
     return 0;
 }
 
