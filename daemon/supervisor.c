@@ -58,10 +58,17 @@ static void exec_child(char *const argv[], pid_t parent)
 
 int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
 {
-    char *argv[] = {
-        d->worker_bin, "--id", w->id, "--control", d->ipc.workers_ep,
-        "--data", w->data_endpoint, NULL,
+    /* With --listen, a local worker may send to a remote stage, which admits only the keys
+     * the daemon names in its LoadShard: it sends as the daemon's key pair, the same for
+     * every local worker and every restart, so naming it never waits for a worker. (Its
+     * control and data sockets stay ipc; the key is used for a tcp next stage only.) */
+    char *argv[10] = {
+        d->worker_bin, "--id", w->id, "--control", d->ipc.workers_ep, "--data", w->data_endpoint,
     };
+    if (d->ipc.curve_sec[0] && d->cfg.curve_key) {
+        argv[7] = "--key";
+        argv[8] = d->cfg.curve_key;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)

@@ -324,6 +324,16 @@ static bool next_target(const struct daemon *d, const struct worker *w, const ch
     return **ep != 0;
 }
 
+/* The CURVE public key that pushes Forward into w: the previous stage's own when that one
+ * is remote; else the daemon's, which both its stage-0 feed and its local workers (started
+ * with --key of the daemon's key file) send as. "" while a remote previous stage has not
+ * joined yet. Only a remote w asks: an ipc data socket has no allow-list. */
+static const char *sender_key(const struct daemon *d, const struct worker *w)
+{
+    const struct worker *p = w->stage > 0 ? &d->workers.w[w->stage - 1] : NULL;
+    return p && p->remote ? p->data_key : d->ipc.curve_pub;
+}
+
 static int send_load_shard(struct daemon *d, struct worker *w, const char *next_ep,
                            const char *next_key)
 {
@@ -366,6 +376,12 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
     ls.act_type = (Bitnet__ElemType)d->cfg.act_type;
     ls.next_endpoint = (char *)next_ep;
     ls.next_server_key = (char *)next_key;
+    /* a remote stage's tcp data socket admits only this key (its ZAP allow-list) */
+    char *senders[1] = {(char *)sender_key(d, w)};
+    if (w->remote) {
+        ls.n_data_sender_keys = 1;
+        ls.data_sender_keys = senders;
+    }
     ls.max_sequences = (uint32_t)d->cfg.max_sequences;
     Bitnet__Envelope env;
     wire_envelope_init(&env, ++d->workers.next_request_id);
@@ -377,14 +393,18 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
     return send_to(d, w, &env);
 }
 
-/* Sends w its LoadShard, or parks it in WAITING until its next stage has joined. */
+/* Sends w its LoadShard, or parks it in WAITING until its next stage has joined (to know
+ * where to send) and, for a remote w after a remote stage, its previous stage has (to know
+ * whom to admit). */
 static void load_or_wait(struct daemon *d, struct worker *w)
 {
     const char *ep, *key;
-    if (!next_target(d, w, &ep, &key)) {
+    bool have_next = next_target(d, w, &ep, &key);
+    if (!have_next || (w->remote && !*sender_key(d, w))) {
         if (w->state != WORKER_WAITING)
-            dlog("worker %s: waiting for w%d to join before loading (its data endpoint is not "
-                 "known yet)", w->id, w->stage + 1);
+            dlog("worker %s: waiting for w%d to join before loading (%s is not known yet)",
+                 w->id, have_next ? w->stage - 1 : w->stage + 1,
+                 have_next ? "the key it sends with" : "its data endpoint");
         set_state(d, w, WORKER_WAITING);
         return;
     }
@@ -415,6 +435,24 @@ static void data_endpoint_known(struct daemon *d, struct worker *w)
         dlog("worker %s: its next stage %s is now at %s; loading it again to send there",
              p->id, w->id, w->data_endpoint);
         load_or_wait(d, p);
+    }
+}
+
+/* Remote stage w joined with a key that may be new: the stage after it admits senders by
+ * key, so it has to be told. Only LoadShard tells, which costs a load; a stage that comes
+ * back with the key it had changes nothing. (The stage after a remote one is remote.) */
+static void sender_key_known(struct daemon *d, struct worker *w, const char *old_key)
+{
+    if (w->stage + 1 == d->workers.n)
+        return;
+    struct worker *n = &d->workers.w[w->stage + 1];
+    if (n->state == WORKER_WAITING) {
+        load_or_wait(d, n);
+    } else if ((n->state == WORKER_LOADING || n->state == WORKER_READY) &&
+               strcmp(old_key, w->data_key) != 0) {
+        dlog("worker %s: its previous stage %s now sends with key %s; loading it again to "
+             "admit that key", n->id, w->id, w->data_key);
+        load_or_wait(d, n);
     }
 }
 
@@ -516,6 +554,8 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
     snprintf(w->host, sizeof w->host, "%s", h->hostname ? h->hostname : "");
     snprintf(w->software, sizeof w->software, "%s", h->software_version ? h->software_version : "");
     w->t_heartbeat_ms = mono_ms();
+    char old_key[sizeof w->data_key];
+    snprintf(old_key, sizeof old_key, "%s", w->data_key);
     if (w->remote) {
         snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s", h->data_endpoint);
         snprintf(w->data_key, sizeof w->data_key, "%s", h->curve_public_key);
@@ -526,6 +566,9 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
              w->data_endpoint);
         w->joined = true;
     }
+    /* the next stage first: told the new key before this one can send with it */
+    if (w->remote)
+        sender_key_known(d, w, old_key);
     load_or_wait(d, w);
     if (w->remote)
         data_endpoint_known(d, w);

@@ -16,23 +16,59 @@
 
 struct zap {
     void *rep;
-    void *ctl_main;   /* zap_close's end of the stop signal */
+    void *ctl_main;   /* the owner's end: stop (zap_close), wake (zap_set_keys) */
     void *ctl_thread; /* the thread's end */
     pthread_t thread;
     int threaded;
-    /* keys and stats are read by the serving thread and changed by zap_reload / read by
-     * zap_get_stats from the owner's thread */
+    /* keys, held and stats are read by the serving thread and changed by zap_reload /
+     * zap_set_keys / read by zap_get_stats from the owner's thread */
     pthread_mutex_t lock;
     uint8_t (*keys)[32];
     size_t n_keys;
+    int held;         /* no list yet (zap_start_pending): requests wait unanswered */
     struct zap_stats stats;
     zap_observer observer;
     void *observer_arg;
 };
 
-/* Appends the keys of one file to *keys (n of cap). */
-static int load_key_file(const char *path, uint8_t (**keys)[32], size_t *n, size_t *cap,
-                         struct errbuf *e)
+/* An allow-list being built: keys decoded from Z85, n of cap. */
+struct key_list {
+    uint8_t (*k)[32];
+    size_t n, cap;
+};
+
+/* Appends one Z85 public key of len characters; on failure why says what is wrong with
+ * it (the caller adds where it came from). */
+static int add_key(struct key_list *l, const char *z85, size_t len, char *why, size_t why_cap)
+{
+    char text[41];
+    uint8_t key[32];
+    if (len != 40) {
+        snprintf(why, why_cap, "not a Z85 CURVE public key (%zu characters, want 40)", len);
+        return -1;
+    }
+    memcpy(text, z85, 40);
+    text[40] = 0;
+    if (!zmq_z85_decode(key, text)) {
+        snprintf(why, why_cap, "not a Z85 CURVE public key");
+        return -1;
+    }
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        void *nk = realloc(l->k, ncap * sizeof *l->k);
+        if (!nk) {
+            snprintf(why, why_cap, "out of memory");
+            return -1;
+        }
+        l->k = nk;
+        l->cap = ncap;
+    }
+    memcpy(l->k[l->n++], key, 32);
+    return 0;
+}
+
+/* Appends the keys of one file. */
+static int load_key_file(const char *path, struct key_list *l, struct errbuf *e)
 {
     FILE *fp = fopen(path, "r");
     if (!fp)
@@ -46,31 +82,11 @@ static int load_key_file(const char *path, uint8_t (**keys)[32], size_t *n, size
         if (curve_line_is_comment(line))
             continue;
         const char *p = line + strspn(line, " \t\r\n");
-        size_t len = strcspn(p, " \t\r\n");
-        char z85[41];
-        uint8_t key[32];
-        if (len != 40) {
-            rc = err_set(e, "%s:%u: not a Z85 CURVE public key (%zu characters, want 40)", path,
-                         lineno, len);
+        char why[80];
+        if (add_key(l, p, strcspn(p, " \t\r\n"), why, sizeof why)) {
+            rc = err_set(e, "%s:%u: %s", path, lineno, why);
             break;
         }
-        memcpy(z85, p, 40);
-        z85[40] = 0;
-        if (!zmq_z85_decode(key, z85)) {
-            rc = err_set(e, "%s:%u: not a Z85 CURVE public key", path, lineno);
-            break;
-        }
-        if (*n == *cap) {
-            size_t ncap = *cap ? *cap * 2 : 8;
-            void *nk = realloc(*keys, ncap * sizeof **keys);
-            if (!nk) {
-                rc = err_set(e, "%s: out of memory", path);
-                break;
-            }
-            *keys = nk;
-            *cap = ncap;
-        }
-        memcpy((*keys)[(*n)++], key, 32);
     }
     if (!rc && ferror(fp))
         rc = err_set(e, "%s: read error", path);
@@ -85,8 +101,7 @@ static int by_name(const void *a, const void *b)
 }
 
 /* Every *.pub file of a directory, in name order so that errors are reproducible. */
-static int load_key_dir(const char *dir, uint8_t (**keys)[32], size_t *n, size_t *cap,
-                        struct errbuf *e)
+static int load_key_dir(const char *dir, struct key_list *l, struct errbuf *e)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -123,7 +138,7 @@ static int load_key_dir(const char *dir, uint8_t (**keys)[32], size_t *n, size_t
             if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= sizeof path)
                 rc = err_set(e, "%s/%s: path too long", dir, names[i]);
             else
-                rc = load_key_file(path, keys, n, cap, e);
+                rc = load_key_file(path, l, e);
         }
         free(names[i]);
     }
@@ -131,25 +146,40 @@ static int load_key_dir(const char *dir, uint8_t (**keys)[32], size_t *n, size_t
     return rc;
 }
 
-static int load_keys(const char *path, uint8_t (**out)[32], size_t *n_out, struct errbuf *e)
+static int load_keys(const char *path, struct key_list *out, struct errbuf *e)
 {
-    uint8_t(*keys)[32] = NULL;
-    size_t n = 0, cap = 0;
+    struct key_list l = {0};
     struct stat st;
     int rc;
     if (stat(path, &st) != 0)
         rc = err_set(e, "%s: %s", path, strerror(errno));
     else if (S_ISDIR(st.st_mode))
-        rc = load_key_dir(path, &keys, &n, &cap, e);
+        rc = load_key_dir(path, &l, e);
     else
-        rc = load_key_file(path, &keys, &n, &cap, e);
+        rc = load_key_file(path, &l, e);
     if (rc) {
-        free(keys);
+        free(l.k);
         return -1;
     }
-    *out = keys;
-    *n_out = n;
+    *out = l;
     return 0;
+}
+
+/* Puts l in place of the current list, freeing the old one, and ends a hold. */
+static void replace_keys(struct zap *z, struct key_list *l)
+{
+    pthread_mutex_lock(&z->lock);
+    void *old = z->keys;
+    int was_held = z->held;
+    z->keys = l->k;
+    z->n_keys = l->n;
+    z->held = 0;
+    pthread_mutex_unlock(&z->lock);
+    free(old);
+    /* a held thread watches only its control socket; if the wake-up cannot be sent the
+     * thread is gone already (zap_get_stats says why) */
+    if (was_held && z->threaded)
+        zmq_send(z->ctl_main, "w", 1, ZMQ_DONTWAIT);
 }
 
 void *zap_socket(struct zap *z)
@@ -276,20 +306,36 @@ int zap_serve(struct zap *z, struct errbuf *e)
     }
 }
 
+/* What zap_close (an empty message: stop) and zap_set_keys (one byte: the list came, stop
+ * holding) tell the thread. */
+static int control_says_stop(void *ctl)
+{
+    char c;
+    int n = zmq_recv(ctl, &c, 1, ZMQ_DONTWAIT);
+    return n == 0 || (n < 0 && zmq_errno() != EAGAIN && zmq_errno() != EINTR);
+}
+
 static void *serve_thread(void *arg)
 {
     struct zap *z = arg;
-    zmq_pollitem_t items[2] = {{z->rep, 0, ZMQ_POLLIN, 0}, {z->ctl_thread, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[2] = {{z->ctl_thread, 0, ZMQ_POLLIN, 0}, {z->rep, 0, ZMQ_POLLIN, 0}};
     for (;;) {
-        if (zmq_poll(items, 2, -1) < 0) {
+        pthread_mutex_lock(&z->lock);
+        int held = z->held;
+        pthread_mutex_unlock(&z->lock);
+        /* while held, requests stay queued in libzmq, their handshakes waiting */
+        if (zmq_poll(items, held ? 1 : 2, -1) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break; /* ETERM: the context is going away */
         }
-        if (items[1].revents)
-            break;
+        if (items[0].revents) {
+            if (control_says_stop(z->ctl_thread))
+                break;
+            continue;
+        }
         struct errbuf e;
-        if ((items[0].revents & ZMQ_POLLIN) && zap_serve(z, &e)) {
+        if ((items[1].revents & ZMQ_POLLIN) && zap_serve(z, &e)) {
             /* a handler that stopped answering stalls every CURVE handshake: keep the reason
              * where the owner's status reporting (zap_get_stats) will find it */
             pthread_mutex_lock(&z->lock);
@@ -312,7 +358,8 @@ static void *new_socket(void *ctx, int type)
     return s;
 }
 
-struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e)
+/* The handler bound in ctx, with the list of keys_path, or none yet (held) for NULL. */
+static struct zap *zap_new(void *ctx, const char *keys_path, struct errbuf *e)
 {
     struct zap *z = calloc(1, sizeof *z);
     if (!z) {
@@ -320,11 +367,15 @@ struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e)
         return NULL;
     }
     pthread_mutex_init(&z->lock, NULL);
-    if (load_keys(keys_path, &z->keys, &z->n_keys, e)) {
+    struct key_list l = {0};
+    if (keys_path && load_keys(keys_path, &l, e)) {
         err_prefix(e, "zap");
         zap_close(z);
         return NULL;
     }
+    z->keys = l.k;
+    z->n_keys = l.n;
+    z->held = !keys_path;
     z->rep = new_socket(ctx, ZMQ_REP);
     if (!z->rep || zmq_bind(z->rep, ZAP_ENDPOINT) != 0) {
         err_set(e, "zap: bind %s: %s", ZAP_ENDPOINT, zmq_strerror(zmq_errno()));
@@ -334,9 +385,18 @@ struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e)
     return z;
 }
 
-struct zap *zap_start(void *ctx, const char *keys_path, struct errbuf *e)
+struct zap *zap_open(void *ctx, const char *keys_path, struct errbuf *e)
 {
-    struct zap *z = zap_open(ctx, keys_path, e);
+    if (!keys_path) {
+        err_set(e, "zap: no key file given");
+        return NULL;
+    }
+    return zap_new(ctx, keys_path, e);
+}
+
+/* Starts the serving thread of z; frees z on failure. */
+static struct zap *start_thread(void *ctx, struct zap *z, struct errbuf *e)
+{
     if (!z)
         return NULL;
     char ep[64];
@@ -360,18 +420,37 @@ struct zap *zap_start(void *ctx, const char *keys_path, struct errbuf *e)
     return z;
 }
 
+struct zap *zap_start(void *ctx, const char *keys_path, struct errbuf *e)
+{
+    return start_thread(ctx, zap_open(ctx, keys_path, e), e);
+}
+
+struct zap *zap_start_pending(void *ctx, struct errbuf *e)
+{
+    return start_thread(ctx, zap_new(ctx, NULL, e), e);
+}
+
 int zap_reload(struct zap *z, const char *keys_path, struct errbuf *e)
 {
-    uint8_t(*keys)[32];
-    size_t n;
-    if (load_keys(keys_path, &keys, &n, e))
+    struct key_list l;
+    if (load_keys(keys_path, &l, e))
         return err_prefix(e, "zap reload");
-    pthread_mutex_lock(&z->lock);
-    void *old = z->keys;
-    z->keys = keys;
-    z->n_keys = n;
-    pthread_mutex_unlock(&z->lock);
-    free(old);
+    replace_keys(z, &l);
+    return 0;
+}
+
+int zap_set_keys(struct zap *z, const char *const *keys, size_t n, struct errbuf *e)
+{
+    struct key_list l = {0};
+    for (size_t i = 0; i < n; i++) {
+        char why[80];
+        const char *k = keys[i] ? keys[i] : "";
+        if (add_key(&l, k, strlen(k), why, sizeof why)) {
+            free(l.k);
+            return err_set(e, "zap: key %zu '%.48s': %s", i + 1, k, why);
+        }
+    }
+    replace_keys(z, &l);
     return 0;
 }
 

@@ -5,7 +5,8 @@
  * context (a REP socket bound to inproc://zeromq.zap.01) about every new CURVE connection,
  * and this one answers yes only for keys listed in a file, or in the *.pub files of a
  * directory: one Z85 public key (40 chars) per line; blank lines, lines starting with '#'
- * and text after the key are ignored (the format of bitnetctl keygen's .pub files).
+ * and text after the key are ignored (the format of bitnetctl keygen's .pub files). Or the
+ * list is given in memory (zap_set_keys), as a worker's data socket gets it in LoadShard.
  *
  * Answers by mechanism: CURVE - listed keys only, User-Id = the client's Z85 key (see
  * struct wire_identity.user_id); NULL - allowed, because libzmq only consults ZAP for NULL
@@ -18,6 +19,7 @@
 #ifndef BITNET_PROTO_ZAP_H
 #define BITNET_PROTO_ZAP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/errbuf.h"
@@ -55,9 +57,21 @@ void *zap_socket(struct zap *z);
 /* Answers every pending request without blocking; 0, or -1 if the socket failed. */
 int zap_serve(struct zap *z, struct errbuf *e);
 
+/* As zap_start with no list yet: requests wait, unanswered, until the first zap_set_keys.
+ * For a server that learns its list later (a worker's data socket, from LoadShard): libzmq
+ * never reconnects a client that ZAP refused, so refusing the expected sender only because
+ * its key has not arrived yet would cut it off for good. A handshake held past libzmq's
+ * ZMQ_HANDSHAKE_IVL (30 s by default) is dropped, and the client connects again. */
+struct zap *zap_start_pending(void *ctx, struct errbuf *e);
+
 /* Replaces the allow-list from a file, e.g. on SIGHUP. Connections already admitted stay;
  * on error the old list is kept. */
 int zap_reload(struct zap *z, const char *keys_path, struct errbuf *e);
+
+/* Replaces the allow-list with n Z85 public keys (40 characters each); n == 0 refuses every
+ * CURVE client. Ends the wait of zap_start_pending. Connections already admitted stay; on
+ * error ("zap: key I '...': what") the old list is kept. */
+int zap_set_keys(struct zap *z, const char *const *keys, size_t n, struct errbuf *e);
 
 void zap_get_stats(struct zap *z, struct zap_stats *out);
 

@@ -4,7 +4,9 @@
 # joins and computes what the in-process engine does, that a worker with a key the daemon
 # does not list is refused (and says so), that killing the remote worker fails a generation
 # with a clear error within --worker-timeout while the daemon keeps answering, and that the
-# pipeline serves again once the worker is back.
+# pipeline serves again once the worker is back. And that w1's own data socket admits only
+# the sender the daemon names (local w0, which sends as the daemon's key): a stranger who
+# knows w1's public key and pushes a Forward into it is refused, and says so in w1's log.
 #
 # Needs root (ip netns, veth); without it the test fails rather than skips. Names carry a
 # per-run tag and the /30 is drawn from 198.18.0.0/15, so concurrent runs do not collide.
@@ -73,6 +75,7 @@ cp "$T/w1.pub" "$T/allow/"
 $CTL keygen --out "$T/w1" 2>"$T/keygen.err" && fail "keygen overwrote w1 without --force"
 grep -q "w1.key: File exists" "$T/keygen.err" || fail "keygen refusal said: $(cat "$T/keygen.err")"
 W1_PUB=$(cut -d' ' -f1 "$T/w1.pub") BAD_PUB=$(cut -d' ' -f1 "$T/intruder.pub")
+D_PUB=$(cut -d' ' -f1 "$T/daemon.pub")
 
 # ---- settings that do not fit together are refused before anything starts
 bad() {  # expected status, expected text, arguments...
@@ -146,6 +149,27 @@ $CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out "$T/d.f32" 2>/dev
     fail "eval through the remote worker"
 $CTL eval --model "$M" --ids 128000,9906,1917,0 --logits-out "$T/p.f32" 2>/dev/null
 cmp -s "$T/d.f32" "$T/p.f32" || fail "eval logits through the remote worker differ from in-process"
+
+# ---- w1's data socket: w0 (local) sends as the daemon's key, the one LoadShard names; a
+# stranger with a fresh key pair that knows w1's public key is refused by w1's ZAP handler
+grep -qF "w0: CURVE key $D_PUB, for a tcp next stage" "$T/bitnetd.log" ||
+    fail "local w0 does not send as the daemon's key"
+grep -qF "w1: data: admitting sender key $D_PUB" "$T/w1.log" ||
+    fail "w1 was not told to admit the daemon's key: $(grep 'w1: data' "$T/w1.log")"
+E=$($CTL model inspect "$M" --json | node -e 'process.stdout.write(String(JSON.parse(require("fs").readFileSync(0)).hparams.n_embd))')
+out=$(timeout 20 build/tests/test_zap push "tcp://$NSADDR:5601" "$W1_PUB" "$E"); rc=$?
+S_PUB=$(sed -n 's/^key //p' <<<"$out")
+[ $rc -eq 0 ] && grep -qx "refused 400" <<<"$out" ||
+    fail "a stranger pushing a Forward to w1 (n_embd $E): status $rc, said: $out"
+said="w1: data: refused a CURVE connection from $HOST: key $S_PUB is not a sender the daemon named"
+for _ in $(seq 1 40); do grep -qF "$said" "$T/w1.log" && break; sleep 0.05; done
+[ -n "$S_PUB" ] && grep -qF "$said" "$T/w1.log" || fail "w1 did not log the stranger's refusal"
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
+    fail "generate after the stranger"
+[ "$a" = "$ref" ] || fail "after the stranger '$a' != in-process '$ref'"
+$CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out "$T/d2.f32" 2>/dev/null ||
+    fail "eval after the stranger"
+cmp -s "$T/d2.f32" "$T/p.f32" || fail "eval logits after the stranger differ from in-process"
 
 # ---- a key the daemon does not list: refused, reported by both sides, counted
 timeout 20 ip netns exec "$NS" build/bitnet-worker --id w1 --control "tcp://$HOST:5600" \

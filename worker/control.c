@@ -142,6 +142,27 @@ static void describe_stage(const struct shard *s, char *out, size_t cap)
                  s->has_output ? " +output" : "");
 }
 
+/* Who may send to our tcp data socket from now on: LoadShard's list replaces the old one.
+ * A bad list leaves nobody admitted: better no pipeline than an open one. */
+static int set_data_senders(struct worker *w, const Bitnet__LoadShard *req, struct errbuf *e)
+{
+    if (!w->data_zap)
+        return 0; /* ipc: the file system's permissions guard it */
+    const char *const *keys = (const char *const *)req->data_sender_keys;
+    if (zap_set_keys(w->data_zap, keys, req->n_data_sender_keys, e) < 0) {
+        struct errbuf ignored;
+        zap_set_keys(w->data_zap, NULL, 0, &ignored);
+        return err_prefix(e, "data_sender_keys");
+    }
+    if (req->n_data_sender_keys == 0)
+        worker_log(w->opts.id, "data: LoadShard names no sender: every connection to %s will "
+                   "be refused (is the daemon older than this worker?)", w->data_endpoint);
+    else
+        worker_log(w->opts.id, "data: admitting sender key %s%s", keys[0],
+                   req->n_data_sender_keys > 1 ? " and more" : "");
+    return 0;
+}
+
 static void on_load_shard(struct worker *w, uint64_t request_id, const Bitnet__LoadShard *req)
 {
     struct errbuf e;
@@ -155,7 +176,10 @@ static void on_load_shard(struct worker *w, uint64_t request_id, const Bitnet__L
     Bitnet__LoadShard mine = *req;
     if (w->opts.model)
         mine.model_path = (char *)w->opts.model;
-    int rc = shard_load(s, &w->origin, &mine, &hooks, &e);
+    /* the senders first: the previous stage may connect while we load */
+    int rc = set_data_senders(w, req, &e);
+    if (rc == 0)
+        rc = shard_load(s, &w->origin, &mine, &hooks, &e);
     if (rc == 0 && worker_connect_next(w, req->next_endpoint, req->next_server_key, &e) < 0) {
         shard_unload(s, &w->origin, w->opts.id);
         worker_disconnect_next(w);
@@ -219,6 +243,11 @@ static void on_status(struct worker *w, uint64_t request_id)
     r.malformed_rejected = c->malformed + d->malformed;
     r.oversized_rejected = c->oversized + d->oversized;
     r.wrong_version_rejected = c->wrong_version + d->wrong_version;
+    if (w->data_zap) {
+        struct zap_stats zs;
+        zap_get_stats(w->data_zap, &zs);
+        r.keys_refused = zs.refused;
+    }
     r.uptime_seconds = (double)(worker_now_ms() - w->started_ms) / 1000.0;
     r.software_version = WORKER_SOFTWARE_VERSION;
     env.body_case = BITNET__ENVELOPE__BODY_STATUS_REPLY;

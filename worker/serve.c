@@ -23,6 +23,10 @@
 /* A handshake that keeps failing (wrong server key, daemon restarting) is retried every
  * reconnect interval; one log line per this long is enough to see it. */
 #define HANDSHAKE_LOG_MS 5000
+/* How long after a refusal by the next stage's ZAP handler we connect again: libzmq never
+ * does after a refusal, but it may be passing (the next stage had not yet processed the
+ * LoadShard that names our key). */
+#define NEXT_RETRY_MS 1000
 
 uint64_t worker_now_us(void)
 {
@@ -138,6 +142,22 @@ static void announce_endpoint(struct worker *w)
              strncmp(last, "ipc://", 6) == 0 ? w->opts.data : last);
 }
 
+/* A refused sender is an attack or a deployment error (a previous stage with another key,
+ * a coordinator that names no senders): the operator needs its address and key. Runs on
+ * the ZAP thread; a flood of attempts is thinned by zap_noise, the count stays exact. */
+static void on_data_zap(void *arg, const struct zap_decision *d)
+{
+    struct worker *w = arg;
+    if (d->allowed || !log_limit_pass(&w->zap_noise))
+        return;
+    if (*d->key)
+        worker_log(w->opts.id, "data: refused a CURVE connection from %s: key %s is not a "
+                   "sender the daemon named in LoadShard (%s)", d->address, d->key, d->text);
+    else
+        worker_log(w->opts.id, "data: refused a %s connection from %s: %s",
+                   *d->mechanism ? d->mechanism : "malformed", d->address, d->text);
+}
+
 static int open_data(struct worker *w, struct errbuf *e)
 {
     w->data_in = zmq_socket(w->zctx, ZMQ_PULL);
@@ -158,9 +178,17 @@ static int open_data(struct worker *w, struct errbuf *e)
             return zerr(e, "bind data", w->opts.data);
         snprintf(w->ipc_path, sizeof w->ipc_path, "%s", path);
     } else {
-        /* hidden states cross the network here: encrypted, with our key as the server's */
-        if (is_tcp(w->opts.data) && set_curve(w->data_in, w, NULL))
-            return zerr(e, "CURVE for", w->opts.data);
+        /* hidden states cross the network here: encrypted, with our key as the server's,
+         * and only from the senders LoadShard names. The handler is bound first (while
+         * none is, libzmq admits every client that knows our key) and admits nobody until
+         * the first LoadShard. */
+        if (is_tcp(w->opts.data)) {
+            if (!(w->data_zap = zap_start_pending(w->zctx, e)))
+                return err_prefix(e, "data %s", w->opts.data);
+            zap_set_observer(w->data_zap, on_data_zap, w);
+            if (set_curve(w->data_in, w, NULL))
+                return zerr(e, "CURVE for", w->opts.data);
+        }
         if (zmq_bind(w->data_in, w->opts.data))
             return zerr(e, "bind data", w->opts.data);
     }
@@ -187,6 +215,23 @@ int worker_open(struct worker *w, struct errbuf *e)
     return 0;
 }
 
+/* Watches data_out for refusals by the next stage's ZAP handler (on_next_monitor). */
+static int monitor_next(struct worker *w, const char *endpoint, const char *server_key,
+                        struct errbuf *e)
+{
+    if (strlen(endpoint) >= sizeof w->next_endpoint)
+        return err_set(e, "next stage %.64s...: endpoint too long", endpoint);
+    snprintf(w->next_endpoint, sizeof w->next_endpoint, "%s", endpoint);
+    snprintf(w->next_server_key, sizeof w->next_server_key, "%s", server_key);
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://next-monitor-%u", w->next_monitors++);
+    if (zmq_socket_monitor(w->data_out, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) ||
+        !(w->next_monitor = zmq_socket(w->zctx, ZMQ_PAIR)) ||
+        set_int(w->next_monitor, ZMQ_LINGER, 0) || zmq_connect(w->next_monitor, mon))
+        return zerr(e, "monitor of next stage", endpoint);
+    return 0;
+}
+
 int worker_connect_next(struct worker *w, const char *endpoint, const char *server_key,
                         struct errbuf *e)
 {
@@ -197,21 +242,17 @@ int worker_connect_next(struct worker *w, const char *endpoint, const char *serv
     if (set_int(w->data_out, ZMQ_LINGER, 0) || set_int(w->data_out, ZMQ_SNDHWM, DATA_HWM))
         return zerr(e, "options of next stage", endpoint);
     if (server_key && *server_key) {
-        /* a remote worker sends as itself, which the daemon's allow-list admits for the
-         * results socket; a local one (started by bitnetd, no key files) sending to a
-         * remote next stage uses a throwaway key: encrypted, and the server authenticated,
-         * which is all a worker's data socket asks of its peers */
-        char pub[41], sec[41];
-        if (*w->curve_sec) {
-            memcpy(pub, w->curve_pub, sizeof pub);
-            memcpy(sec, w->curve_sec, sizeof sec);
-        } else if (zmq_curve_keypair(pub, sec)) {
-            return zerr(e, "CURVE key for next stage", endpoint);
-        }
-        if (zmq_setsockopt(w->data_out, ZMQ_CURVE_SERVERKEY, server_key, 40) ||
-            zmq_setsockopt(w->data_out, ZMQ_CURVE_PUBLICKEY, pub, 40) ||
-            zmq_setsockopt(w->data_out, ZMQ_CURVE_SECRETKEY, sec, 40))
+        /* we send as our key pair, which the next stage (or the daemon's results socket)
+         * admits because the daemon names it: a remote worker's own, or for a local one
+         * the daemon's, which bitnetd starts it with */
+        if (!*w->curve_sec)
+            return err_set(e, "next stage %s: CURVE needs a key pair of ours (--key FILE): "
+                           "the next stage admits only the senders the daemon names",
+                           endpoint);
+        if (set_curve(w->data_out, w, server_key))
             return zerr(e, "CURVE for next stage", endpoint);
+        if (monitor_next(w, endpoint, server_key, e) < 0)
+            return -1;
     } else if (is_tcp(endpoint)) {
         /* never hidden states in clear text over a network */
         return err_set(e, "next stage %s: tcp without a CURVE server key", endpoint);
@@ -223,9 +264,14 @@ int worker_connect_next(struct worker *w, const char *endpoint, const char *serv
 
 void worker_disconnect_next(struct worker *w)
 {
+    if (w->data_out && w->next_monitor)
+        zmq_socket_monitor(w->data_out, NULL, 0);
+    if (w->next_monitor)
+        zmq_close(w->next_monitor);
     if (w->data_out)
         zmq_close(w->data_out);
-    w->data_out = NULL;
+    w->data_out = w->next_monitor = NULL;
+    w->next_retry_ms = 0;
 }
 
 void worker_close(struct worker *w)
@@ -240,6 +286,9 @@ void worker_close(struct worker *w)
         zmq_close(w->control);
     if (w->data_in)
         zmq_close(w->data_in);
+    /* before zmq_ctx_term, which would wait for its socket */
+    zap_close(w->data_zap);
+    w->data_zap = NULL;
     if (w->zctx)
         zmq_ctx_term(w->zctx);
     /* libzmq leaves the file behind; the next worker of this id would find it stale */
@@ -254,28 +303,36 @@ void worker_close(struct worker *w)
 /* ---------------------------------------------------------------------------------------
  * Loop */
 
+/* The next event of a socket monitor, without waiting; -1 when there is none. */
+static int read_event(void *monitor, uint16_t *event, uint32_t *value)
+{
+    zmq_msg_t ev, addr;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return -1;
+    }
+    *event = 0;
+    *value = 0;
+    if (zmq_msg_size(&ev) >= 2)
+        memcpy(event, zmq_msg_data(&ev), 2);
+    if (zmq_msg_size(&ev) >= 6)
+        memcpy(value, (const char *)zmq_msg_data(&ev) + 2, 4);
+    bool more = zmq_msg_more(&ev);
+    zmq_msg_close(&ev);
+    if (more) {
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&addr);
+    }
+    return 0;
+}
+
 static void on_monitor(struct worker *w)
 {
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, w->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        uint32_t value = 0;
-        if (zmq_msg_size(&ev) >= 2)
-            memcpy(&event, zmq_msg_data(&ev), 2);
-        if (zmq_msg_size(&ev) >= 6)
-            memcpy(&value, (const char *)zmq_msg_data(&ev) + 2, 4);
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, w->monitor, ZMQ_DONTWAIT);
-            zmq_msg_close(&addr);
-        }
+    uint16_t event;
+    uint32_t value;
+    while (read_event(w->monitor, &event, &value) == 0) {
         /* the first Hello may have raced ahead of this event and been accepted already;
          * only a connection after a loss needs a new one */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
@@ -318,6 +375,46 @@ static void on_monitor(struct worker *w)
     }
 }
 
+/* A socket failure (not a bad message) ends the worker: nothing more can arrive. */
+static void fatal(struct worker *w, const char *what, const struct errbuf *e)
+{
+    worker_log(w->opts.id, "%s: %s", what, e->msg);
+    w->stop = true;
+    w->exit_code = 1;
+}
+
+/* The next stage's ZAP handler refused our key. Steps meanwhile fail on their send
+ * timeout, as they would with the next stage gone. */
+static void on_next_monitor(struct worker *w)
+{
+    uint16_t event;
+    uint32_t value;
+    while (w->next_monitor && read_event(w->next_monitor, &event, &value) == 0) {
+        if (event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            continue;
+        if (log_limit_pass(&w->next_noise))
+            worker_log(w->opts.id, "next stage %s refused our CURVE key %s (status %u): it "
+                       "does not list us as its sender (yet); connecting again every %d ms",
+                       w->next_endpoint, w->curve_pub, value, NEXT_RETRY_MS);
+        if (!w->next_retry_ms)
+            w->next_retry_ms = worker_now_ms() + NEXT_RETRY_MS;
+    }
+}
+
+/* A new socket, not zmq_disconnect + zmq_connect: libzmq has ended the refused
+ * connection's session itself, and a fresh socket starts clean. */
+static void reconnect_next(struct worker *w)
+{
+    char ep[sizeof w->next_endpoint], key[sizeof w->next_server_key];
+    memcpy(ep, w->next_endpoint, sizeof ep);
+    memcpy(key, w->next_server_key, sizeof key);
+    struct errbuf e;
+    if (worker_connect_next(w, ep, key, &e) < 0) {
+        worker_disconnect_next(w);
+        fatal(w, "connecting to the next stage again", &e);
+    }
+}
+
 static void on_signal(struct worker *w)
 {
     struct signalfd_siginfo si;
@@ -326,14 +423,6 @@ static void on_signal(struct worker *w)
         w->stop = true;
         w->exit_code = 0;
     }
-}
-
-/* A socket failure (not a bad message) ends the worker: nothing more can arrive. */
-static void fatal(struct worker *w, const char *what, const struct errbuf *e)
-{
-    worker_log(w->opts.id, "%s: %s", what, e->msg);
-    w->stop = true;
-    w->exit_code = 1;
 }
 
 static void on_control(struct worker *w)
@@ -394,6 +483,8 @@ static void on_data(struct worker *w)
 static void on_timers(struct worker *w)
 {
     uint64_t now = worker_now_ms();
+    if (w->next_retry_ms && now >= w->next_retry_ms)
+        reconnect_next(w);
     if (w->next_hello_ms && now >= w->next_hello_ms) {
         control_send_hello(w);
         w->next_hello_ms = now + WORKER_HELLO_RETRY_MS;
@@ -412,6 +503,8 @@ static long poll_timeout(const struct worker *w)
     uint64_t now = worker_now_ms(), next = w->next_heartbeat_ms;
     if (w->next_hello_ms && w->next_hello_ms < next)
         next = w->next_hello_ms;
+    if (w->next_retry_ms && w->next_retry_ms < next)
+        next = w->next_retry_ms;
     return next > now ? (long)(next - now) : 0;
 }
 
@@ -419,9 +512,11 @@ int worker_run(struct worker *w)
 {
     worker_log(w->opts.id, "pid %d, data %s, control %s", (int)getpid(), w->data_endpoint,
                w->opts.control);
-    if (*w->curve_pub)
+    if (*w->curve_pub && (is_tcp(w->opts.control) || is_tcp(w->opts.data)))
         worker_log(w->opts.id, "CURVE key %s (its .pub goes in the daemon's --allow-keys)",
                    w->curve_pub);
+    else if (*w->curve_pub)
+        worker_log(w->opts.id, "CURVE key %s, for a tcp next stage", w->curve_pub);
     w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
     /* also covered by the monitor; this is for a handshake that happened before it was
      * listening */
@@ -433,8 +528,10 @@ int worker_run(struct worker *w)
             {w->monitor, 0, ZMQ_POLLIN, 0},
             {w->control, 0, ZMQ_POLLIN, 0},
             {w->data_in, 0, ZMQ_POLLIN, 0},
+            {w->next_monitor, 0, ZMQ_POLLIN, 0},
         };
-        int n = zmq_poll(items, 4, poll_timeout(w));
+        /* the last one only while there is a CURVE data_out (else its fd 0 would count) */
+        int n = zmq_poll(items, w->next_monitor ? 5 : 4, poll_timeout(w));
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -451,6 +548,8 @@ int worker_run(struct worker *w)
             on_control(w);
         if (!w->stop && (items[3].revents & ZMQ_POLLIN))
             on_data(w);
+        if (!w->stop && w->next_monitor && (items[4].revents & ZMQ_POLLIN))
+            on_next_monitor(w);
     }
     return w->exit_code;
 }

@@ -11,6 +11,7 @@
 
 #include "proto/keys.h"
 #include "proto/wire.h"
+#include "proto/zap.h"
 #include "worker/log.h"
 #include "worker/shard.h"
 
@@ -45,6 +46,14 @@ struct worker {
     void *monitor;        /* PAIR receiving the control socket's connection events */
     void *data_in;        /* PULL, bound on opts.data */
     void *data_out;       /* PUSH to the shard's next_endpoint; NULL until loaded */
+    /* a CURVE data_out: its ZAP refusals, seen on a monitor, and where and as whom to
+     * connect again (worker_connect_next's arguments) once next_retry_ms has come */
+    void *next_monitor;   /* PAIR; NULL unless data_out is CURVE */
+    unsigned next_monitors; /* made so far: each one's inproc name is new */
+    char next_endpoint[512];
+    char next_server_key[CURVE_Z85_LEN + 1];
+    uint64_t next_retry_ms; /* 0: no new connection due */
+    struct log_limit next_noise;
     char data_endpoint[512]; /* announced in Hello: where peers can connect */
     char ipc_path[512];      /* our bound ipc file, unlinked on exit; "" for tcp */
     char hostname[256];
@@ -52,6 +61,10 @@ struct worker {
     char curve_pub[CURVE_Z85_LEN + 1], curve_sec[CURVE_Z85_LEN + 1];
     char server_pub[CURVE_Z85_LEN + 1];
     uint64_t next_handshake_log_ms; /* failed handshakes are logged at most this often */
+    /* tcp data only: the ZAP handler admitting the senders LoadShard names (NULL on ipc),
+     * and the rate limit of its refusal lines, which only its thread touches */
+    struct zap *data_zap;
+    struct log_limit zap_noise;
 
     struct wire_rx control_rx, data_rx;
     struct log_limit control_noise, data_noise;
