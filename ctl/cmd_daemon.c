@@ -180,6 +180,7 @@ int cmd_workers(int argc, char **argv)
                 json_object_object_add(j, "threads", json_object_new_int((int)st->threads));
                 json_object_object_add(j, "requests_served", json_object_new_int64((int64_t)st->requests_served));
                 json_object_object_add(j, "malformed_rejected", json_object_new_int64((int64_t)st->malformed_rejected));
+                json_object_object_add(j, "keys_refused", json_object_new_int64((int64_t)st->keys_refused));
             }
             json_object_array_add(arr, j);
         } else {

@@ -16,7 +16,8 @@ struct worker;
  * every worker fail forever. */
 int supervisor_resolve_bin(struct daemon *d, struct errbuf *e);
 
-/* Starts `bitnet-worker --id ID --control ENDPOINT --data ENDPOINT` for w; sets w->pid. */
+/* Starts `bitnet-worker --id ID --control ENDPOINT --data ENDPOINT` for w (plus `--key
+ * FILE`, the daemon's own key pair, when it listens for remote workers); sets w->pid. */
 int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e);
 
 /* Reaps every child that ended, telling workers.c about each. */

@@ -164,6 +164,9 @@ S_PUB=$(sed -n 's/^key //p' <<<"$out")
 said="w1: data: refused a CURVE connection from $HOST: key $S_PUB is not a sender the daemon named"
 for _ in $(seq 1 40); do grep -qF "$said" "$T/w1.log" && break; sleep 0.05; done
 [ -n "$S_PUB" ] && grep -qF "$said" "$T/w1.log" || fail "w1 did not log the stranger's refusal"
+node -e 'const ws=JSON.parse(require("fs").readFileSync(0)), w1=ws.find(w=>w.id==="w1");
+  if (!w1 || !(w1.keys_refused >= 1)) process.exit(1)' <<<"$($CTL workers --run-dir "$R" --json)" ||
+    fail "bitnetctl workers does not count w1's refusal: $($CTL workers --run-dir "$R" --json)"
 a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
     fail "generate after the stranger"
 [ "$a" = "$ref" ] || fail "after the stranger '$a' != in-process '$ref'"
@@ -193,6 +196,7 @@ dt=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
 echo "remote worker killed: generate failed after $dt s (--worker-timeout $WT)"
 grep -qE "worker w1 \(host [^,]+, ${NSADDR//./\\.}\) lost: no heartbeat for [0-9.]+ s" "$T/gen.err" ||
     fail "generate without w1 said: $(cat "$T/gen.err")"
+grep -q "tok/s" "$T/gen.err" && fail "a failed job printed speed figures: $(cat "$T/gen.err")"
 awk -v d="$dt" -v t=$WT 'BEGIN{exit !(d >= t - 0.5 && d <= t + 2)}' ||
     fail "the error came after $dt s, not about $WT s after the kill"
 t0=$EPOCHREALTIME
