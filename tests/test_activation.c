@@ -2,6 +2,7 @@
  * against their scalar twins, bit for bit, on lengths that leave every kind of tail, on
  * ties, zeros and NaN; and the scalar twins against the spec's formulas. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,21 +143,27 @@ int main(void)
     check_scalar_formulas();
     struct cpu_features f;
     cpu_features_detect(&f);
-    if (f.avx2 && f.fma && f.f16c) {
-        check_elementwise("avx2", "add_rows", add_rows_scalar, add_rows_avx2);
-        check_elementwise("avx2", "relu2_mul", relu2_mul_scalar, relu2_mul_avx2);
-        check_rmsnorm("avx2", rmsnorm_avx2);
-        check_quantize("avx2", quantize_act_avx2);
-    } else {
-        printf("no AVX2/FMA/F16C on this CPU: avx2 kernels not run\n");
-    }
-    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) {
-        check_elementwise("avx512", "add_rows", add_rows_scalar, add_rows_avx512);
-        check_elementwise("avx512", "relu2_mul", relu2_mul_scalar, relu2_mul_avx512);
-        check_rmsnorm("avx512", rmsnorm_avx512);
-        check_quantize("avx512", quantize_act_avx512);
-    } else {
-        printf("no AVX-512 on this CPU: avx512 kernels not run\n");
+    const struct {
+        const char *name;
+        bool runs;
+        elementwise_fn add_rows, relu2_mul;
+        rmsnorm_fn rmsnorm;
+        quantize_fn quantize;
+    } sets[] = {
+        {"avx2", f.avx2 && f.fma && f.f16c, add_rows_avx2, relu2_mul_avx2, rmsnorm_avx2,
+         quantize_act_avx2},
+        {"avx512", f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni, add_rows_avx512,
+         relu2_mul_avx512, rmsnorm_avx512, quantize_act_avx512},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) {
+        if (!sets[i].runs) {
+            printf("this CPU cannot run the %s set: not checked\n", sets[i].name);
+            continue;
+        }
+        check_elementwise(sets[i].name, "add_rows", add_rows_scalar, sets[i].add_rows);
+        check_elementwise(sets[i].name, "relu2_mul", relu2_mul_scalar, sets[i].relu2_mul);
+        check_rmsnorm(sets[i].name, sets[i].rmsnorm);
+        check_quantize(sets[i].name, sets[i].quantize);
     }
     CHECK(kops.add_rows && kops.relu2_mul && kops.rmsnorm && kops.quantize_act,
           "dispatch fills every activation entry");
