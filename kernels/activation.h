@@ -1,6 +1,7 @@
 /* What a matrix product's input goes through first: the residual add or the FFN gate,
- * RMSNorm, then int8 quantization (the contracts are kernels.h's, at struct kernel_ops
- * add_rows, relu2_mul, rmsnorm and quantize_act). The
+ * RMSNorm, then int8 quantization; and its integer sums after, back to float (the
+ * contracts are kernels.h's, at struct kernel_ops add_rows, relu2_mul, rmsnorm,
+ * quantize_act and dequant). The
  * SIMD versions are only called after kernels_init() has checked the CPU. */
 #ifndef BITNET_KERNELS_ACTIVATION_H
 #define BITNET_KERNELS_ACTIVATION_H
@@ -21,6 +22,9 @@ void add_rows_avx512(float *x, const float *y, int n);
 void relu2_mul_scalar(float *x, const float *y, int n);
 void relu2_mul_avx2(float *x, const float *y, int n);
 void relu2_mul_avx512(float *x, const float *y, int n);
+void dequant_scalar(float *out, const int32_t *in, int n, float k);
+void dequant_avx2(float *out, const int32_t *in, int n, float k);
+void dequant_avx512(float *out, const int32_t *in, int n, float k);
 
 /* The lanes folded by halves (lane j + 8 into j, then j + 4, j + 2, j + 1), and the
  * scale the norm multiplies by: shared so that every set rounds the same way. */

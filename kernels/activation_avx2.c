@@ -4,6 +4,17 @@
 
 #include "kernels/activation.h"
 
+void dequant_avx2(float *out, const int32_t *in, int n, float k)
+{
+    const __m256 kv = _mm256_set1_ps(k);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(in + i)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(v, kv));
+    }
+    dequant_scalar(out + i, in + i, n - i, k);
+}
+
 void add_rows_avx2(float *x, const float *y, int n)
 {
     int i = 0;

@@ -11,6 +11,16 @@ static inline __mmask16 first(int k) /* the first min(k, 16) lanes */
     return k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
 }
 
+void dequant_avx512(float *out, const int32_t *in, int n, float k)
+{
+    const __m512 kv = _mm512_set1_ps(k);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = first(n - i);
+        __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, in + i));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v, kv));
+    }
+}
+
 void add_rows_avx512(float *x, const float *y, int n)
 {
     for (int i = 0; i < n; i += 16) {

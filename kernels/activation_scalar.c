@@ -1,7 +1,20 @@
-/* The scalar twins of the activation kernels: the residual add, the FFN gate, RMSNorm
- * and per-token int8 quantization. */
+/* The scalar twins of the activation kernels: the residual add, the FFN gate, RMSNorm,
+ * per-token int8 quantization, and the matrix products' integer sums back to float. */
 #include "kernels/activation.h"
 #include "kernels/kernels.h"
+
+#include <string.h>
+
+void dequant_scalar(float *out, const int32_t *in, int n, float k)
+{
+    /* element by element, each read before it is written: out may be in */
+    for (int i = 0; i < n; i++) {
+        int32_t v;
+        memcpy(&v, in + i, sizeof v);
+        float f = (float)v * k;
+        memcpy(out + i, &f, sizeof f);
+    }
+}
 
 void add_rows_scalar(float *x, const float *y, int n)
 {

@@ -87,6 +87,7 @@ static void build(struct kernel_ops *ops, enum level l)
         ops->attn_f16 = attn_f16_avx2;
         ops->attn_q8 = attn_q8_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
+        ops->dequant = dequant_avx2;
         ops->add_rows = add_rows_avx2;
         ops->relu2_mul = relu2_mul_avx2;
         ops->rmsnorm = rmsnorm_avx2;
@@ -98,6 +99,7 @@ static void build(struct kernel_ops *ops, enum level l)
         ops->attn_f16 = attn_f16_avx512;
         ops->attn_q8 = attn_q8_avx512;
         ops->i2s_gemm = i2s_gemm_avx512;
+        ops->dequant = dequant_avx512;
         ops->add_rows = add_rows_avx512;
         ops->relu2_mul = relu2_mul_avx512;
         ops->rmsnorm = rmsnorm_avx512;

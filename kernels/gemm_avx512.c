@@ -26,20 +26,45 @@
  * codes at dst + g * g_stride + 4 * i. Rows past `last` repeat row `last`, so nothing
  * outside the matrix is read; their results are never stored.
  * I2_S byte p of a 128-column block holds columns p, 32+p, 64+p, 96+p, so 4 consecutive
- * bytes hold 4 consecutive columns in each of their 2-bit fields: one dword gathered from
- * each row yields 4 column groups of the panel. */
+ * bytes hold 4 consecutive columns in each of their 2-bit fields: dword q of a block of
+ * each row yields 4 column groups of the panel. The 16 rows' dwords are brought together
+ * by a transposition in registers (a gather did it before, and took 96% of this
+ * function's time on AMD Zen 5, whose gathers are slow). */
 static void unpack16(const struct ternary_matrix *w, int r, int last, uint8_t *dst,
                      size_t g_stride)
 {
-    const uint8_t *base = w->data + (size_t)r * w->row_bytes;
-    int32_t off[16];
+    const uint8_t *row[16];
     for (int i = 0; i < 16; i++)
-        off[i] = (int32_t)((size_t)((r + i <= last ? r + i : last) - r) * w->row_bytes);
-    const __m512i idx = _mm512_loadu_si512(off);
+        row[i] = w->data + (size_t)(r + i <= last ? r + i : last) * w->row_bytes;
     const __m512i three = _mm512_set1_epi8(3);
+    /* 64-bit lanes of the final step: the low 128 bits of each 256-bit half of a and b,
+     * or the high ones */
+    const __m512i lo_halves = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi_halves = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
     for (int b = 0; b < w->cols / 128; b++) {
+        /* a[k]: the block's 8 dwords of row k (low half) and of row k + 8 (high half); an
+         * 8 x 8 transposition in each half then leaves dword q of all 16 rows in o[q] */
+        __m512i a[8], t[8], s2[8], o[8];
+        for (int k = 0; k < 8; k++)
+            a[k] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const void *)(row[k] + 32 * b))),
+                _mm256_loadu_si256((const void *)(row[k + 8] + 32 * b)), 1);
+        for (int k = 0; k < 8; k += 2) {
+            t[k] = _mm512_unpacklo_epi32(a[k], a[k + 1]);
+            t[k + 1] = _mm512_unpackhi_epi32(a[k], a[k + 1]);
+        }
+        for (int k = 0; k < 8; k += 4) {
+            s2[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+            s2[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+            s2[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+            s2[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+        }
+        for (int q = 0; q < 4; q++) {
+            o[q] = _mm512_permutex2var_epi64(s2[q], lo_halves, s2[q + 4]);
+            o[q + 4] = _mm512_permutex2var_epi64(s2[q], hi_halves, s2[q + 4]);
+        }
         for (int q = 0; q < 8; q++) {
-            __m512i v = _mm512_i32gather_epi32(idx, base + 32 * b + 4 * q, 1);
+            __m512i v = o[q];
             uint8_t *d = dst + (size_t)(32 * b + q) * g_stride;
             _mm512_store_si512(d, _mm512_and_si512(_mm512_srli_epi32(v, 6), three));
             _mm512_store_si512(d + 8 * g_stride, _mm512_and_si512(_mm512_srli_epi32(v, 4), three));

@@ -161,6 +161,9 @@ struct kernel_ops {
     void (*attn_f16)(const struct attn_group *a);
     /* The same over the int8 cache (struct attn_group_q8). */
     void (*attn_q8)(const struct attn_group_q8 *a);
+    /* out_i = (float)in_i * k, the conversion and the product each rounded; out may be
+     * in itself (a matrix product's sums become its outputs in place). */
+    void (*dequant)(float *out, const int32_t *in, int n, float k);
     /* x_i += y_i (the residual). */
     void (*add_rows)(float *x, const float *y, int n);
     /* x_i = (r * r) * y_i, r = x_i > 0 ? x_i : 0 (NaN gives 0): the squared-ReLU gate

@@ -165,6 +165,7 @@ const struct kernel_ops kernels_scalar = {
     .attn_f16 = attn_f16_scalar,
     .attn_q8 = attn_q8_scalar,
     .dense_rows_to_q8 = dense_rows_to_q8_scalar,
+    .dequant = dequant_scalar,
     .add_rows = add_rows_scalar,
     .relu2_mul = relu2_mul_scalar,
     .rmsnorm = rmsnorm_scalar,

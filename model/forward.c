@@ -219,13 +219,9 @@ static void bitlinear_task(void *ctx, int ith, int nth)
             } else {
                 kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
             }
-            for (int t = 0; t < job->n; t++) {
-                float k = w->scale / s->xscale[t];
-                const int32_t *a = job->acc[i] + t * rows;
-                float *o = job->out[i] + t * rows;
-                for (int r = lo; r < hi; r++)
-                    o[r] = (float)a[r] * k;
-            }
+            for (int t = 0; t < job->n; t++)
+                kops.dequant(job->out[i] + t * rows + lo, job->acc[i] + t * rows + lo, hi - lo,
+                             w->scale / s->xscale[t]);
         } else {
             for (int t = 0; t < job->n; t++) {
                 float *o = job->out[i] + t * rows;

@@ -1,6 +1,7 @@
-/* The activation kernels (residual add, FFN gate, RMSNorm, int8 quantization) of every set this CPU runs
- * against their scalar twins, bit for bit, on lengths that leave every kind of tail, on
- * ties, zeros and NaN; and the scalar twins against the spec's formulas. */
+/* The activation kernels (residual add, FFN gate, RMSNorm, int8 quantization, sums back to
+ * float) of every set this CPU runs against their scalar twins, bit for bit, on lengths
+ * that leave every kind of tail, on ties, zeros and NaN; and the scalar twins against the
+ * spec's formulas. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -105,6 +106,33 @@ static void check_elementwise(const char *set, const char *what, elementwise_fn 
     }
 }
 
+typedef void (*dequant_fn)(float *, const int32_t *, int, float);
+
+/* Sums to floats, in place (as the forward pass does) and not, with sums large enough that
+ * their conversion rounds (|v| > 2^24). */
+static void check_dequant(const char *set, dequant_fn f)
+{
+    static int32_t in[MAX_N];
+    static float want[MAX_N + GUARD], got[MAX_N + GUARD], inplace[MAX_N + GUARD];
+    for (int k = 0; k < N_LENGTHS; k++) {
+        int n = lengths[k];
+        for (int i = 0; i < n; i++)
+            in[i] = (int32_t)((uniform() - 0.5) * (i % 3 ? 2e3 : 4e9));
+        float scale = (float)(uniform() * 1e-3 + 1e-6);
+        for (int i = 0; i < n + GUARD; i++)
+            want[i] = got[i] = -7.0f;
+        dequant_scalar(want, in, n, scale);
+        f(got, in, n, scale);
+        memcpy(inplace, in, sizeof(int32_t) * (size_t)n);
+        for (int i = n; i < n + GUARD; i++)
+            inplace[i] = -7.0f;
+        f(inplace, (const int32_t *)(const void *)inplace, n, scale);
+        CHECK(memcmp(want, got, sizeof(float) * (size_t)(n + GUARD)) == 0 &&
+                  memcmp(want, inplace, sizeof(float) * (size_t)(n + GUARD)) == 0,
+              "%s dequant, n = %d: not bit-identical to scalar (or wrote past n)", set, n);
+    }
+}
+
 /* The scalar twins say what the spec says. */
 static void check_scalar_formulas(void)
 {
@@ -128,6 +156,12 @@ static void check_scalar_formulas(void)
     CHECK(g[0] == 0.0f && g[1] == 0.0f && g[2] == 4.5f && g[3] == 0.0f,
           "relu(x)^2 * y: %g %g %g %g", g[0], g[1], g[2], g[3]);
 
+    int32_t big[3] = {16777217, -3, 0};
+    float f3[3];
+    dequant_scalar(f3, big, 3, 0.5f);
+    CHECK(f3[0] == 8388608.0f && f3[1] == -1.5f && f3[2] == 0.0f,
+          "(float)v * k: %g %g %g", f3[0], f3[1], f3[2]);
+
     float q[6] = {0.5f, -0.25f, 1.5f / 127.0f, 2.5f / 127.0f, -3.5f / 127.0f, NAN};
     int8_t xq[6];
     float s = quantize_act_i8(q, 6, xq);
@@ -147,13 +181,14 @@ int main(void)
         const char *name;
         bool runs;
         elementwise_fn add_rows, relu2_mul;
+        dequant_fn dequant;
         rmsnorm_fn rmsnorm;
         quantize_fn quantize;
     } sets[] = {
-        {"avx2", f.avx2 && f.fma && f.f16c, add_rows_avx2, relu2_mul_avx2, rmsnorm_avx2,
-         quantize_act_avx2},
+        {"avx2", f.avx2 && f.fma && f.f16c, add_rows_avx2, relu2_mul_avx2, dequant_avx2,
+         rmsnorm_avx2, quantize_act_avx2},
         {"avx512", f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni, add_rows_avx512,
-         relu2_mul_avx512, rmsnorm_avx512, quantize_act_avx512},
+         relu2_mul_avx512, dequant_avx512, rmsnorm_avx512, quantize_act_avx512},
     };
     for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) {
         if (!sets[i].runs) {
@@ -162,10 +197,11 @@ int main(void)
         }
         check_elementwise(sets[i].name, "add_rows", add_rows_scalar, sets[i].add_rows);
         check_elementwise(sets[i].name, "relu2_mul", relu2_mul_scalar, sets[i].relu2_mul);
+        check_dequant(sets[i].name, sets[i].dequant);
         check_rmsnorm(sets[i].name, sets[i].rmsnorm);
         check_quantize(sets[i].name, sets[i].quantize);
     }
-    CHECK(kops.add_rows && kops.relu2_mul && kops.rmsnorm && kops.quantize_act,
+    CHECK(kops.dequant && kops.add_rows && kops.relu2_mul && kops.rmsnorm && kops.quantize_act,
           "dispatch fills every activation entry");
     return check_done("test_activation");
 }
