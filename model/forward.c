@@ -356,6 +356,42 @@ struct attention_job {
     uint32_t il;
 };
 
+/* Each (row, query head) unit weighs the positions it attends over plus this much for the
+ * call itself. */
+#define ATTN_UNIT_FIXED 16
+
+/* Thread ith's units [lo, hi) of the n_rows * n_head, in order: an even share of the
+ * work rather than of the units, since the rows of a prompt attend over 1..n positions
+ * (an even split of units gave the last thread three quarters of a prefill's attention).
+ * A unit goes to the thread whose share holds its middle. */
+static void split_attention(const struct forward_state *s, int n_head, int ith, int nth,
+                            int *lo, int *hi)
+{
+    double total = 0.0;
+    for (int t = 0; t < s->n_rows; t++)
+        total += (double)n_head * (s->row_pos[t] + 1 + ATTN_UNIT_FIXED);
+    double begin = total * ith / nth, end = total * (ith + 1) / nth, at = 0.0;
+    int u = 0;
+    *lo = -1;
+    for (int t = 0; t < s->n_rows; t++) {
+        double c = s->row_pos[t] + 1 + ATTN_UNIT_FIXED;
+        for (int h = 0; h < n_head; h++, u++, at += c) {
+            double mid = at + c / 2;
+            if (*lo < 0 && mid >= begin)
+                *lo = u;
+            if (mid >= end) {
+                *hi = u;
+                if (*lo < 0)
+                    *lo = u;
+                return;
+            }
+        }
+    }
+    if (*lo < 0)
+        *lo = u;
+    *hi = u;
+}
+
 static void attention_task(void *ctx, int ith, int nth)
 {
     const struct attention_job *job = ctx;
@@ -364,7 +400,7 @@ static void attention_task(void *ctx, int ith, int nth)
     int hd = (int)hp->head_dim, n_head = (int)hp->n_head, group = s->group;
     size_t elem = s->kv_type == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
     int lo, hi;
-    split_range(s->n_rows * n_head, 1, ith, nth, &lo, &hi);
+    split_attention(s, n_head, ith, nth, &lo, &hi);
     for (int item = lo; item < hi;) {
         int t = item / n_head, h = item % n_head, kvh = h / group;
         int g = (kvh + 1) * group - h;
