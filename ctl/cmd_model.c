@@ -1,9 +1,11 @@
 /* bitnetctl model synth | inspect */
+#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ctl/args.h"
@@ -57,6 +59,33 @@ static int parse_type(const char *opt, const char *s, bool ternary, uint32_t *ou
     fprintf(stderr, "bitnetctl: %s: unknown type '%s' (%s)\n", opt, s,
             ternary ? "i2_s, tq2_0, tq1_0" : "f16, f32, bf16, q8_0");
     return -1;
+}
+
+/* The directories above path, as `mkdir -p` makes them: a model is usually written under
+ * a build or cache directory that does not exist yet. */
+static int make_parent_dirs(const char *path, struct errbuf *e)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return err_set(e, "%s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = 0;
+    for (char *p = dir + 1; ; p++) {
+        bool end = *p == 0;
+        if (*p == '/' || end) {
+            *p = 0;
+            struct stat st;
+            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+                return err_set(e, "%s: cannot create directory: %s", dir, strerror(errno));
+            if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+                return err_set(e, "%s: not a directory", dir);
+            if (end)
+                return 0;
+            *p = '/';
+        }
+    }
 }
 
 int cmd_model_synth(int argc, char **argv)
@@ -121,7 +150,7 @@ int cmd_model_synth(int argc, char **argv)
     p.name = name;
 
     struct progress_bar pb = {.tty = isatty(2), .last_shown = -1, .t0 = now_seconds()};
-    if (bitnet_synth(&p, out, show_progress, &pb, &e) < 0) {
+    if (make_parent_dirs(out, &e) < 0 || bitnet_synth(&p, out, show_progress, &pb, &e) < 0) {
         fprintf(stderr, "bitnetctl model synth: %s\n", e.msg);
         return 1;
     }

@@ -34,6 +34,11 @@ node -e 'const j=JSON.parse(require("fs").readFileSync(0));
 # the same seed writes the same bytes; another seed does not
 $CTL model synth --out $T/again.gguf --shape tiny --seed 7 2>/dev/null
 cmp -s $M $T/again.gguf || fail "synth is not deterministic for a seed"
+# the directories above --out are made as needed; a file in the way is named
+$CTL model synth --out $T/new/dirs/m.gguf --shape tiny --seed 7 2>/dev/null || fail "synth into new directories"
+cmp -s $M $T/new/dirs/m.gguf || fail "synth into new directories wrote other bytes"
+expect_error "synth under a file" "$T/again.gguf: not a directory" \
+    $CTL model synth --out $T/again.gguf/m.gguf --shape tiny
 $CTL model synth --out $T/other.gguf --shape tiny --seed 8 2>/dev/null
 cmp -s $M $T/other.gguf && fail "synth ignores the seed"
 
