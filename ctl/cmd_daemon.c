@@ -161,8 +161,8 @@ int cmd_workers(int argc, char **argv)
     const Bitnet__WorkersReply *w = r->workers_reply;
     json_object *arr = o.json ? json_object_new_array() : NULL;
     if (!o.json)
-        printf("%-10s %-10s %-8s %-7s %-6s %-10s %-10s %s\n", "worker", "state", "layers",
-               "node", "threads", "heartbeat", "requests", "endpoint");
+        printf("%-10s %-10s %-8s %-7s %-6s %-10s %-10s %-8s %s\n", "worker", "state", "layers",
+               "node", "threads", "heartbeat", "requests", "refused", "endpoint");
     for (size_t i = 0; i < w->n_workers; i++) {
         const Bitnet__WorkerInfo *wi = w->workers[i];
         const Bitnet__StatusReply *st = wi->status;
@@ -188,10 +188,12 @@ int cmd_workers(int argc, char **argv)
             if (st)
                 snprintf(layers, sizeof layers, "%u-%u", st->layer_begin,
                          st->layer_end ? st->layer_end - 1 : 0);
-            printf("%-10s %-10s %-8s %-7d %-6u %7llums %-10llu %s\n", st ? st->worker_id : "?",
-                   worker_state_name(wi->state), layers, st ? st->numa_node : -1,
-                   st ? st->threads : 0, (unsigned long long)wi->last_heartbeat_ms_ago,
-                   st ? (unsigned long long)st->requests_served : 0ull, wi->endpoint);
+            printf("%-10s %-10s %-8s %-7d %-6u %7llums %-10llu %-8llu %s\n",
+                   st ? st->worker_id : "?", worker_state_name(wi->state), layers,
+                   st ? st->numa_node : -1, st ? st->threads : 0,
+                   (unsigned long long)wi->last_heartbeat_ms_ago,
+                   st ? (unsigned long long)st->requests_served : 0ull,
+                   st ? (unsigned long long)st->keys_refused : 0ull, wi->endpoint);
         }
     }
     if (o.json) {

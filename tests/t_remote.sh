@@ -167,6 +167,8 @@ for _ in $(seq 1 40); do grep -qF "$said" "$T/w1.log" && break; sleep 0.05; done
 node -e 'const ws=JSON.parse(require("fs").readFileSync(0)), w1=ws.find(w=>w.id==="w1");
   if (!w1 || !(w1.keys_refused >= 1)) process.exit(1)' <<<"$($CTL workers --run-dir "$R" --json)" ||
     fail "bitnetctl workers does not count w1's refusal: $($CTL workers --run-dir "$R" --json)"
+refused=$($CTL workers --run-dir "$R" | awk '$1 == "w1" {print $8}')
+[ "${refused:-0}" -ge 1 ] 2>/dev/null || fail "the workers table shows w1 refused '$refused'"
 a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
     fail "generate after the stranger"
 [ "$a" = "$ref" ] || fail "after the stranger '$a' != in-process '$ref'"
