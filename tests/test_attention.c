@@ -25,10 +25,10 @@ static float frand(float lo, float hi)
 
 typedef void (*attn_fn)(const struct attn_group *);
 
-/* The contract of kernels.h in float64 (no int8 anywhere in attention), to show the
- * scalar twin computes what it claims. */
-static void attn_f64(const float *q, const float *k, const float *v, int g, int d, int n,
-                     float scale, double *out)
+/* Softmax attention of g heads in float64 over keys k[p][d] and values v[p][d] by
+ * position (no tiles). */
+static void attn_f64_plain(const double *q, const double *k, const double *v, int g, int d,
+                           int n, double scale, double *out)
 {
     double *w = malloc(sizeof(double) * n);
     for (int h = 0; h < g; h++) {
@@ -36,8 +36,7 @@ static void attn_f64(const float *q, const float *k, const float *v, int g, int 
         for (int p = 0; p < n; p++) {
             double dot = 0.0;
             for (int i = 0; i < d; i++)
-                dot += (double)q[h * d + i] *
-                       k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)i * ATTN_TILE + p % ATTN_TILE];
+                dot += q[h * d + i] * k[(size_t)p * d + i];
             w[p] = dot * scale;
             max = fmax(max, w[p]);
         }
@@ -51,6 +50,26 @@ static void attn_f64(const float *q, const float *k, const float *v, int g, int 
         }
     }
     free(w);
+}
+
+/* The contract of kernels.h in float64 (no int8 anywhere in attention), to show the
+ * scalar twin computes what it claims: float data with keys in tiles, laid out by
+ * kernels.h's formula rather than by any kernel's code. */
+static void attn_f64(const float *q, const float *k, const float *v, int g, int d, int n,
+                     float scale, double *out)
+{
+    double *q64 = malloc(sizeof(double) * g * d), *k64 = malloc(sizeof(double) * n * d);
+    double *v64 = malloc(sizeof(double) * n * d);
+    for (int i = 0; i < g * d; i++)
+        q64[i] = q[i];
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < d; i++) {
+            k64[(size_t)p * d + i] =
+                k[(size_t)(p / ATTN_TILE) * d * ATTN_TILE + (size_t)i * ATTN_TILE + p % ATTN_TILE];
+            v64[(size_t)p * d + i] = v[(size_t)p * d + i];
+        }
+    attn_f64_plain(q64, k64, v64, g, d, n, scale, out);
+    free(q64), free(k64), free(v64);
 }
 
 /* Every kernel against the scalar twin, bit for bit, with keys past n (the rest of the
@@ -149,32 +168,6 @@ static void check_q8_quantize(void)
     printf("q8 quantize: %d elements within half a step, ties to even\n", total);
 }
 
-/* Softmax attention of g heads in float64 over keys k[p][d] and values v[p][d] by
- * position (no tiles). */
-static void attn_f64_plain(const double *q, const double *k, const double *v, int g, int d,
-                           int n, double scale, double *out)
-{
-    double *w = malloc(sizeof(double) * n);
-    for (int h = 0; h < g; h++) {
-        double max = -INFINITY, sum = 0.0;
-        for (int p = 0; p < n; p++) {
-            double dot = 0.0;
-            for (int i = 0; i < d; i++)
-                dot += q[h * d + i] * k[(size_t)p * d + i];
-            w[p] = dot * scale;
-            max = fmax(max, w[p]);
-        }
-        for (int p = 0; p < n; p++)
-            sum += (w[p] = exp(w[p] - max));
-        for (int i = 0; i < d; i++) {
-            double o = 0.0;
-            for (int p = 0; p < n; p++)
-                o += w[p] / sum * v[(size_t)p * d + i];
-            out[h * d + i] = o;
-        }
-    }
-    free(w);
-}
 
 /* One run of an int8 kernel against the scalar twin: true if they differ (outputs or
  * quantized queries). Key tiles are laid out here from the formula of kernels.h, not
