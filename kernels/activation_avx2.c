@@ -1,4 +1,5 @@
-/* RMSNorm and int8 quantization with AVX2: the scalar twins' arithmetic
+/* The activation kernels with AVX2 (the residual add, the FFN gate, RMSNorm, int8
+ * quantization, sums back to float): the scalar twins' arithmetic
  * (kernels/activation_scalar.c), bit for bit; see activation_avx512.c for why. */
 #include <immintrin.h>
 

@@ -1,21 +1,18 @@
-/* RMSNorm and int8 quantization with AVX-512: the scalar twins' arithmetic
- * (kernels/activation_scalar.c), bit for bit. Every layer runs four of them per token,
+/* The activation kernels with AVX-512 (the residual add, the FFN gate, RMSNorm, int8
+ * quantization, sums back to float): the scalar twins' arithmetic
+ * (kernels/activation_scalar.c), bit for bit. Every layer runs four norms per token,
  * and in decode on one thread while the others wait, so the scalar loops (a serial chain
  * of double adds; a branchy rounding per element) cost more than their size suggests. */
 #include <immintrin.h>
 
 #include "kernels/activation.h"
-
-static inline __mmask16 first(int k) /* the first min(k, 16) lanes */
-{
-    return k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
-}
+#include "kernels/lanes_x86.h"
 
 void dequant_avx512(float *out, const int32_t *in, int n, float k)
 {
     const __m512 kv = _mm512_set1_ps(k);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, in + i));
         _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v, kv));
     }
@@ -24,7 +21,7 @@ void dequant_avx512(float *out, const int32_t *in, int n, float k)
 void add_rows_avx512(float *x, const float *y, int n)
 {
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i),
                                                       _mm512_maskz_loadu_ps(m, y + i)));
     }
@@ -33,7 +30,7 @@ void add_rows_avx512(float *x, const float *y, int n)
 void relu2_mul_avx512(float *x, const float *y, int n)
 {
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         /* max(x, 0) gives the second operand, 0, for NaN and for -0: the twin's x > 0 */
         __m512 r = _mm512_max_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_setzero_ps());
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_mul_ps(r, r), _mm512_maskz_loadu_ps(m, y + i)));
@@ -59,7 +56,7 @@ void rmsnorm_avx512(float *out, const float *x, const float *weight, int n, floa
         lane[i % RMS_LANES] += (double)x[i] * x[i];
     __m512 scale = _mm512_set1_ps(rms_scale(lane, n, eps));
     for (i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), scale);
         _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, weight + i)));
     }
@@ -70,14 +67,14 @@ float quantize_act_avx512(const float *x, int n, int8_t *xq)
     const __m512 sign = _mm512_set1_ps(-0.0f);
     __m512 amax = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         /* max(a, amax) keeps amax when a is NaN, as the twin's comparison does */
         amax = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_maskz_loadu_ps(m, x + i)), amax);
     }
     float s = quant_scale(_mm512_reduce_max_ps(amax));
     const __m512 sv = _mm512_set1_ps(s);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = first(n - i);
+        __mmask16 m = first_lanes(n - i);
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sv);
         /* the conversion rounds half to even (MXCSR's default) and saturating to int8 is
          * the clamp; NaN would come out as -128, the twin's 0 */

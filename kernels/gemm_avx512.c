@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/kernels_x86.h"
+#include "kernels/lanes_x86.h"
 
 /* 12 tokens x 2 row vectors = 24 accumulators, plus 2 weight vectors: fits in the 32
  * zmm registers with room for the broadcasts. */
@@ -98,14 +99,6 @@ static void relayout_block(const int8_t *xq, size_t ldx, int t0, int nt, int col
     }
 }
 
-/* GCC 12 copies the accumulator of _mm512_dpbusd_epi32 through a second register and
- * the stack on every step of a loop with many of them; stating the instruction's
- * read-modify-write operand directly keeps each accumulator in one register. */
-static inline __attribute__((always_inline)) void dpbusd(__m512i *acc, __m512i u8, __m512i s8)
-{
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u8), "v"(s8));
-}
-
 /* One micro-tile: NW row vectors (16 rows each) x NT tokens over all column groups. NW
  * and NT are constants from the callers below. The accumulators are named variables,
  * not an array: GCC keeps an array that is only partly used in memory, which costs a
@@ -115,9 +108,9 @@ static inline __attribute__((always_inline)) void dpbusd(__m512i *acc, __m512i u
 #define ACC_STEP(i)                                                                        \
     if (NT > i) {                                                                          \
         const __m512i xv = _mm512_set1_epi32(x[i]);                                        \
-        dpbusd(&acc0_##i, w0, xv);                                                         \
+        acc0_##i = dpbusd(acc0_##i, w0, xv);                                                         \
         if (NW == 2)                                                                       \
-            dpbusd(&acc1_##i, w1, xv);                                                     \
+            acc1_##i = dpbusd(acc1_##i, w1, xv);                                                     \
     }
 #define ACC_STORE(i)                                                                       \
     if (NT > i) {                                                                          \
@@ -167,11 +160,6 @@ static const micro_fn micro_table[2][TOK_BLOCK] = {
     {MICRO_FNS(MICRO_ENTRY, 2)},
 };
 
-static __mmask16 low_mask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
 void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                      int r0, int r1, int32_t *out, size_t ldo)
 {
@@ -202,7 +190,7 @@ void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ld
         unpack16(w, r, r1 - 1, panel, (size_t)64 * nw);
         if (nw == 2)
             unpack16(w, r + 16, r1 - 1, panel + 64, 128);
-        __mmask16 m0 = low_mask(nr), m1 = low_mask(nr - 16);
+        __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
         for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
             int nt = n_tok - t0 < TOK_BLOCK ? n_tok - t0 : TOK_BLOCK;
             micro_table[nw - 1][nt - 1](panel, xr + (size_t)t0 * n_groups, n_groups, sumx + t0,

@@ -348,8 +348,9 @@ static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, u
 }
 
 /* Causal attention of every (position, head) pair of the batch over the cache. The pairs
- * are split evenly among threads; each thread hands the heads of one KV head it has to
- * one kernel call, which reads that part of the cache once for all of them. */
+ * are shared out by the work they carry (split_attention); each thread hands the heads of
+ * one KV head it has to one kernel call, which reads that part of the cache once for all
+ * of them. */
 struct attention_job {
     const struct bitnet_hparams *hp;
     struct forward_state *s;
@@ -399,6 +400,8 @@ static void attention_task(void *ctx, int ith, int nth)
     struct forward_state *s = job->s;
     int hd = (int)hp->head_dim, n_head = (int)hp->n_head, group = s->group;
     size_t elem = s->kv_type == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+    float scale = 1.0f / sqrtf((float)hd);
+    float *scratch = s->att + (size_t)ith * group * s->n_ctx_pad;
     int lo, hi;
     split_attention(s, n_head, ith, nth, &lo, &hi);
     for (int item = lo; item < hi;) {
@@ -411,8 +414,6 @@ static void attention_task(void *ctx, int ith, int nth)
         const float *q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd;
         float *out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd;
         int n = s->row_pos[t] + 1;
-        float scale = 1.0f / sqrtf((float)hd);
-        float *scratch = s->att + (size_t)ith * group * s->n_ctx_pad;
         if (s->kv_type == KV_TYPE_Q8) {
             struct attn_group_q8 a = {
                 .q = q, .out = out, .g = g, .d = hd, .n = n, .scale = scale, .scratch = scratch,
