@@ -561,8 +561,7 @@ ALWAYS_INLINE void dense_rows4(uint32_t type, const uint8_t *p0, const uint8_t *
         DENSE_STEP(a3, b3, p3);
     }
     for (; c < cols; c += 16) {
-        int n = cols - c < 16 ? cols - c : 16;
-        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __mmask16 m = first_lanes(cols - c);
         __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
         a0 = _mm512_fmadd_ps(dense_load16(type, p0, c, m, 0), xv, a0);
         a1 = _mm512_fmadd_ps(dense_load16(type, p1, c, m, 0), xv, a1);
@@ -584,8 +583,7 @@ ALWAYS_INLINE float dense_row1(uint32_t type, const uint8_t *p0, const float *x,
         b0 = _mm512_fmadd_ps(dense_load16(type, p0, c + 16, 0, 1), _mm512_loadu_ps(x + c + 16), b0);
     }
     for (; c < cols; c += 16) {
-        int n = cols - c < 16 ? cols - c : 16;
-        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __mmask16 m = first_lanes(cols - c);
         a0 = _mm512_fmadd_ps(dense_load16(type, p0, c, m, 0), _mm512_maskz_loadu_ps(m, x + c), a0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
@@ -672,8 +670,7 @@ ALWAYS_INLINE void dense_rows2_multi(uint32_t type, const uint8_t *p0, const uin
         }
     }
     for (; c < cols; c += 16) {
-        int n = cols - c < 16 ? cols - c : 16;
-        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __mmask16 m = first_lanes(cols - c);
         __m512 w0 = dense_load16(type, p0, c, m, 0), w1 = dense_load16(type, p1, c, m, 0);
 #pragma GCC unroll 4
         for (int t = 0; t < NX; t++) {
