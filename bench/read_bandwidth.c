@@ -136,16 +136,6 @@ static void probe_setup_close(struct probe_setup *ps)
     munmap(ps->buf, ps->bytes);
 }
 
-int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e)
-{
-    struct probe_setup ps;
-    if (probe_setup_open(&ps, bytes, n_threads, e) < 0)
-        return -1;
-    int rc = probe_setup_measure(&ps, passes, gbps, e);
-    probe_setup_close(&ps);
-    return rc;
-}
-
 /* The child's side: a measurement for every pass count read from `in`, its GB/s (or -1)
  * written to `out`; ends at EOF or a count of 0. */
 static void probe_server_loop(size_t bytes, int n_threads, int in, int out)
@@ -153,29 +143,26 @@ static void probe_server_loop(size_t bytes, int n_threads, int in, int out)
     struct probe_setup ps;
     struct errbuf e;
     bool ok = probe_setup_open(&ps, bytes, n_threads, &e) == 0;
-    if (ok)
-        threadpool_park(ps.pool);
     /* ready (1) or not (-1): the caller waits for it, so that touching the buffer never
      * competes with the work the caller measures */
     double v = ok ? 1.0 : -1.0;
-    if (write(out, &v, sizeof v) != (ssize_t)sizeof v) {
+    if (ok)
+        threadpool_park(ps.pool);
+    if (write(out, &v, sizeof v) != (ssize_t)sizeof v || !ok) {
         if (ok)
             probe_setup_close(&ps);
         return;
     }
     int passes;
     while (read(in, &passes, sizeof passes) == (ssize_t)sizeof passes && passes > 0) {
-        v = -1.0;
-        if (ok && probe_setup_measure(&ps, passes, &v, &e) < 0)
+        if (probe_setup_measure(&ps, passes, &v, &e) < 0)
             v = -1.0;
         /* the caller's work runs next on the same CPUs: sleep rather than spin */
-        if (ok)
-            threadpool_park(ps.pool);
+        threadpool_park(ps.pool);
         if (write(out, &v, sizeof v) != (ssize_t)sizeof v)
             break;
     }
-    if (ok)
-        probe_setup_close(&ps);
+    probe_setup_close(&ps);
 }
 
 int read_probe_server_start(struct read_probe_server *s, size_t bytes, int n_threads,
@@ -236,32 +223,10 @@ void read_probe_server_stop(struct read_probe_server *s)
 int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,
                                   struct errbuf *e)
 {
-    int fd[2];
-    if (pipe(fd) != 0)
-        return err_set(e, "read probe: pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return err_set(e, "read probe: fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        double v = -1.0;
-        struct errbuf ce;
-        if (read_bandwidth_probe(bytes, n_threads, passes, &v, &ce) < 0)
-            v = -1.0;
-        ssize_t w = write(fd[1], &v, sizeof v);
-        _exit(w == (ssize_t)sizeof v ? 0 : 1);
-    }
-    close(fd[1]);
-    double v = -1.0;
-    ssize_t got = read(fd[0], &v, sizeof v);
-    close(fd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    if (got != (ssize_t)sizeof v || v <= 0)
-        return err_set(e, "read probe failed (child status %d)", st);
-    *gbps = v;
-    return 0;
+    struct read_probe_server s;
+    if (read_probe_server_start(&s, bytes, n_threads, e) < 0)
+        return -1;
+    int rc = read_probe_server_measure(&s, passes, gbps, e);
+    read_probe_server_stop(&s);
+    return rc;
 }

@@ -9,11 +9,9 @@
 
 /* Reads a buffer of `bytes` (rounded to whole pages; use several times the last-level
  * cache) with n_threads pinned threads, `passes` times; returns the median GB/s
- * (1e9 bytes per second) through *gbps. */
-int read_bandwidth_probe(size_t bytes, int n_threads, int passes, double *gbps, struct errbuf *e);
-
-/* The same in a child process, so the probe's buffer never counts in the caller's peak
- * resident memory. */
+ * (1e9 bytes per second) through *gbps. Done in a child process (the server below, for
+ * one measurement), so the probe's buffer never counts in the caller's peak resident
+ * memory. */
 int read_bandwidth_probe_isolated(size_t bytes, int n_threads, int passes, double *gbps,
                                   struct errbuf *e);
 

@@ -1,8 +1,8 @@
 /* What a matrix product's input goes through first: the residual add or the FFN gate,
  * RMSNorm, then int8 quantization; and its integer sums after, back to float (the
  * contracts are kernels.h's, at struct kernel_ops add_rows, relu2_mul, rmsnorm,
- * quantize_act and dequant). The
- * SIMD versions are only called after kernels_init() has checked the CPU. */
+ * quantize_act and dequant). The SIMD versions are only called after kernels_init() has
+ * checked the CPU. */
 #ifndef BITNET_KERNELS_ACTIVATION_H
 #define BITNET_KERNELS_ACTIVATION_H
 
