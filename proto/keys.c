@@ -12,15 +12,20 @@
 
 #define SPACE " \t\r\n"
 
-bool curve_z85_valid(const char *s, size_t len)
+bool curve_z85_decode(const char *s, size_t len, uint8_t key[32])
 {
     if (len != CURVE_Z85_LEN)
         return false;
     char z85[CURVE_Z85_LEN + 1];
-    uint8_t bin[32];
     memcpy(z85, s, CURVE_Z85_LEN);
     z85[CURVE_Z85_LEN] = 0;
-    return zmq_z85_decode(bin, z85) != NULL;
+    return zmq_z85_decode(key, z85) != NULL;
+}
+
+bool curve_z85_valid(const char *s, size_t len)
+{
+    uint8_t key[32];
+    return curve_z85_decode(s, len, key);
 }
 
 bool curve_line_is_comment(const char *line)

@@ -14,12 +14,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/errbuf.h"
 
 #define CURVE_Z85_LEN 40
 
-/* True when s is exactly 40 characters that decode as Z85 (32 bytes). */
+/* True when s is exactly 40 characters that decode as Z85 (32 bytes), decoded into key. */
+bool curve_z85_decode(const char *s, size_t len, uint8_t key[32]);
+
+/* The same test, without the bytes. */
 bool curve_z85_valid(const char *s, size_t len);
 
 /* Whether the line is blank or a comment ('#' first). */

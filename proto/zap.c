@@ -41,15 +41,12 @@ struct key_list {
  * it (the caller adds where it came from). */
 static int add_key(struct key_list *l, const char *z85, size_t len, char *why, size_t why_cap)
 {
-    char text[41];
     uint8_t key[32];
-    if (len != 40) {
+    if (len != CURVE_Z85_LEN) {
         snprintf(why, why_cap, "not a Z85 CURVE public key (%zu characters, want 40)", len);
         return -1;
     }
-    memcpy(text, z85, 40);
-    text[40] = 0;
-    if (!zmq_z85_decode(key, text)) {
+    if (!curve_z85_decode(z85, len, key)) {
         snprintf(why, why_cap, "not a Z85 CURVE public key");
         return -1;
     }
