@@ -415,6 +415,19 @@ static void load_or_wait(struct daemon *d, struct worker *w)
     set_state(d, w, WORKER_LOADING);
 }
 
+/* A neighbour of a remote stage that (re)joined: LoadShard is the one message that says
+ * where to send and whom to admit, so a waiting neighbour loads now, and a loaded one
+ * again when what it was told has changed (why says so in the log). */
+static void reload_neighbour(struct daemon *d, struct worker *n, bool changed, const char *why)
+{
+    if (n->state == WORKER_WAITING) {
+        load_or_wait(d, n);
+    } else if ((n->state == WORKER_LOADING || n->state == WORKER_READY) && changed) {
+        dlog("worker %s: %s", n->id, why);
+        load_or_wait(d, n);
+    }
+}
+
 /* A remote stage joined at w->data_endpoint: whoever sends to it must send there. */
 static void data_endpoint_known(struct daemon *d, struct worker *w)
 {
@@ -425,17 +438,12 @@ static void data_endpoint_known(struct daemon *d, struct worker *w)
         return;
     }
     struct worker *p = &d->workers.w[w->stage - 1];
-    if (p->state == WORKER_WAITING) {
-        load_or_wait(d, p);
-    } else if ((p->state == WORKER_LOADING || p->state == WORKER_READY) &&
-               (strcmp(p->told_next, w->data_endpoint) != 0 ||
-                strcmp(p->told_next_key, w->data_key) != 0)) {
-        /* LoadShard is the one message that says where to send; reloading costs a load,
-         * and happens only when a remote stage came back somewhere else */
-        dlog("worker %s: its next stage %s is now at %s; loading it again to send there",
-             p->id, w->id, w->data_endpoint);
-        load_or_wait(d, p);
-    }
+    /* reloading costs a load, so only when a remote stage came back somewhere else */
+    char what[400];
+    snprintf(what, sizeof what, "its next stage %s is now at %s; loading it again to send there",
+             w->id, w->data_endpoint);
+    reload_neighbour(d, p, strcmp(p->told_next, w->data_endpoint) != 0 ||
+                               strcmp(p->told_next_key, w->data_key) != 0, what);
 }
 
 /* Remote stage w joined with a key that may be new: the stage after it admits senders by
@@ -445,15 +453,10 @@ static void sender_key_known(struct daemon *d, struct worker *w, const char *old
 {
     if (w->stage + 1 == d->workers.n)
         return;
-    struct worker *n = &d->workers.w[w->stage + 1];
-    if (n->state == WORKER_WAITING) {
-        load_or_wait(d, n);
-    } else if ((n->state == WORKER_LOADING || n->state == WORKER_READY) &&
-               strcmp(old_key, w->data_key) != 0) {
-        dlog("worker %s: its previous stage %s now sends with key %s; loading it again to "
-             "admit that key", n->id, w->id, w->data_key);
-        load_or_wait(d, n);
-    }
+    char what[200];
+    snprintf(what, sizeof what, "its previous stage %s now sends with key %s; loading it again "
+             "to admit that key", w->id, w->data_key);
+    reload_neighbour(d, &d->workers.w[w->stage + 1], strcmp(old_key, w->data_key) != 0, what);
 }
 
 static void send_status_request(struct daemon *d, struct worker *w, uint64_t request_id,
