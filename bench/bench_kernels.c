@@ -21,6 +21,7 @@
 #include "kernels/kernels_x86.h"
 #include "kernels/threadpool.h"
 #include "model/errbuf.h"
+#include "model/forward.h"
 #include "model/ggml_types.h"
 
 #define STREAM_BYTES (2ull << 30)
@@ -213,8 +214,8 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
  * take turns, round after round, so that both meet the same load from anything else
  * running; every round's figures are printed, not only the best. Run alone ("multi"),
  * nothing pins the caller: taskset does. */
-#define MULTI_X 16 /* SMALL_BATCH of model/forward.c */
-#define MULTI_BLOCK 512 /* GEMV_BLOCK_ROWS of model/forward.c */
+#define MULTI_X SMALL_BATCH
+#define MULTI_BLOCK GEMV_BLOCK_ROWS
 #define MULTI_ROUNDS 5
 #define MULTI_CALLS 31
 

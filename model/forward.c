@@ -12,9 +12,6 @@
 #include "kernels/kernels.h"
 #include "model/ggml_types.h"
 
-/* Below this many rows a batch multiplies through the decode kernel (see bitlinear_task). */
-#define SMALL_BATCH 16
-#define GEMV_BLOCK_ROWS 512
 /* Rows whose int8-head sums are held at once (forward_state.head_acc). */
 #define HEAD_ACC_ROWS 4
 

@@ -21,6 +21,12 @@
 enum kv_type { KV_TYPE_F32 = 0, KV_TYPE_F16, KV_TYPE_Q8 };
 #define KV_TYPE_NAMES "f32, f16 or q8"
 
+/* Up to this many rows (decode of several streams) a batch multiplies through the decode
+ * kernel for several vectors, over blocks of this many weight rows, small enough to stay
+ * in L2 while it revisits them; more rows take the GEMM. bench_kernels times the same. */
+#define SMALL_BATCH 16
+#define GEMV_BLOCK_ROWS 512
+
 /* Case-insensitive "f32", "f16" or "q8"; -1 for anything else. */
 int kv_type_parse(const char *name, enum kv_type *t);
 const char *kv_type_name(enum kv_type t);
