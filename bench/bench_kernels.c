@@ -208,6 +208,38 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
     return t[calls / 2];
 }
 
+/* The whole token again under each row walk the dispatch could choose (kernels/row_walk.h),
+ * the walks alternated round by round so that a drift of the host's speed falls on all of
+ * them: the evidence behind kernels/dispatch.c's row_streams_for. */
+#define WALK_ROUNDS 7
+static void bench_walk(const struct kernel_ops *set, struct threadpool *const *pools,
+                       const int *tcount, int n_pools, const double *probe, const uint8_t *arena,
+                       size_t total, const int8_t *xq, const float *xf, int32_t *oi, float *of)
+{
+    static const int walks[] = {4, 8, 12};
+    enum { N_WALKS = sizeof walks / sizeof *walks };
+    int chosen = kops.row_streams;
+    printf("\nwhole token by row walk (%s set; this CPU's dispatch uses %d runs); median of %d "
+           "alternated rounds, each the median of 3 tokens\n",
+           set->name, chosen, WALK_ROUNDS);
+    printf("%-5s %3s %10s %8s %7s\n", "runs", "thr", "ms/token", "GB/s", "%probe");
+    for (int p = 0; p < n_pools; p++) {
+        double t[N_WALKS][WALK_ROUNDS];
+        for (int r = 0; r < WALK_ROUNDS; r++)
+            for (int w = 0; w < N_WALKS; w++) {
+                kops.row_streams = walks[w];
+                t[w][r] = time_token(pools[p], set, arena, xq, xf, oi, of, 3);
+            }
+        for (int w = 0; w < N_WALKS; w++) {
+            qsort(t[w], WALK_ROUNDS, sizeof t[w][0], cmp_double);
+            double med = t[w][WALK_ROUNDS / 2], gbs = (double)total / med / 1e9;
+            printf("%-5d %3d %10.2f %8.2f %6.0f%%\n", walks[w], tcount[p], med * 1e3, gbs,
+                   probe[p] > 0 ? 100 * gbs / probe[p] : 0.0);
+        }
+    }
+    kops.row_streams = chosen;
+}
+
 /* Several decoding streams: the FFN up matrix against 8 vectors (then 2, 3 and 16), in
  * blocks of MULTI_BLOCK rows on the calling thread as model/forward.c issues it, by the
  * set's i2s_dot_rows_multi and by the per-vector default (i2s_dot_rows_each). The two
@@ -395,8 +427,10 @@ int main(int argc, char **argv)
     printf("\nstream = rotate through copies spanning >= %.1f GB; hot = one copy; "
            "%%probe = GB/s over the probe's at the same thread count\n",
            (double)STREAM_BYTES / 1e9);
-    printf("%-15s %-12s %-11s %-7s %3s %-6s %10s %8s %7s %8s %9s  %s\n", "kernel", "shape", "role",
-           "set", "thr", "mode", "median ms", "GB/s", "%probe", "GOPS", "vs scalar", "cpu");
+    if (!only || (strcmp(only, "walk") != 0 && strcmp(only, "token") != 0))
+        printf("%-15s %-12s %-11s %-7s %3s %-6s %10s %8s %7s %8s %9s  %s\n", "kernel", "shape",
+               "role", "set", "thr", "mode", "median ms", "GB/s", "%probe", "GOPS", "vs scalar",
+               "cpu");
 
     enum kind filled = (enum kind)-1;
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
@@ -470,6 +504,13 @@ int main(int argc, char **argv)
                 fflush(stdout);
             }
         }
+    }
+    if (!only || strcmp(only, "walk") == 0) {
+        size_t i2s = token_i2s_bytes(), total = i2s + (size_t)128256 * row_bytes(K_F16, 2560);
+        fill_codes(arena, i2s);
+        fill_f16(arena + i2s, total - i2s);
+        bench_walk(&sets[n_sets - 1], pools, tcount, n_pools, probe, arena, total, xq, xf, oi,
+                   of);
     }
     if (!only)
         bench_multi(sets, n_sets);

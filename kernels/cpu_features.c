@@ -19,6 +19,8 @@ void cpu_features_detect(struct cpu_features *f)
 {
     memset(f, 0, sizeof *f);
     unsigned a, b, c, d;
+    if (__get_cpuid(0, &a, &b, &c, &d))
+        f->amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163; /* "AuthenticAMD" */
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return;
     bool osxsave = c & (1u << 27);

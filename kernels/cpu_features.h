@@ -9,6 +9,7 @@ struct cpu_features {
     bool avx512f, avx512bw, avx512vl, avx512vnni, avx512_bf16;
     bool avxvnni;
     bool amx_tile, amx_int8; /* as cpuid reports; using them also needs amx_request() */
+    bool amd;                /* vendor AuthenticAMD: picks decode tuning, not kernels */
     char brand[64];
 };
 

@@ -124,7 +124,7 @@ static void i2s_dot_rows_avx2(const struct ternary_matrix *w, const int8_t *xq, 
     /* codes are value + 1: sum((code - 1) * x) = sum(code * x) - sum(x) */
     uint32_t sumx = (uint32_t)sum_i8(xq, nblk * 128);
     struct row_walk it;
-    row_walk_init(&it, r0, r1);
+    row_walk_init(&it, r0, r1, kops.row_streams);
     int rr[4], n;
     int32_t dot[4];
     while ((n = row_walk_next(&it, rr)) != 0) {
@@ -189,7 +189,7 @@ static void q8_dot_rows_avx2(const struct q8_matrix *m, const int8_t *xq, int r0
 {
     int cols = m->cols, main = cols / 32 * 32;
     struct row_walk it;
-    row_walk_init(&it, r0, r1);
+    row_walk_init(&it, r0, r1, kops.row_streams);
     int rr[4], n;
     int32_t dot[4];
     while ((n = row_walk_next(&it, rr)) != 0) {

@@ -167,7 +167,7 @@ static void i2s_dot_rows_avx512(const struct ternary_matrix *w, const int8_t *xq
         uint32_t sumx = (uint32_t)sum_i8(xq + c0, nblk * 128);
         const uint8_t *base = w->data + (size_t)c0 / 4;
         struct row_walk it;
-        row_walk_init(&it, r0, r1);
+        row_walk_init(&it, r0, r1, kops.row_streams);
         int rr[4], n;
         int32_t dot[4];
         while ((n = row_walk_next(&it, rr)) != 0) {
@@ -263,7 +263,7 @@ ALWAYS_INLINE void i2s_multi_walk(const uint8_t *base, size_t rb, int r0, int r1
                                   int32_t *const out[4], const uint32_t sumx[4], int first)
 {
     struct row_walk it;
-    row_walk_init(&it, r0, r1);
+    row_walk_init(&it, r0, r1, kops.row_streams);
     int rr[4], n;
     while ((n = row_walk_next(&it, rr)) != 0) {
         const uint8_t *w[4];
@@ -423,7 +423,7 @@ static void q8_dot_rows_avx512(const struct q8_matrix *m, const int8_t *xq, int 
     /* uint32 arithmetic: exact whenever the true sum fits int32, as the scalar's is */
     uint32_t corr = 128u * (uint32_t)sum_i8(xq, cols);
     struct row_walk it;
-    row_walk_init(&it, r0, r1);
+    row_walk_init(&it, r0, r1, kops.row_streams);
     int rr[4], n;
     int32_t dot[4];
     while ((n = row_walk_next(&it, rr)) != 0) {

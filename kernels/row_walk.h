@@ -7,32 +7,34 @@
 /* What limits a decode kernel is how many cache lines are on their way from memory at
  * once. A core's own misses (a dozen or so fill buffers) cannot cover the latency, and
  * the L2 streamer runs only a few lines ahead of each sequential stream it tracks. So
- * rows [r0, r1) are walked as ROW_STREAMS contiguous runs advanced together: the
+ * rows [r0, r1) are walked as `streams` contiguous runs advanced together: the
  * streamer works on all of them, and every row also prefetches its successor in its run
- * (into L2, where it does not crowd x out of L1). Measured on Sapphire Rapids: 8 runs
- * read I2_S at ~97% of a plain read of the same bytes; one run of four-row groups
- * managed ~80%. Rows left over go in consecutive groups of four, then singly. */
-#define ROW_STREAMS 8
-
+ * (into L2, where it does not crowd x out of L1). How many runs suit is the CPU's
+ * (kops.row_streams): on Sapphire Rapids 8 runs read I2_S at ~97% of a plain read of
+ * the same bytes, where one run of four-row groups managed ~80%; on Zen 5, 4 runs beat
+ * 8 (kernels/dispatch.c). Rows left over go in consecutive groups of four, then singly. */
 struct row_walk {
-    int r0, r1, q, t, steps, r;
+    int r0, r1, q, t, steps, r, groups;
 };
 
-static inline void row_walk_init(struct row_walk *w, int r0, int r1)
+/* streams: a multiple of 4, since each step takes one row from each of four runs;
+ * other values are rounded down, to at least 4. */
+static inline void row_walk_init(struct row_walk *w, int r0, int r1, int streams)
 {
+    w->groups = streams >= 4 ? streams / 4 : 1;
     w->r0 = r0;
     w->r1 = r1;
-    w->q = r1 > r0 ? (r1 - r0) / ROW_STREAMS : 0;
+    w->q = r1 > r0 ? (r1 - r0) / (4 * w->groups) : 0;
     w->t = 0;
-    w->steps = w->q * (ROW_STREAMS / 4);
-    w->r = r0 + ROW_STREAMS * w->q;
+    w->steps = w->q * w->groups;
+    w->r = r0 + 4 * w->groups * w->q;
 }
 
 /* The next rows to compute (4 or 1 of them); 0 when done. */
 static inline int row_walk_next(struct row_walk *w, int rr[4])
 {
     if (w->t < w->steps) {
-        int i = w->t / (ROW_STREAMS / 4), g = w->t % (ROW_STREAMS / 4);
+        int i = w->t / w->groups, g = w->t % w->groups;
         for (int k = 0; k < 4; k++)
             rr[k] = w->r0 + (4 * g + k) * w->q + i;
         w->t++;
@@ -61,7 +63,7 @@ static inline int row_walk_next(struct row_walk *w, int rr[4])
     {                                                                                     \
         size_t rb = m->row_bytes;                                                         \
         struct row_walk it;                                                               \
-        row_walk_init(&it, r0, r1);                                                       \
+        row_walk_init(&it, r0, r1, kops.row_streams);                                    \
         int rr[4], n;                                                                     \
         float dot[4];                                                                     \
         while ((n = row_walk_next(&it, rr)) != 0) {                                       \
