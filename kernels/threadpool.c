@@ -98,6 +98,31 @@ static void *worker_main(void *arg)
     }
 }
 
+bool claim_range(_Atomic int *next, int n, int align, int min_take, int nth, int *lo, int *hi)
+{
+    if (align < 1)
+        align = 1;
+    if (nth < 1)
+        nth = 1;
+    int cur = atomic_load_explicit(next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= n)
+            return false;
+        int left = n - cur, take = left / (2 * nth);
+        if (take < min_take)
+            take = min_take;
+        take = (take + align - 1) / align * align;
+        if (take < 1 || take > left)
+            take = left;
+        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *lo = cur;
+            *hi = cur + take;
+            return true;
+        }
+    }
+}
+
 int cpus_available(void)
 {
     cpu_set_t set;

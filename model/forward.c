@@ -179,6 +179,17 @@ static void norm_and_quantize(struct forward_state *s, float *in, enum norm_prep
         threadpool_run(s->pool, norm_task, &j);
 }
 
+/* Decode hands out weight rows in pieces of at least this many bytes (claim_range): a
+ * core that memory serves more slowly than the other takes fewer rows, instead of the
+ * other waiting for it at the end of every matrix. */
+#define DECODE_PIECE_BYTES (32 << 10)
+
+static int decode_piece_rows(size_t row_bytes)
+{
+    size_t r = DECODE_PIECE_BYTES / (row_bytes ? row_bytes : 1);
+    return r < 16 ? 16 : r > (1 << 20) ? 1 << 20 : (int)r;
+}
+
 /* Up to three matrices that read the same quantized input, run in one pool call so the
  * threads meet once per group rather than once per matrix. */
 struct bitlinear_job {
@@ -188,45 +199,68 @@ struct bitlinear_job {
     const struct ternary_matrix *w[3];
     int32_t *acc[3];
     float *out[3]; /* [n][rows] */
+    int total_rows;  /* of all the matrices, one after another: what decode claims */
+    _Atomic int next;
 };
+
+/* Rows [lo, hi) of matrix i for every position of the job. */
+static void bitlinear_rows(const struct bitlinear_job *job, int i, int lo, int hi)
+{
+    const struct forward_state *s = job->s;
+    const struct ternary_matrix *w = job->w[i];
+    size_t rows = (size_t)w->rows;
+    if (w->type == GGML_TYPE_I2_S) {
+        if (job->n == 1) {
+            kops.i2s_dot_rows(w, s->xq, lo, hi, job->acc[i]);
+        } else if (job->n <= SMALL_BATCH) {
+            /* a few rows (decode of several streams): the GEMM's set-up would cost
+             * more than it saves; the decode kernel for several vectors takes blocks
+             * of weight rows small enough to stay in L2 while it revisits them */
+            for (int b = lo; b < hi; b += GEMV_BLOCK_ROWS) {
+                int be = b + GEMV_BLOCK_ROWS < hi ? b + GEMV_BLOCK_ROWS : hi;
+                kops.i2s_dot_rows_multi(w, s->xq, (size_t)w->cols, job->n, b, be,
+                                        job->acc[i], rows);
+            }
+        } else {
+            kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
+        }
+        for (int t = 0; t < job->n; t++)
+            kops.dequant(job->out[i] + t * rows + lo, job->acc[i] + t * rows + lo, hi - lo,
+                         w->scale / s->xscale[t]);
+    } else {
+        for (int t = 0; t < job->n; t++) {
+            float *o = job->out[i] + t * rows;
+            kops.tq_dot_rows(w, s->xq + (size_t)t * w->cols, lo, hi, o);
+            for (int r = lo; r < hi; r++)
+                o[r] /= s->xscale[t];
+        }
+    }
+}
 
 static void bitlinear_task(void *ctx, int ith, int nth)
 {
-    const struct bitlinear_job *job = ctx;
-    const struct forward_state *s = job->s;
-    for (int i = 0; i < job->n_mats; i++) {
-        const struct ternary_matrix *w = job->w[i];
-        int lo, hi;
-        split_range(w->rows, 16, ith, nth, &lo, &hi);
-        if (lo >= hi)
-            continue;
-        size_t rows = (size_t)w->rows;
-        if (w->type == GGML_TYPE_I2_S) {
-            if (job->n == 1) {
-                kops.i2s_dot_rows(w, s->xq, lo, hi, job->acc[i]);
-            } else if (job->n <= SMALL_BATCH) {
-                /* a few rows (decode of several streams): the GEMM's set-up would cost
-                 * more than it saves; the decode kernel for several vectors takes blocks
-                 * of weight rows small enough to stay in L2 while it revisits them */
-                for (int b = lo; b < hi; b += GEMV_BLOCK_ROWS) {
-                    int be = b + GEMV_BLOCK_ROWS < hi ? b + GEMV_BLOCK_ROWS : hi;
-                    kops.i2s_dot_rows_multi(w, s->xq, (size_t)w->cols, job->n, b, be,
-                                            job->acc[i], rows);
-                }
-            } else {
-                kops.i2s_gemm(w, s->xq, (size_t)w->cols, job->n, lo, hi, job->acc[i], rows);
-            }
-            for (int t = 0; t < job->n; t++)
-                kops.dequant(job->out[i] + t * rows + lo, job->acc[i] + t * rows + lo, hi - lo,
-                             w->scale / s->xscale[t]);
-        } else {
-            for (int t = 0; t < job->n; t++) {
-                float *o = job->out[i] + t * rows;
-                kops.tq_dot_rows(w, s->xq + (size_t)t * w->cols, lo, hi, o);
-                for (int r = lo; r < hi; r++)
-                    o[r] /= s->xscale[t];
+    struct bitlinear_job *job = ctx;
+    if (job->n == 1) {
+        /* the matrices of a group have the same width, so one piece size serves all */
+        int min_rows = decode_piece_rows(job->w[0]->row_bytes), lo, hi;
+        while (claim_range(&job->next, job->total_rows, 16, min_rows, nth, &lo, &hi)) {
+            for (int i = 0, base = 0; i < job->n_mats && base < hi; base += job->w[i]->rows, i++) {
+                int a = lo - base, b = hi - base;
+                if (a < 0)
+                    a = 0;
+                if (b > job->w[i]->rows)
+                    b = job->w[i]->rows;
+                if (a < b)
+                    bitlinear_rows(job, i, a, b);
             }
         }
+        return;
+    }
+    for (int i = 0; i < job->n_mats; i++) {
+        int lo, hi;
+        split_range(job->w[i]->rows, 16, ith, nth, &lo, &hi);
+        if (lo < hi)
+            bitlinear_rows(job, i, lo, hi);
     }
 }
 
@@ -244,6 +278,7 @@ static void bitlinear(struct forward_state *s, int n, const struct ternary_matri
         /* the integer sums go where their floats will: each is read once, just before
          * its float is stored over it (allocated memory takes the type last stored) */
         job.acc[i] = (int32_t *)(void *)os[i];
+        job.total_rows += ws[i]->rows;
         job.n_mats++;
     }
     threadpool_run(s->pool, bitlinear_task, &job);
@@ -493,17 +528,16 @@ struct output_job {
     struct forward_state *s;
     int n;            /* rows wanting logits: their normed x at xb[i], int8 at head_xq[i] */
     float *logits;    /* [n][n_vocab] */
+    _Atomic int next; /* decode's claims (claim_range) */
 };
 
-static void output_task(void *ctx, int ith, int nth)
+/* Rows [lo, hi) of the head for every row of the job. */
+static void output_rows(const struct output_job *job, int lo, int hi)
 {
-    const struct output_job *job = ctx;
     const struct bitnet_model *m = job->m;
     const struct forward_state *s = job->s;
     size_t V = m->hp.n_vocab, embd = m->hp.n_embd;
     const struct q8_matrix *q = m->output_q8.q ? &m->output_q8 : NULL;
-    int lo, hi;
-    split_range(q ? q->rows : m->output.rows, 16, ith, nth, &lo, &hi);
     int block = job->n == 1 ? hi - lo : HEAD_BLOCK_ROWS;
     for (int b = lo; b < hi; b += block) {
         int be = b + block < hi ? b + block : hi;
@@ -529,6 +563,23 @@ static void output_task(void *ctx, int ith, int nth)
             }
         }
     }
+}
+
+static void output_task(void *ctx, int ith, int nth)
+{
+    struct output_job *job = ctx;
+    const struct bitnet_model *m = job->m;
+    const struct q8_matrix *q = m->output_q8.q ? &m->output_q8 : NULL;
+    int rows = q ? q->rows : m->output.rows, lo, hi;
+    if (job->n == 1) {
+        /* in pieces, as bitlinear_task does for decode */
+        int min_rows = decode_piece_rows(q ? (size_t)q->cols : m->output.row_bytes);
+        while (claim_range(&job->next, rows, 16, min_rows, nth, &lo, &hi))
+            output_rows(job, lo, hi);
+        return;
+    }
+    split_range(rows, 16, ith, nth, &lo, &hi);
+    output_rows(job, lo, hi);
 }
 
 void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, const int *rows,
