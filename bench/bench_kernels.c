@@ -216,28 +216,33 @@ static void bench_walk(const struct kernel_ops *set, struct threadpool *const *p
                        const int *tcount, int n_pools, const double *probe, const uint8_t *arena,
                        size_t total, const int8_t *xq, const float *xf, int32_t *oi, float *of)
 {
-    static const int walks[] = {4, 8, 12};
+    static const struct { int runs; bool prefetch; } walks[] = {
+        {4, false}, {4, true}, {8, false}, {8, true}, {12, true}};
     enum { N_WALKS = sizeof walks / sizeof *walks };
     int chosen = kops.row_streams;
-    printf("\nwhole token by row walk (%s set; this CPU's dispatch uses %d runs); median of %d "
-           "alternated rounds, each the median of 3 tokens\n",
-           set->name, chosen, WALK_ROUNDS);
-    printf("%-5s %3s %10s %8s %7s\n", "runs", "thr", "ms/token", "GB/s", "%probe");
+    bool chosen_pf = kops.row_prefetch;
+    printf("\nwhole token by row walk (%s set; this CPU's dispatch uses %d runs, prefetch %s); "
+           "median of %d alternated rounds, each the median of 3 tokens\n",
+           set->name, chosen, chosen_pf ? "on" : "off", WALK_ROUNDS);
+    printf("%-5s %-8s %3s %10s %8s %7s\n", "runs", "prefetch", "thr", "ms/token", "GB/s", "%probe");
     for (int p = 0; p < n_pools; p++) {
         double t[N_WALKS][WALK_ROUNDS];
         for (int r = 0; r < WALK_ROUNDS; r++)
             for (int w = 0; w < N_WALKS; w++) {
-                kops.row_streams = walks[w];
+                kops.row_streams = walks[w].runs;
+                kops.row_prefetch = walks[w].prefetch;
                 t[w][r] = time_token(pools[p], set, arena, xq, xf, oi, of, 3);
             }
         for (int w = 0; w < N_WALKS; w++) {
             qsort(t[w], WALK_ROUNDS, sizeof t[w][0], cmp_double);
             double med = t[w][WALK_ROUNDS / 2], gbs = (double)total / med / 1e9;
-            printf("%-5d %3d %10.2f %8.2f %6.0f%%\n", walks[w], tcount[p], med * 1e3, gbs,
+            printf("%-5d %-8s %3d %10.2f %8.2f %6.0f%%\n", walks[w].runs,
+                   walks[w].prefetch ? "on" : "off", tcount[p], med * 1e3, gbs,
                    probe[p] > 0 ? 100 * gbs / probe[p] : 0.0);
         }
     }
     kops.row_streams = chosen;
+    kops.row_prefetch = chosen_pf;
 }
 
 /* Several decoding streams: the FFN up matrix against 8 vectors (then 2, 3 and 16), in

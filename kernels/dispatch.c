@@ -75,18 +75,25 @@ static bool level_available(enum level l, const struct cpu_features *f)
     }
 }
 
-/* Measured with `bench_kernels walk` (whole token, 2 threads, the two walks alternated):
- * Sapphire Rapids read I2_S fastest with 8 runs; on Zen 5 (AMD EPYC, family 26) 8 runs
- * took 12-15% longer a token than 4, at 1 thread and at 2. */
+/* Measured with `bench_kernels walk` (whole token, the walks alternated round by round):
+ * Sapphire Rapids read I2_S fastest with 8 runs, each row prefetching the next in its
+ * run; on Zen 5 (AMD EPYC, family 26) 8 runs took 12-15% longer a token than 4, at 1
+ * thread and at 2, and the prefetches made a token ~10% slower at 1 thread. */
 static int row_streams_for(const struct cpu_features *f)
 {
     return f->amd ? 4 : 8;
+}
+
+static bool row_prefetch_for(const struct cpu_features *f)
+{
+    return !f->amd;
 }
 
 static void build(struct kernel_ops *ops, enum level l, const struct cpu_features *f)
 {
     *ops = kernels_scalar;
     ops->row_streams = row_streams_for(f);
+    ops->row_prefetch = row_prefetch_for(f);
     ops->i2s_dot_rows_multi = i2s_dot_rows_each;
     ops->q8_dot_rows_multi = q8_dot_rows_each;
     ops->dense_dot_rows_multi = dense_dot_rows_each;

@@ -8,6 +8,7 @@
 #ifndef BITNET_KERNELS_H
 #define BITNET_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -181,9 +182,11 @@ struct kernel_ops {
      * round half to even) and each row's sum of q. */
     void (*dense_rows_to_q8)(const struct dense_matrix *m, int r0, int r1, int8_t *q,
                              float *scale, int32_t *row_sum);
-    /* How many runs of rows the decode kernels stream at once (kernels/row_walk.h): a
-     * property of the CPU's prefetchers, not of the set, so chosen by kernels_init. */
+    /* How many runs of rows the decode kernels stream at once, and whether each row
+     * prefetches its successor in its run (kernels/row_walk.h): properties of the CPU's
+     * prefetchers, not of the set, so chosen by kernels_init. */
     int row_streams;
+    bool row_prefetch;
 };
 
 extern struct kernel_ops kops;

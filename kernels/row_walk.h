@@ -12,7 +12,8 @@
  * (into L2, where it does not crowd x out of L1). How many runs suit is the CPU's
  * (kops.row_streams): on Sapphire Rapids 8 runs read I2_S at ~97% of a plain read of
  * the same bytes, where one run of four-row groups managed ~80%; on Zen 5, 4 runs beat
- * 8 (kernels/dispatch.c). Rows left over go in consecutive groups of four, then singly. */
+ * 8, and the prefetches cost more than they gave (kernels/dispatch.c). Rows left over go
+ * in consecutive groups of four, then singly. */
 struct row_walk {
     int r0, r1, q, t, steps, r, groups;
 };
@@ -53,7 +54,13 @@ static inline int row_walk_next(struct row_walk *w, int rr[4])
     return 0;
 }
 
-#define PF_NEXT_ROW(p, rb) _mm_prefetch((const char *)(p) + (rb), _MM_HINT_T1)
+/* The prefetch of a row's successor in its run, where the CPU gains by it
+ * (kops.row_prefetch; a flag the compiler reads once per loop, not per line). */
+#define PF_NEXT_ROW(p, rb)                                                                \
+    do {                                                                                  \
+        if (kops.row_prefetch)                                                            \
+            _mm_prefetch((const char *)(p) + (rb), _MM_HINT_T1);                          \
+    } while (0)
 
 /* The walk of a dense (output-head) kernel: rows4 computes four rows' dots, row1 one;
  * both are the instruction set's own, the order of rows is the walk's. */
