@@ -241,7 +241,7 @@ static void bitlinear_task(void *ctx, int ith, int nth)
 {
     struct bitlinear_job *job = ctx;
     if (job->n == 1) {
-        /* the matrices of a group have the same width, so one piece size serves all */
+        /* the matrices of a group read one input, so they share a width and a piece size */
         int min_rows = decode_piece_rows(job->w[0]->row_bytes), lo, hi;
         while (claim_range(&job->next, job->total_rows, 16, min_rows, nth, &lo, &hi)) {
             for (int i = 0, base = 0; i < job->n_mats && base < hi; base += job->w[i]->rows, i++) {
