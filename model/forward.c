@@ -553,8 +553,13 @@ static void output_rows(const struct output_job *job, int lo, int hi)
          * rows [b, be) of every vector are this thread's alone */
         for (int i0 = 0; i0 < job->n; i0 += HEAD_ACC_ROWS) {
             int ni = job->n - i0 < HEAD_ACC_ROWS ? job->n - i0 : HEAD_ACC_ROWS;
-            kops.q8_dot_rows_multi(q, s->head_xq + (size_t)i0 * embd, embd, ni, b, be,
-                                   s->head_acc, V);
+            /* one vector: the single-vector kernel, which streams its rows as the CPU
+             * likes (kernels/row_walk.h); the several-vector one walks fours in order */
+            if (ni == 1)
+                kops.q8_dot_rows(q, s->head_xq + (size_t)i0 * embd, b, be, s->head_acc);
+            else
+                kops.q8_dot_rows_multi(q, s->head_xq + (size_t)i0 * embd, embd, ni, b, be,
+                                       s->head_acc, V);
             for (int i = i0; i < i0 + ni; i++) {
                 const int32_t *acc = s->head_acc + (size_t)(i - i0) * V;
                 float *logits = job->logits + (size_t)i * V;
