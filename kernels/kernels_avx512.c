@@ -237,7 +237,7 @@ ALWAYS_INLINE void i2s_rows_multi(const uint8_t *const w[4], const int NR, size_
     for (; b + 2 <= nblk; b += 2) {
 #pragma GCC unroll 4
         for (int k = 0; k < NR; k++) {
-            PF_NEXT_ROW(w[k] + b * 32, rb);
+            PF_AHEAD(w[k] + b * 32, rb);
             wv[k] = _mm512_loadu_si512(w[k] + b * 32);
         }
         i2s_multi_step(a, wv, NR, xa + b * 128, lda, NX);
@@ -656,8 +656,8 @@ ALWAYS_INLINE void dense_rows2_multi(uint32_t type, const uint8_t *p0, const uin
     for (; c + 32 <= cols; c += 32) {
         /* the next pair of rows, so that the first vectors' pass streams from memory
          * rather than waiting on it (the later passes find the block in L2) */
-        PF_NEXT_ROW(p0 + (size_t)c * esz, 2 * rb);
-        PF_NEXT_ROW(p1 + (size_t)c * esz, 2 * rb);
+        PF_AHEAD(p0 + (size_t)c * esz, 2 * rb);
+        PF_AHEAD(p1 + (size_t)c * esz, 2 * rb);
         __m512 w00 = dense_load16(type, p0, c, 0, 1), w01 = dense_load16(type, p0, c + 16, 0, 1);
         __m512 w10 = dense_load16(type, p1, c, 0, 1), w11 = dense_load16(type, p1, c + 16, 0, 1);
 #pragma GCC unroll 4
