@@ -55,9 +55,11 @@ static double weight_bytes_per_token(const struct bitnet_model *m)
 #define PROBE_BYTES ((size_t)1 << 30)
 #define PROBE_PASSES 3
 
-/* Each decode chunk's read bandwidth just before it and its roofline ratio. */
+/* Each decode chunk's read bandwidth just before it, its roofline ratio, and the ratio
+ * counting the KV cache's bytes too (all that decode reads: how near the memory bound
+ * it runs, where the roofline ratio counts only the weights the issue names). */
 struct chunk_log {
-    double *gbps, *ratio;
+    double *gbps, *ratio, *mem_ratio;
     int n, cap;
 };
 
@@ -102,7 +104,10 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
      * the host's speed changes by more than the depth does between two runs here, but
      * not between two neighbouring tokens. */
     int pos = (int)n_pre;
-    double t_deep = 0.0, t_shallow = 0.0, gbps = 0.0, chunk_start = 0.0;
+    double t_deep = 0.0, t_shallow = 0.0, gbps = 0.0, chunk_start = 0.0, chunk_kv = 0.0;
+    /* a step at position p reads the cache of positions 0..p in every layer */
+    double kv_position = (double)kv_bytes_per_position(&s.model.hp, o->so.kv_type) *
+                         (double)s.model.hp.n_layer;
     struct errbuf e;
     for (long i = 0; rc == 0 && i < o->gen_tokens; i++) {
         if (i % DECODE_CHUNK == 0) {
@@ -112,7 +117,9 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
                 break;
             }
             chunk_start = t_deep;
+            chunk_kv = 0.0;
         }
+        chunk_kv += kv_position * (pos + 1);
         double t1 = now_seconds();
         logits = session_feed(&s, &next, 1, pos++);
         t_deep += now_seconds() - t1;
@@ -124,7 +131,9 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
             long k = i % DECODE_CHUNK + 1;
             if (log->n < log->cap) {
                 log->gbps[log->n] = gbps;
-                log->ratio[log->n] = (double)k / (t_deep - chunk_start) * *bytes_per_token / (gbps * 1e9);
+                double t = t_deep - chunk_start;
+                log->ratio[log->n] = (double)k / t * *bytes_per_token / (gbps * 1e9);
+                log->mem_ratio[log->n] = (k * *bytes_per_token + chunk_kv) / t / (gbps * 1e9);
                 log->n++;
             }
         }
@@ -204,12 +213,13 @@ int cmd_bench(int argc, char **argv)
     struct chunk_log log = {.cap = n * (int)((o.gen_tokens + DECODE_CHUNK - 1) / DECODE_CHUNK)};
     log.gbps = calloc((size_t)log.cap, sizeof(double));
     log.ratio = calloc((size_t)log.cap, sizeof(double));
+    log.mem_ratio = calloc((size_t)log.cap, sizeof(double));
     double *load = calloc((size_t)n, sizeof(double)), *pp = calloc((size_t)n, sizeof(double));
     double *tg = calloc((size_t)n, sizeof(double)), *ttft = calloc((size_t)n, sizeof(double));
     double *tg0 = calloc((size_t)n, sizeof(double));
     double bytes_per_token = 0;
     char kernel[32] = "";
-    int rc = load && pp && tg && ttft && tg0 && log.gbps && log.ratio ? 0 : 1;
+    int rc = load && pp && tg && ttft && tg0 && log.gbps && log.ratio && log.mem_ratio ? 0 : 1;
     for (int i = 0; rc == 0 && i < n; i++) {
         struct bench_run r;
         if (one_run(&o, (uint64_t)i + 1, &r, &bytes_per_token, kernel, sizeof kernel, &probe,
@@ -233,6 +243,7 @@ int cmd_bench(int argc, char **argv)
         double gen = median(tg, n), prompt = median(pp, n), gen0 = median(tg0, n);
         double read_gbps = median(log.gbps, log.n), ratio = median(log.ratio, log.n);
         double ratio_lo = log.ratio[0], ratio_hi = log.ratio[log.n - 1]; /* sorted by median */
+        double mem_ratio = median(log.mem_ratio, log.n);
         if (o.json) {
             json_object *j = json_object_new_object();
             json_object_object_add(j, "model", json_object_new_string(o.model));
@@ -256,6 +267,7 @@ int cmd_bench(int argc, char **argv)
             json_object_object_add(j, "roofline_ratio_min", json_object_new_double(ratio_lo));
             json_object_object_add(j, "roofline_ratio_max", json_object_new_double(ratio_hi));
             json_object_object_add(j, "roofline_chunks", json_object_new_int(log.n));
+            json_object_object_add(j, "memory_ratio", json_object_new_double(mem_ratio));
             if (o.depth > 0) {
                 json_object_object_add(j, "depth0_tps", json_object_new_double(gen0));
                 json_object_object_add(j, "depth_ratio", json_object_new_double(gen / gen0));
@@ -280,6 +292,8 @@ int cmd_bench(int argc, char **argv)
             printf("                 median of %d chunks of %d tokens, each against the read "
                    "bandwidth just before it; range %.3f - %.3f\n", log.n, DECODE_CHUNK,
                    ratio_lo, ratio_hi);
+            printf("memory ratio     %.3f (the weights and the KV cache read per token)\n",
+                   mem_ratio);
             printf("(medians of %d runs)\n", n);
         }
     }
@@ -290,6 +304,7 @@ int cmd_bench(int argc, char **argv)
     free(tg0);
     free(log.gbps);
     free(log.ratio);
+    free(log.mem_ratio);
     read_probe_server_stop(&probe);
     return rc;
 }

@@ -51,7 +51,11 @@ node -e 'const j=JSON.parse(require("fs").readFileSync(0));
                    "roofline_ratio","depth0_tps","depth_ratio"])
     if (!(j[k] > 0)) { console.error("bench key " + k + ": " + j[k]); process.exit(1); }
   if (j.threads !== 2 || j.depth !== 40 || typeof j.kernel !== "string" ||
-      Math.abs(j.depth_ratio - j.generated_tps / j.depth0_tps) > 1e-9) process.exit(1)' <<<"$json" \
+      Math.abs(j.depth_ratio - j.generated_tps / j.depth0_tps) > 1e-9) process.exit(1);
+  /* the same chunks with the KV cache'"'"'s bytes added: above the weights-only ratio, and
+     by less than the cache of 40-52 positions can add next to the weights */
+  if (!(j.memory_ratio > j.roofline_ratio && j.memory_ratio < 2 * j.roofline_ratio))
+    process.exit(1)' <<<"$json" \
   || fail "bench --json content: $json"
 expect_error "bench without a model" "usage" $CTL bench
 expect_error "bench, negative depth" "depth" $CTL bench --model $M --depth -1
