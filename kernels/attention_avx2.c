@@ -13,6 +13,10 @@
 #define HEADS_AT_ONCE 4  /* two accumulators each */
 #define V_BLOCK 32
 #define V_CHUNKS 8       /* 8-float chunks of a head kept in registers at once */
+/* Keys this many bytes ahead of the row being scored, and a block of values while the
+ * block before it is weighed: from memory (decode), the hardware prefetcher alone left
+ * the kernel waiting (as in attention_avx512.c). */
+#define PF_K_BYTES 4096
 
 /* Elements [at, at + count) widened to float, zero beyond count (count <= 8). */
 static inline __m256 load8(const void *base, size_t at, int count, bool f16)
@@ -66,6 +70,8 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
         for (int h = 0; h < HN; h++)
             lo[h] = hi[h] = _mm256_setzero_ps();
         for (int i = 0; i < d; i++) {
+            _mm_prefetch((const char *)a->k + (base + (size_t)i * ATTN_TILE) * (f16 ? 2 : 4) +
+                             PF_K_BYTES, _MM_HINT_T0);
             __m256 klo = load8(a->k, base + (size_t)i * ATTN_TILE, 8, f16);
             __m256 khi = load8(a->k, base + (size_t)i * ATTN_TILE + 8, 8, f16);
 #pragma GCC unroll 4
@@ -116,7 +122,7 @@ void attn_softmax_avx2(float *w, int n)
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group *a,
                                                                const float *w, float *out,
                                                                int p0, int p1, int j0,
-                                                               const int NJ, bool f16)
+                                                               const int NJ, bool f16, bool pf)
 {
     int d = a->d;
     int count[V_CHUNKS];
@@ -129,6 +135,11 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
     for (int p = p0; p < p1; p++) {
         __m256 wp = _mm256_set1_ps(w[p]);
         size_t row = (size_t)p * d + 8 * (size_t)j0;
+        if (pf) /* the same chunks of the next block (past n: never read, cannot fault) */
+#pragma GCC unroll 8
+            for (int j = 0; j < NJ; j += f16 ? 4 : 2)
+                _mm_prefetch((const char *)a->v + (row + 8 * j + (size_t)V_BLOCK * d) * (f16 ? 2 : 4),
+                             _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
             acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(wp, load8(a->v, row + 8 * j, count[j], f16)));
@@ -161,14 +172,14 @@ static inline __attribute__((always_inline)) void attn_avx2(const struct attn_gr
             float *out = a->out + (size_t)h * d;
             for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
                 switch (nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS) {
-                case 1: weigh_values(a, w, out, p0, p1, j0, 1, f16); break;
-                case 2: weigh_values(a, w, out, p0, p1, j0, 2, f16); break;
-                case 3: weigh_values(a, w, out, p0, p1, j0, 3, f16); break;
-                case 4: weigh_values(a, w, out, p0, p1, j0, 4, f16); break;
-                case 5: weigh_values(a, w, out, p0, p1, j0, 5, f16); break;
-                case 6: weigh_values(a, w, out, p0, p1, j0, 6, f16); break;
-                case 7: weigh_values(a, w, out, p0, p1, j0, 7, f16); break;
-                default: weigh_values(a, w, out, p0, p1, j0, 8, f16); break;
+                case 1: weigh_values(a, w, out, p0, p1, j0, 1, f16, h == 0); break;
+                case 2: weigh_values(a, w, out, p0, p1, j0, 2, f16, h == 0); break;
+                case 3: weigh_values(a, w, out, p0, p1, j0, 3, f16, h == 0); break;
+                case 4: weigh_values(a, w, out, p0, p1, j0, 4, f16, h == 0); break;
+                case 5: weigh_values(a, w, out, p0, p1, j0, 5, f16, h == 0); break;
+                case 6: weigh_values(a, w, out, p0, p1, j0, 6, f16, h == 0); break;
+                case 7: weigh_values(a, w, out, p0, p1, j0, 7, f16, h == 0); break;
+                default: weigh_values(a, w, out, p0, p1, j0, 8, f16, h == 0); break;
                 }
             }
         }

@@ -13,6 +13,11 @@
 #define HEADS_AT_ONCE 8  /* heads scored together: one accumulator each */
 #define V_BLOCK 32       /* positions of values read by every head while in L1 */
 #define V_CHUNKS 8       /* 16-float chunks of a head accumulated in registers at once */
+/* Decode reads the cache from memory, and the hardware prefetcher alone left these
+ * kernels waiting on it (Zen 5: 13 GB/s where a plain read of one core gives 34): keys
+ * are fetched this many bytes ahead of the row being scored, and a block of values
+ * while the block before it is weighed. */
+#define PF_K_BYTES 4096
 
 static inline __m512 load16(const void *base, size_t at, __mmask16 m, bool f16)
 {
@@ -58,6 +63,8 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
         for (int h = 0; h < HN; h++)
             acc[h] = _mm512_setzero_ps();
         for (int i = 0; i < d; i++) {
+            _mm_prefetch((const char *)a->k + (base + (size_t)i * ATTN_TILE) * (f16 ? 2 : 4) +
+                             PF_K_BYTES, _MM_HINT_T0);
             __m512 k = load16(a->k, base + (size_t)i * ATTN_TILE, 0xffff, f16);
 #pragma GCC unroll 8
             for (int h = 0; h < HN; h++)
@@ -95,7 +102,7 @@ void attn_softmax_avx512(float *w, int n)
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group *a,
                                                                const float *w, float *out,
                                                                int p0, int p1, int j0,
-                                                               const int NJ, bool f16)
+                                                               const int NJ, bool f16, bool pf)
 {
     int d = a->d, nv = (d + 15) / 16;
     __mmask16 m[V_CHUNKS];
@@ -108,6 +115,11 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
     for (int p = p0; p < p1; p++) {
         __m512 wp = _mm512_set1_ps(w[p]);
         size_t row = (size_t)p * d + 16 * (size_t)j0;
+        if (pf) /* the same chunks of the next block (past n: never read, cannot fault) */
+#pragma GCC unroll 8
+            for (int j = 0; j < NJ; j += f16 ? 2 : 1)
+                _mm_prefetch((const char *)a->v + (row + 16 * j + (size_t)V_BLOCK * d) * (f16 ? 2 : 4),
+                             _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
             acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(wp, load16(a->v, row + 16 * j, m[j], f16)));
@@ -144,14 +156,14 @@ static inline __attribute__((always_inline)) void attn_avx512(const struct attn_
             float *out = a->out + (size_t)h * d;
             for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
                 switch (nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS) {
-                case 1: weigh_values(a, w, out, p0, p1, j0, 1, f16); break;
-                case 2: weigh_values(a, w, out, p0, p1, j0, 2, f16); break;
-                case 3: weigh_values(a, w, out, p0, p1, j0, 3, f16); break;
-                case 4: weigh_values(a, w, out, p0, p1, j0, 4, f16); break;
-                case 5: weigh_values(a, w, out, p0, p1, j0, 5, f16); break;
-                case 6: weigh_values(a, w, out, p0, p1, j0, 6, f16); break;
-                case 7: weigh_values(a, w, out, p0, p1, j0, 7, f16); break;
-                default: weigh_values(a, w, out, p0, p1, j0, 8, f16); break;
+                case 1: weigh_values(a, w, out, p0, p1, j0, 1, f16, h == 0); break;
+                case 2: weigh_values(a, w, out, p0, p1, j0, 2, f16, h == 0); break;
+                case 3: weigh_values(a, w, out, p0, p1, j0, 3, f16, h == 0); break;
+                case 4: weigh_values(a, w, out, p0, p1, j0, 4, f16, h == 0); break;
+                case 5: weigh_values(a, w, out, p0, p1, j0, 5, f16, h == 0); break;
+                case 6: weigh_values(a, w, out, p0, p1, j0, 6, f16, h == 0); break;
+                case 7: weigh_values(a, w, out, p0, p1, j0, 7, f16, h == 0); break;
+                default: weigh_values(a, w, out, p0, p1, j0, 8, f16, h == 0); break;
                 }
             }
         }
