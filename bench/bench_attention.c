@@ -1,0 +1,195 @@
+/* Decode attention on the 2B-4T shape, one core: one token's worth of calls (30 layers x
+ * 5 KV heads, each serving its 4 query heads) over 150 distinct caches, as the forward
+ * pass reads them from memory, for every cache type and every kernel set this CPU runs.
+ * Prints the median time of a token's attention and the cache bytes it read per second,
+ * beside the read probe of one core: attention is worth what it streams.
+ *
+ * usage: bench_attention [positions...]   (default 640 4096; pin with taskset) */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/read_bandwidth.h"
+#include "kernels/attention.h"
+#include "kernels/cpu_features.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_x86.h"
+#include "model/errbuf.h"
+
+#define KV_HEADS 150 /* 30 layers x 5 */
+#define GROUP 4      /* query heads per KV head */
+#define HEAD_DIM 128
+#define REPEATS 9
+
+/* dispatch refers to the optimized sets weakly; naming them here links them */
+static const struct kernel_ops *const linked_sets[] = {&kernels_avx2, &kernels_avx512};
+
+enum cache { C_F32, C_F16, C_Q8 };
+static const char *const cache_names[] = {"f32", "f16", "q8"};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Element bytes of a cache type. */
+static size_t elem_bytes(enum cache c) { return c == C_F32 ? 4 : c == C_F16 ? 2 : 1; }
+
+struct caches {
+    uint8_t *k, *v;      /* KV_HEADS blocks of keys (tiles) and values */
+    float *k_scale, *v_scale;
+    size_t k_block, v_block; /* bytes per head */
+    int n, np;
+};
+
+static int caches_make(struct caches *c, enum cache type, int n)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    c->np = attn_tiles_len(n);
+    c->k_block = (size_t)c->np * HEAD_DIM * elem_bytes(type);
+    c->v_block = c->k_block;
+    size_t kb = (c->k_block * KV_HEADS + 63) & ~(size_t)63;
+    size_t sb = ((size_t)c->np * KV_HEADS * sizeof(float) + 63) & ~(size_t)63;
+    c->k = aligned_alloc(64, kb);
+    c->v = aligned_alloc(64, kb);
+    c->k_scale = aligned_alloc(64, sb);
+    c->v_scale = aligned_alloc(64, sb);
+    if (!c->k || !c->v || !c->k_scale || !c->v_scale)
+        return -1;
+    /* small values of every type: 1/64 in F32, F16 0x2400, int8 patterns */
+    for (size_t i = 0; i < kb; i++) {
+        if (type == C_Q8)
+            c->k[i] = (uint8_t)(i * 7), c->v[i] = (uint8_t)(i * 13);
+        else if (type == C_F16)
+            c->k[i] = c->v[i] = (uint8_t)(i % 2 ? 0x24 : (i * 5) & 0xff);
+        else
+            c->k[i] = c->v[i] = (uint8_t)(i % 4 == 3 ? 0x3c : i % 4 == 2 ? 0x80 : 0);
+    }
+    for (size_t i = 0; i < sb / sizeof(float); i++)
+        c->k_scale[i] = c->v_scale[i] = 1.0f / 64;
+    return 0;
+}
+
+static void caches_free(struct caches *c)
+{
+    free(c->k);
+    free(c->v);
+    free(c->k_scale);
+    free(c->v_scale);
+}
+
+/* One token's attention: every KV head once. */
+static double time_token(const struct kernel_ops *set, enum cache type, const struct caches *c)
+{
+    static float q[GROUP * HEAD_DIM], out[GROUP * HEAD_DIM];
+    static int8_t q8[GROUP * HEAD_DIM];
+    for (int i = 0; i < GROUP * HEAD_DIM; i++)
+        q[i] = (float)(i % 17) * 0.1f - 0.8f;
+    float *scratch = aligned_alloc(64, (size_t)GROUP * c->np * sizeof(float));
+    if (!scratch)
+        return -1;
+    double t[REPEATS];
+    for (int r = -1; r < REPEATS; r++) { /* r = -1: warm-up */
+        double t0 = now();
+        for (int h = 0; h < KV_HEADS; h++) {
+            if (type == C_Q8) {
+                struct attn_group_q8 a = {
+                    .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = c->n, .scale = 0.088f,
+                    .scratch = scratch, .q8 = q8,
+                    .k = (const int8_t *)(c->k + c->k_block * h),
+                    .v = (const int8_t *)(c->v + c->v_block * h),
+                    .k_scale = c->k_scale + (size_t)c->np * h,
+                    .v_scale = c->v_scale + (size_t)c->np * h,
+                };
+                set->attn_q8(&a);
+            } else {
+                struct attn_group a = {
+                    .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = c->n, .scale = 0.088f,
+                    .scratch = scratch, .k = c->k + c->k_block * h, .v = c->v + c->v_block * h,
+                };
+                if (type == C_F16)
+                    set->attn_f16(&a);
+                else
+                    set->attn_f32(&a);
+            }
+        }
+        if (r >= 0)
+            t[r] = now() - t0;
+    }
+    free(scratch);
+    qsort(t, REPEATS, sizeof *t, cmp_double);
+    return t[REPEATS / 2];
+}
+
+int main(int argc, char **argv)
+{
+    int lens[8] = {640, 4096}, n_lens = 2;
+    if (argc > 1) {
+        n_lens = 0;
+        for (int i = 1; i < argc && n_lens < 8; i++) {
+            char *end;
+            long v = strtol(argv[i], &end, 10);
+            if (*end || v < 1 || v > 1 << 20) {
+                fprintf(stderr, "usage: %s [positions...]  (each 1..1048576)\n", argv[0]);
+                return 2;
+            }
+            lens[n_lens++] = (int)v;
+        }
+    }
+    struct cpu_features f;
+    cpu_features_detect(&f);
+    printf("CPU: %s; linked:", f.brand);
+    for (size_t i = 0; i < sizeof linked_sets / sizeof *linked_sets; i++)
+        printf(" %s", linked_sets[i]->name);
+    struct errbuf e;
+    double probe = 0;
+    if (read_bandwidth_probe_isolated((size_t)1 << 30, 1, 5, &probe, &e) < 0)
+        probe = 0;
+    printf("; read probe, 1 thread: %.1f GB/s\n", probe);
+    printf("one token's decode attention: %d KV heads x %d query heads, head size %d, 1 thread; "
+           "median of %d\n", KV_HEADS, GROUP, HEAD_DIM, REPEATS);
+    printf("%-7s %-5s %9s %10s %8s %7s\n", "set", "cache", "positions", "ms/token", "GB/s",
+           "%probe");
+
+    char names[128];
+    snprintf(names, sizeof names, "%s", kernels_supported());
+    for (char *tok = strtok(names, " "); tok; tok = strtok(NULL, " ")) {
+        if (strcmp(tok, "amx") == 0)
+            continue; /* AMX changes only the prefill GEMM */
+        setenv("BITNET_KERNEL", tok, 1);
+        if (kernels_init() != 0)
+            continue;
+        struct kernel_ops set = kops;
+        for (int li = 0; li < n_lens; li++)
+            for (int ci = 0; ci < 3; ci++) {
+                struct caches c;
+                if (caches_make(&c, (enum cache)ci, lens[li]) < 0) {
+                    fprintf(stderr, "bench_attention: out of memory\n");
+                    caches_free(&c);
+                    return 1;
+                }
+                double t = time_token(&set, (enum cache)ci, &c);
+                /* keys and values of n positions (and the int8 cache's scales) */
+                double bytes = (double)KV_HEADS * lens[li] *
+                               (2.0 * HEAD_DIM * elem_bytes((enum cache)ci) +
+                                (ci == C_Q8 ? 2 * sizeof(float) : 0));
+                printf("%-7s %-5s %9d %10.2f %8.1f %6.0f%%\n", set.name, cache_names[ci],
+                       lens[li], t * 1e3, bytes / t / 1e9,
+                       probe > 0 ? 100 * bytes / t / 1e9 / probe : 0.0);
+                fflush(stdout);
+                caches_free(&c);
+            }
+    }
+    return 0;
+}
