@@ -4,7 +4,8 @@
  * Prints the median time of a token's attention and the cache bytes it read per second,
  * beside the read probe of one core: attention is worth what it streams.
  *
- * usage: bench_attention [positions...]   (default 640 4096; pin with taskset) */
+ * usage: [BITNET_KERNEL=set] bench_attention [positions...]   (default 640 4096; pin with
+ * taskset) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,8 +163,10 @@ int main(int argc, char **argv)
     printf("%-7s %-5s %9s %10s %8s %7s\n", "set", "cache", "positions", "ms/token", "GB/s",
            "%probe");
 
+    /* BITNET_KERNEL=NAME times that set alone */
+    const char *only = getenv("BITNET_KERNEL");
     char names[128];
-    snprintf(names, sizeof names, "%s", kernels_supported());
+    snprintf(names, sizeof names, "%s", only && *only ? only : kernels_supported());
     for (char *tok = strtok(names, " "); tok; tok = strtok(NULL, " ")) {
         if (strcmp(tok, "amx") == 0)
             continue; /* AMX changes only the prefill GEMM */
