@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench/read_bandwidth.h"
+#include "bench/timing.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
@@ -29,19 +29,6 @@ static const struct kernel_ops *const linked_sets[] = {&kernels_avx2, &kernels_a
 
 enum cache { C_F32, C_F16, C_Q8 };
 static const char *const cache_names[] = {"f32", "f16", "q8"};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Element bytes of a cache type. */
 static size_t elem_bytes(enum cache c) { return c == C_F32 ? 4 : c == C_F16 ? 2 : 1; }
@@ -102,7 +89,7 @@ static double time_token(const struct kernel_ops *set, enum cache type, const st
         return -1;
     double t[REPEATS];
     for (int r = -1; r < REPEATS; r++) { /* r = -1: warm-up */
-        double t0 = now();
+        double t0 = bench_now();
         for (int h = 0; h < KV_HEADS; h++) {
             if (type == C_Q8) {
                 struct attn_group_q8 a = {
@@ -126,11 +113,10 @@ static double time_token(const struct kernel_ops *set, enum cache type, const st
             }
         }
         if (r >= 0)
-            t[r] = now() - t0;
+            t[r] = bench_now() - t0;
     }
     free(scratch);
-    qsort(t, REPEATS, sizeof *t, cmp_double);
-    return t[REPEATS / 2];
+    return bench_middle(t, REPEATS);
 }
 
 int main(int argc, char **argv)

@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/timing.h"
 #include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_x86.h"
@@ -57,19 +57,6 @@ static void task(void *ctx, int ith, int nth)
         j->fn(j->w, j->x, (size_t)j->w->cols, j->n_tok, lo, hi, j->out, (size_t)j->w->rows);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 #define MAX_REPS 32
 
 /* Median seconds of `reps` (<= MAX_REPS) runs after one warm-up. */
@@ -78,12 +65,11 @@ static double time_gemm(struct threadpool *pool, struct job *j, int reps)
     double t[MAX_REPS];
     threadpool_run(pool, task, j);
     for (int i = 0; i < reps; i++) {
-        double t0 = now();
+        double t0 = bench_now();
         threadpool_run(pool, task, j);
-        t[i] = now() - t0;
+        t[i] = bench_now() - t0;
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
-    return t[reps / 2];
+    return bench_middle(t, reps);
 }
 
 static uint64_t rng = 88172645463325252u;

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "bench/read_bandwidth.h"
+#include "bench/timing.h"
 #include "kernels/cpu_features.h"
 #include "kernels/f16.h"
 #include "kernels/kernels.h"
@@ -52,13 +52,6 @@ static const struct shape shapes[] = {
 static size_t row_bytes(enum kind k, int cols)
 {
     return k == K_I2S ? (size_t)cols / 4 : k == K_F16 ? (size_t)cols * 2 : (size_t)cols;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static uint64_t rng = 88172645463325252ull;
@@ -131,12 +124,6 @@ static void point_at(struct job *j, const uint8_t *data)
     j->qm.q = (const int8_t *)data;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Median seconds per call: at least min_calls, more while under budget seconds. */
 static double time_calls(struct threadpool *pool, struct job *j, const struct shape *s,
                          const uint8_t *arena, size_t copies, int min_calls, double budget)
@@ -147,16 +134,15 @@ static double time_calls(struct threadpool *pool, struct job *j, const struct sh
     size_t copy = 0;
     point_at(j, arena);
     threadpool_run(pool, run_part, j); /* warm-up: page tables, pool threads awake */
-    double start = now();
-    while (n < 200 && (n < min_calls || now() - start < budget)) {
+    double start = bench_now();
+    while (n < 200 && (n < min_calls || bench_now() - start < budget)) {
         copy = copy + 1 < copies ? copy + 1 : 0;
         point_at(j, arena + copy * bytes);
-        double t0 = now();
+        double t0 = bench_now();
         threadpool_run(pool, run_part, j);
-        t[n++] = now() - t0;
+        t[n++] = bench_now() - t0;
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return t[n / 2];
+    return bench_middle(t, n);
 }
 
 /* One decoded token's weight traffic, as the forward pass issues it: per layer q, k, v,
@@ -185,7 +171,7 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
     if (calls > 32)
         calls = 32;
     for (int n = -1; n < calls; n++) { /* n = -1: warm-up */
-        double t0 = now();
+        double t0 = bench_now();
         const uint8_t *p = arena;
         for (int l = 0; l < TOKEN_LAYERS; l++)
             for (size_t i = 0; i < N_TOKEN_LAYER; i++) {
@@ -202,10 +188,9 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
                                      .data = p, .row_bytes = row_bytes(K_F16, 2560)};
         threadpool_run(pool, run_part, &j);
         if (n >= 0)
-            t[n] = now() - t0;
+            t[n] = bench_now() - t0;
     }
-    qsort(t, (size_t)calls, sizeof *t, cmp_double);
-    return t[calls / 2];
+    return bench_middle(t, calls);
 }
 
 /* The whole token again under each row walk the dispatch could choose (kernels/row_walk.h),
@@ -234,8 +219,7 @@ static void bench_walk(const struct kernel_ops *set, struct threadpool *const *p
                 t[w][r] = time_token(pools[p], set, arena, xq, xf, oi, of, 3);
             }
         for (int w = 0; w < N_WALKS; w++) {
-            qsort(t[w], WALK_ROUNDS, sizeof t[w][0], cmp_double);
-            double med = t[w][WALK_ROUNDS / 2], gbs = (double)total / med / 1e9;
+            double med = bench_middle(t[w], WALK_ROUNDS), gbs = (double)total / med / 1e9;
             printf("%-5d %-8s %3d %10.2f %8.2f %6.0f%%\n", walks[w].runs,
                    walks[w].prefetch ? "on" : "off", tcount[p], med * 1e3, gbs,
                    probe[p] > 0 ? 100 * gbs / probe[p] : 0.0);
@@ -269,16 +253,15 @@ static double time_multi(i2s_multi_fn *fn, struct ternary_matrix *w, const uint8
     for (int n = -1; n < MULTI_CALLS; n++) { /* n = -1: warm-up */
         copy = copy + 1 < copies ? copy + 1 : 0;
         w->data = arena + copy * bytes;
-        double t0 = now();
+        double t0 = bench_now();
         for (int b = 0; b < w->rows; b += MULTI_BLOCK) {
             int e = b + MULTI_BLOCK < w->rows ? b + MULTI_BLOCK : w->rows;
             fn(w, xq, (size_t)w->cols, n_x, b, e, out, (size_t)w->rows);
         }
         if (n >= 0)
-            t[n] = now() - t0;
+            t[n] = bench_now() - t0;
     }
-    qsort(t, MULTI_CALLS, sizeof *t, cmp_double);
-    return t[MULTI_CALLS / 2];
+    return bench_middle(t, MULTI_CALLS);
 }
 
 static void bench_multi(const struct kernel_ops *sets, int n_sets)

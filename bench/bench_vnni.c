@@ -7,18 +7,11 @@
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "bench/timing.h"
 #include "kernels/cpu_features.h"
 
 #define STEPS 100000000L
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* G instructions per second over STEPS steps of 12. */
 __attribute__((target("avx512f,avx512vnni"))) static double vnni_rate(void)
@@ -26,26 +19,20 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_rate(void)
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
     __m512i a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
     __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(5);
-    double t0 = now();
+    double t0 = bench_now();
     for (long k = 0; k < STEPS; k++) {
 /* written out: the intrinsic's tied accumulator costs GCC 12 register copies */
 #define DP(acc) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
         DP(a0) DP(a1) DP(a2) DP(a3) DP(a4) DP(a5) DP(a6) DP(a7) DP(a8) DP(a9) DP(a10) DP(a11)
 #undef DP
     }
-    double t = now() - t0;
+    double t = bench_now() - t0;
     __m512i sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
                                    _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
     sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
     volatile int keep = _mm512_reduce_add_epi32(sum); /* the loop's results are used */
     (void)keep;
     return (double)STEPS * 12 / t / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
@@ -66,8 +53,8 @@ int main(int argc, char **argv)
         r[i] = vnni_rate();
         printf("run %d: %.2f G vpdpbusd/s\n", i + 1, r[i]);
     }
-    qsort(r, (size_t)repeats, sizeof *r, cmp_double);
+    double med = bench_middle(r, repeats);
     printf("%s, one core: median %.2f G vpdpbusd/s (%.0f GOPS of int8 multiply-adds, 2 per MAC)\n",
-           f.brand, r[repeats / 2], r[repeats / 2] * 128);
+           f.brand, med, med * 128);
     return 0;
 }

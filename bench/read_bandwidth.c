@@ -6,9 +6,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench/timing.h"
 #include "kernels/cpu_features.h"
 #include "kernels/threadpool.h"
 
@@ -65,19 +65,6 @@ static void probe_task(void *ctx, int ith, int nth)
     pr->sink[ith % 64] ^= v;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* A buffer touched page by page and a pinned pool to read it: what every measurement
  * needs, made once. */
 struct probe_setup {
@@ -120,12 +107,11 @@ static int probe_setup_measure(struct probe_setup *ps, int passes, double *gbps,
     if (!t)
         return err_set(e, "out of memory");
     for (int i = 0; i < passes; i++) {
-        double t0 = now();
+        double t0 = bench_now();
         threadpool_run(ps->pool, probe_task, &ps->pr);
-        t[i] = now() - t0;
+        t[i] = bench_now() - t0;
     }
-    qsort(t, (size_t)passes, sizeof *t, cmp_double);
-    *gbps = (double)ps->bytes / t[passes / 2] / 1e9;
+    *gbps = (double)ps->bytes / bench_middle(t, passes) / 1e9;
     free(t);
     return 0;
 }

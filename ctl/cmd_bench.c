@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "bench/read_bandwidth.h"
+#include "bench/timing.h"
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/session.h"
@@ -26,15 +27,9 @@ struct bench_run {
     double depth0_tps; /* with --depth: decode at the start of the context, interleaved */
 };
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    bench_sort(v, n);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 

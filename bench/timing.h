@@ -1,0 +1,15 @@
+/* The clock and the middle value every benchmark reports. */
+#ifndef BITNET_BENCH_TIMING_H
+#define BITNET_BENCH_TIMING_H
+
+/* Seconds on the monotonic clock. */
+double bench_now(void);
+
+/* Sorts v[0..n) ascending. */
+void bench_sort(double *v, int n);
+
+/* Sorts v[0..n) and returns v[n / 2]: the median of an odd count, the upper of the two
+ * middle values of an even one. n >= 1. */
+double bench_middle(double *v, int n);
+
+#endif
