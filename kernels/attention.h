@@ -16,9 +16,9 @@ void attn_q8_avx2(const struct attn_group_q8 *a);
 void attn_q8_avx512(const struct attn_group_q8 *a);
 
 /* A head's scores in w[0..n) become its softmax weights as kernels.h states it; w has
- * room for attn_tiles_len(n) floats, and those past n come back 0. Shared by the F32/F16
- * and int8 kernels of a set, so both weigh positions the same way. */
-void attn_softmax_avx2(float *w, int n);
-void attn_softmax_avx512(float *w, int n);
+ * room for attn_tiles_len(n) floats, and those past n come back 0. The max and the sum
+ * go to max_sum[0] and [1] when it is set. */
+void attn_softmax_avx2(float *w, int n, float *max_sum);
+void attn_softmax_avx512(float *w, int n, float *max_sum);
 
 #endif

@@ -90,7 +90,7 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
     }
 }
 
-void attn_softmax_avx2(float *w, int n)
+void attn_softmax_avx2(float *w, int n, float *max_sum)
 {
     int n_tiles = (n + ATTN_TILE - 1) / ATTN_TILE;
     const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
@@ -114,7 +114,12 @@ void attn_softmax_avx2(float *w, int n)
             _mm256_storeu_ps(at, e);
             lanes[half] = _mm256_add_ps(lanes[half], e);
         }
-    __m256 inv = _mm256_set1_ps(1.0f / fold16_256(lanes[0], lanes[1]));
+    float sum = fold16_256(lanes[0], lanes[1]);
+    if (max_sum) {
+        max_sum[0] = _mm256_cvtss_f32(max);
+        max_sum[1] = sum;
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / sum);
     for (int i = 0; i < n_tiles * ATTN_TILE; i += 8)
         _mm256_storeu_ps(w + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), inv));
 }
@@ -161,7 +166,8 @@ static inline __attribute__((always_inline)) void attn_avx2(const struct attn_gr
         }
     }
     for (int h = 0; h < g; h++)
-        attn_softmax_avx2(a->scratch + (size_t)h * stride, n);
+        attn_softmax_avx2(a->scratch + (size_t)h * stride, n,
+                           a->max_sum ? a->max_sum + 2 * h : NULL);
     for (int i = 0; i < g * d; i++)
         a->out[i] = 0.0f;
     int nv = (d + 7) / 8;

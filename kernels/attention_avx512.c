@@ -77,8 +77,7 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
     }
 }
 
-/* A head's scores in w[0..n) become its softmax weights. */
-void attn_softmax_avx512(float *w, int n)
+void attn_softmax_avx512(float *w, int n, float *max_sum)
 {
     int n_tiles = (n + ATTN_TILE - 1) / ATTN_TILE;
     __m512 vmax = _mm512_set1_ps(-INFINITY);
@@ -92,7 +91,12 @@ void attn_softmax_avx512(float *w, int n)
         _mm512_storeu_ps(w + b * ATTN_TILE, e);
         lanes = _mm512_add_ps(lanes, e);
     }
-    __m512 inv = _mm512_set1_ps(1.0f / fold16_512(lanes));
+    float sum = fold16_512(lanes);
+    if (max_sum) {
+        max_sum[0] = _mm512_cvtss_f32(max);
+        max_sum[1] = sum;
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / sum);
     for (int b = 0; b < n_tiles; b++)
         _mm512_storeu_ps(w + b * ATTN_TILE, _mm512_mul_ps(_mm512_loadu_ps(w + b * ATTN_TILE), inv));
 }
@@ -145,7 +149,8 @@ static inline __attribute__((always_inline)) void attn_avx512(const struct attn_
         }
     }
     for (int h = 0; h < g; h++)
-        attn_softmax_avx512(a->scratch + (size_t)h * stride, n);
+        attn_softmax_avx512(a->scratch + (size_t)h * stride, n,
+                           a->max_sum ? a->max_sum + 2 * h : NULL);
     for (int i = 0; i < g * d; i++)
         a->out[i] = 0.0f;
     int nv = (d + 15) / 16;

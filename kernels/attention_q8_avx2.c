@@ -1,6 +1,7 @@
 /* Attention over the int8 KV cache with AVX2: the scalar twin's arithmetic (kernels.h,
  * struct attn_group_q8), in the passes of the AVX-512 kernel (attention_q8_avx512.c),
- * which says why. A key tile row is two 32-byte vectors of 8 positions x 4 elements.
+ * which says why. A key tile row is two 32-byte vectors of 8 positions x 4 elements; the
+ * values' int16 weights go through pmaddwd, two positions a step.
  *
  * pmaddubsw multiplies unsigned by signed bytes and saturates its pair sums to int16:
  * with an offset key (up to 255) times a query (up to 127) a pair reaches 64770 and
@@ -18,7 +19,6 @@
 
 #define HEADS_AT_ONCE 8  /* heads of one pass over the values */
 #define SCORE_HEADS 4    /* heads of one pass over the keys: two accumulators each */
-#define V_BLOCK 64       /* positions of values every head group weighs while in L1 */
 #define V_HEADS 4
 #define V_CHUNKS 2       /* 8-element chunks per head in registers: 8 accumulators */
 #define PF_K_BYTES 4096  /* prefetch distances (attention_q8_avx512.c says why) */
@@ -104,82 +104,104 @@ static inline __attribute__((always_inline)) void score(const struct attn_group_
     }
 }
 
-/* Elements [at, at + count) of values as float, zero beyond count (count is 8 or 4:
- * d is a multiple of 4). */
-static inline __m256 values8(const int8_t *at, int count)
+/* A block's int16 weights from u[0..len) (0 from len up to whole tiles): wq as the
+ * contract's w_p, and the scale that takes its sums back, top / 32767. */
+static inline float weigh_block_of(const float *u, int len, int16_t *wq)
 {
-    __m128i b;
-    if (count >= 8) {
-        b = _mm_loadl_epi64((const __m128i *)at);
-    } else {
-        int32_t four;
-        memcpy(&four, at, sizeof four);
-        b = _mm_cvtsi32_si128(four);
+    int tiles = (len + 15) / 16;
+    __m256 top = _mm256_setzero_ps();
+    for (int k = 0; k < 2 * tiles; k++)
+        top = _mm256_max_ps(_mm256_loadu_ps(u + 8 * k), top); /* a NaN u loses */
+    float t = hmax8(top);
+    __m256 up = _mm256_set1_ps(ATTN_Q8_WMAX / t), wmax = _mm256_set1_ps(ATTN_Q8_WMAX);
+    for (int k = 0; k < tiles; k++) {
+        __m256i w[2];
+        for (int half = 0; half < 2; half++) {
+            __m256 x = _mm256_mul_ps(_mm256_loadu_ps(u + 16 * k + 8 * half), up);
+            __m256 ord = _mm256_cmp_ps(x, x, _CMP_ORD_Q);
+            w[half] = _mm256_cvtps_epi32(_mm256_and_ps(_mm256_min_ps(x, wmax), ord));
+        }
+        /* packs works within 128-bit halves: the permute puts the 16 words in order */
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(w[0], w[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(wq + 16 * k), packed);
     }
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    return t / ATTN_Q8_WMAX;
 }
 
-/* acc += u_h[p] * (float)v[p] over positions [p0, p1), heads [h0, h0 + HN), 8-element
- * chunks [j0, j0 + NJ), with out holding the sums between calls. FULL: every chunk has
- * 8 elements, which keeps the loop free of branches. */
+/* out_h += (float)acc_h * down[h] for the pairs of positions of block [b0, b1), heads
+ * [h0, h0 + HN), 8-element chunks [j0, j0 + NJ): 16 bytes of a pair row are one chunk of
+ * both positions, widened to int16, and pmaddwd adds both positions' products into each
+ * element's int32 lane. FULL: every chunk has 8 elements (else the last has 4: d is a
+ * multiple of 4). An odd last position pairs with what follows it, weighed 0. */
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group_q8 *a,
-                                                               int h0, const int HN, int p0,
-                                                               int p1, int j0, const int NJ,
-                                                               const bool FULL)
+                                                               int h0, const int HN, int b0,
+                                                               int b1, int j0, const int NJ,
+                                                               const bool FULL,
+                                                               const int16_t (*wq)[ATTN_Q8_VBLOCK],
+                                                               const float *down)
 {
-    int d = a->d, n = a->n, stride = attn_tiles_len(n);
+    int d = a->d, n = a->n;
     int count[V_CHUNKS];
-    __m256i keep[V_CHUNKS];
-    __m256 acc[V_HEADS][V_CHUNKS];
-    const float *w[V_HEADS];
+    __m256i keep[V_CHUNKS], acc[V_HEADS][V_CHUNKS];
 #pragma GCC unroll 2
     for (int j = 0; j < NJ; j++) {
         count[j] = FULL ? 8 : d - 8 * (j0 + j) < 8 ? d - 8 * (j0 + j) : 8;
         keep[j] = lanes_below(count[j]);
     }
 #pragma GCC unroll 4
-    for (int h = 0; h < HN; h++) {
-        w[h] = a->scratch + (size_t)(h0 + h) * stride;
-#pragma GCC unroll 2
-        for (int j = 0; j < NJ; j++)
-            acc[h][j] = _mm256_maskload_ps(a->out + (size_t)(h0 + h) * d + 8 * (j0 + j), keep[j]);
-    }
-    /* a 64-byte line holds the chunks of four calls (j0 a multiple of 8 starts one) */
-    int pf_end = (j0 % 8 == 0) ? (n - PF_V_ROWS < p1 ? n - PF_V_ROWS : p1) : p0;
-#pragma GCC unroll 2
-    for (int p = p0; p < p1; p++) {
-        const int8_t *row = a->v + (size_t)p * d + 8 * (size_t)j0;
-        if (p < pf_end)
-            _mm_prefetch((const char *)(row + (size_t)PF_V_ROWS * d), _MM_HINT_T0);
-        __m256 x[V_CHUNKS];
-#pragma GCC unroll 2
-        for (int j = 0; j < NJ; j++)
-            x[j] = values8(row + 8 * j, FULL ? 8 : count[j]);
-#pragma GCC unroll 4
-        for (int h = 0; h < HN; h++) {
-            __m256 u = _mm256_broadcast_ss(w[h] + p);
-#pragma GCC unroll 2
-            for (int j = 0; j < NJ; j++)
-                acc[h][j] = _mm256_fmadd_ps(u, x[j], acc[h][j]);
-        }
-    }
-#pragma GCC unroll 4
     for (int h = 0; h < HN; h++)
 #pragma GCC unroll 2
         for (int j = 0; j < NJ; j++)
-            _mm256_maskstore_ps(a->out + (size_t)(h0 + h) * d + 8 * (j0 + j), keep[j], acc[h][j]);
+            acc[h][j] = _mm256_setzero_si256();
+    /* a 64-byte line holds the chunks of two calls (j0 a multiple of 4 starts one) */
+    int pf_end = (j0 % 4 == 0) ? (n - PF_V_ROWS < b1 ? n - PF_V_ROWS : b1) : b0;
+#pragma GCC unroll 2
+    for (int p = b0; p < b1; p += 2) {
+        const int8_t *row = a->v + (size_t)p * d + 16 * (size_t)j0;
+        if (p < pf_end)
+            _mm_prefetch((const char *)(row + (size_t)PF_V_ROWS * d), _MM_HINT_T0);
+        __m256i x[V_CHUNKS];
+#pragma GCC unroll 2
+        for (int j = 0; j < NJ; j++) {
+            __m128i b = FULL || count[j] == 8 ? _mm_loadu_si128((const __m128i *)(row + 16 * j))
+                                              : _mm_loadl_epi64((const __m128i *)(row + 16 * j));
+            x[j] = _mm256_cvtepi8_epi16(b);
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < HN; h++) {
+            int32_t pair;
+            memcpy(&pair, wq[h] + (p - b0), sizeof pair);
+            __m256i wv = _mm256_set1_epi32(pair);
+#pragma GCC unroll 2
+            for (int j = 0; j < NJ; j++)
+                acc[h][j] = _mm256_add_epi32(acc[h][j], _mm256_madd_epi16(x[j], wv));
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < HN; h++) {
+        float *out = a->out + (size_t)(h0 + h) * d + 8 * (size_t)j0;
+        __m256 k = _mm256_set1_ps(down[h]);
+#pragma GCC unroll 2
+        for (int j = 0; j < NJ; j++) {
+            __m256 o = _mm256_maskload_ps(out + 8 * j, keep[j]);
+            o = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[h][j]), k, o);
+            _mm256_maskstore_ps(out + 8 * j, keep[j], o);
+        }
+    }
 }
 
 static inline __attribute__((always_inline)) void weigh_chunks(const struct attn_group_q8 *a,
-                                                               int h0, const int HN, int p0,
-                                                               int p1, int j0, int nj)
+                                                               int h0, const int HN, int b0,
+                                                               int b1, int j0, int nj,
+                                                               const int16_t (*wq)[ATTN_Q8_VBLOCK],
+                                                               const float *down)
 {
     if (nj == 1)
-        weigh_values(a, h0, HN, p0, p1, j0, 1, false);
+        weigh_values(a, h0, HN, b0, b1, j0, 1, false, wq, down);
     else if (8 * (j0 + 2) <= a->d)
-        weigh_values(a, h0, HN, p0, p1, j0, 2, true);
+        weigh_values(a, h0, HN, b0, b1, j0, 2, true, wq, down);
     else
-        weigh_values(a, h0, HN, p0, p1, j0, 2, false);
+        weigh_values(a, h0, HN, b0, b1, j0, 2, false, wq, down);
 }
 
 /* Every pass for heads [h0, h0 + hn). */
@@ -224,24 +246,32 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
                 _mm256_storeu_ps(at, _mm256_mul_ps(e, vs));
             }
         }
-        inv[h] = 1.0f / fold16_256(lanes[0], lanes[1]);
+        float sum = fold16_256(lanes[0], lanes[1]);
+        if (a->max_sum) {
+            a->max_sum[2 * (h0 + h)] = _mm256_cvtss_f32(max);
+            a->max_sum[2 * (h0 + h) + 1] = sum;
+        }
+        inv[h] = 1.0f / sum;
     }
     for (; fetched < v_head_bytes; fetched += 64)
         _mm_prefetch(v_head + fetched, _MM_HINT_T0);
 
-    for (int i = 0; i < hn * d; i++)
-        a->out[(size_t)h0 * d + i] = 0.0f;
+    memset(a->out + (size_t)h0 * d, 0, sizeof(float) * hn * d);
     int nv = (d + 7) / 8;
-    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
-        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
-        for (int g0 = h0; g0 < h0 + hn; g0 += V_HEADS)
+    for (int b0 = 0; b0 < n; b0 += ATTN_Q8_VBLOCK) {
+        int b1 = b0 + ATTN_Q8_VBLOCK < n ? b0 + ATTN_Q8_VBLOCK : n;
+        int16_t wq[HEADS_AT_ONCE][ATTN_Q8_VBLOCK];
+        float down[HEADS_AT_ONCE];
+        for (int h = 0; h < hn; h++)
+            down[h] = weigh_block_of(a->scratch + (size_t)(h0 + h) * stride + b0, b1 - b0, wq[h]);
+        for (int g = 0; g < hn; g += V_HEADS)
             for (int j0 = 0; j0 < nv; j0 += V_CHUNKS) {
                 int nj = nv - j0 < V_CHUNKS ? nv - j0 : V_CHUNKS;
-                switch (h0 + hn - g0) {
-                case 1: weigh_chunks(a, g0, 1, p0, p1, j0, nj); break;
-                case 2: weigh_chunks(a, g0, 2, p0, p1, j0, nj); break;
-                case 3: weigh_chunks(a, g0, 3, p0, p1, j0, nj); break;
-                default: weigh_chunks(a, g0, 4, p0, p1, j0, nj); break;
+                switch (hn - g) {
+                case 1: weigh_chunks(a, h0 + g, 1, b0, b1, j0, nj, wq + g, down + g); break;
+                case 2: weigh_chunks(a, h0 + g, 2, b0, b1, j0, nj, wq + g, down + g); break;
+                case 3: weigh_chunks(a, h0 + g, 3, b0, b1, j0, nj, wq + g, down + g); break;
+                default: weigh_chunks(a, h0 + g, 4, b0, b1, j0, nj, wq + g, down + g); break;
                 }
             }
     }

@@ -5,7 +5,8 @@
  * Three passes per block of up to HEADS_AT_ONCE heads, each over the whole cache of the
  * KV head only once: scores of every head from one read of the key tiles (with their
  * maximum); e^(s - max) times the value scale, in place, and the lane sums; the values,
- * each converted to float once for every head that weighs it. Normalization waits for
+ * each pair of positions widened to int16 once for every head that weighs it, against
+ * weights rounded to int16 a block at a time (vpdpwssd). Normalization waits for
  * the end (the contract divides the accumulated sums, not the weights). At long context
  * the cache streams from memory, and both streams are prefetched ahead: the hardware
  * prefetcher alone left the kernel waiting on memory. */
@@ -19,7 +20,6 @@
 #include "kernels/lanes_x86.h"
 
 #define HEADS_AT_ONCE 8  /* heads of one pass over the cache */
-#define V_BLOCK 64       /* positions of values every head group weighs while in L1 */
 /* Prefetch distances, the best of those tried on 150 calls over distinct caches (what one
  * 2B-4T token reads) at n = 4096: keys this many bytes ahead of the tiles being scored
  * (2 to 32 KB tried; farther was slower), values this many positions ahead of the one
@@ -44,6 +44,39 @@ static inline __m512 exp16(__m512 x, __mmask16 keep)
     __m512i two_k = _mm512_add_epi32(_mm512_slli_epi32(_mm512_castps_si512(t), 23),
                                      _mm512_set1_epi32(127 << 23));
     return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(two_k));
+}
+
+/* attn_q8_quantize of a query head, 16 lanes at a time, and the sum of its q: the same
+ * operations lane by lane (the scalar loops cost as much as weighing 256 positions). */
+static float quantize_query(const float *x, int d, int8_t *q, int32_t *sum)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 vmax = _mm512_setzero_ps();
+    for (int i = 0; i < d; i += 16) {
+        __m512 ax = _mm512_andnot_ps(sign, _mm512_maskz_loadu_ps(first_lanes(d - i), x + i));
+        vmax = _mm512_max_ps(ax, vmax); /* a NaN loses */
+    }
+    float amax = _mm512_reduce_max_ps(vmax);
+    if (!(amax > 0.0f)) {
+        memset(q, 0, (size_t)d);
+        *sum = 0;
+        return 0.0f;
+    }
+    __m512 inv = _mm512_set1_ps(127.0f / amax), rounder = _mm512_set1_ps(0x1.8p23f);
+    __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    __m512i total = _mm512_setzero_si512();
+    for (int i = 0; i < d; i += 16) {
+        __mmask16 m = first_lanes(d - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv);
+        __m512 r = _mm512_sub_ps(_mm512_add_ps(v, rounder), rounder);
+        __mmask16 ord = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
+        r = _mm512_maskz_max_ps(ord, _mm512_min_ps(r, hi), lo);
+        __m512i qi = _mm512_cvtps_epi32(r);
+        total = _mm512_add_epi32(total, qi);
+        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(qi));
+    }
+    *sum = _mm512_reduce_add_epi32(total);
+    return amax / 127.0f;
 }
 
 /* What the heads of one pass carry between the passes. */
@@ -144,66 +177,99 @@ SCORE_HEADS(6)
 SCORE_HEADS(7)
 SCORE_HEADS(8)
 
-/* acc[h] += u_h[p] * (float)v[p] over positions [p0, p1), heads [h0, h0 + HN), chunks
- * [j0, j0 + NJ) of 16 elements, with out holding the sums between calls. Each chunk of
- * values is converted to float once for all HN heads. */
-static inline __attribute__((always_inline)) void weigh_values(const struct attn_group_q8 *a,
-                                                               int h0, const int HN, int p0,
-                                                               int p1, int j0, const int NJ)
+/* A block's int16 weights from u[0..len) (0 from len up to whole vectors): wq as the
+ * contract's w_p, and the scale that takes its sums back, top / 32767. */
+static inline float weigh_block_of(const float *u, int len, int16_t *wq)
 {
-    int d = a->d, n = a->n, nv = (d + 15) / 16, stride = attn_tiles_len(n);
-    __mmask16 m[8];
-    __m512 acc[4][8];
-    const float *w[4];
-#pragma GCC unroll 8
-    for (int j = 0; j < NJ; j++)
-        m[j] = j0 + j == nv - 1 ? first_lanes(d - 16 * (nv - 1)) : (__mmask16)0xffff;
-#pragma GCC unroll 4
-    for (int h = 0; h < HN; h++) {
-        w[h] = a->scratch + (size_t)(h0 + h) * stride;
-#pragma GCC unroll 8
-        for (int j = 0; j < NJ; j++)
-            acc[h][j] = _mm512_maskz_loadu_ps(m[j], a->out + (size_t)(h0 + h) * d + 16 * (j0 + j));
+    int nvec = (len + 15) / 16;
+    __m512 top = _mm512_setzero_ps();
+    for (int k = 0; k < nvec; k++)
+        top = _mm512_max_ps(_mm512_loadu_ps(u + 16 * k), top); /* a NaN u loses */
+    float t = _mm512_reduce_max_ps(top);
+    __m512 up = _mm512_set1_ps(ATTN_Q8_WMAX / t), wmax = _mm512_set1_ps(ATTN_Q8_WMAX);
+    for (int k = 0; k < nvec; k++) {
+        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(u + 16 * k), up);
+        __mmask16 ord = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
+        __m512i w = _mm512_cvtps_epi32(_mm512_maskz_min_ps(ord, x, wmax));
+        _mm256_storeu_si256((__m256i *)(wq + 16 * k), _mm512_cvtepi32_epi16(w));
     }
-    /* the lines of the rows PF_V_ROWS ahead that these chunks will read; none past n */
-    int pf_end = n - PF_V_ROWS < p1 ? n - PF_V_ROWS : p1;
-    const int8_t *ahead = a->v + (size_t)PF_V_ROWS * d + 16 * (size_t)j0;
-    for (int p = p0; p < p1; p++) {
-        const int8_t *row = a->v + (size_t)p * d + 16 * (size_t)j0;
-        if (p < pf_end) {
-#pragma GCC unroll 2
-            for (int j = 0; j < NJ; j += 4)
-                _mm_prefetch((const char *)(ahead + (size_t)p * d + 16 * j), _MM_HINT_T0);
-        }
-        __m512 x[8];
+    return t / ATTN_Q8_WMAX;
+}
+
+/* out_h += (float)acc_h * down[h] for the pairs of positions of block [b0, b1), heads
+ * [h0, h0 + HN), chunks [j0, j0 + NJ) of 16 elements: a 32-byte piece of a pair row is
+ * one chunk of both positions, widened to int16, and vpdpwssd adds both positions'
+ * products into each element's int32 lane. Each chunk is widened once for all HN heads.
+ * An odd last position pairs with what follows it, weighed 0. */
+static inline __attribute__((always_inline)) void weigh_values(const struct attn_group_q8 *a,
+                                                               int h0, const int HN, int b0,
+                                                               int b1, int j0, const int NJ,
+                                                               const int16_t (*wq)[ATTN_Q8_VBLOCK],
+                                                               const float *down)
+{
+    int d = a->d, n = a->n, nv = (d + 15) / 16;
+    __mmask32 m[8];
+    __mmask16 mo[8];
+    __m512i acc[4][8];
 #pragma GCC unroll 8
-        for (int j = 0; j < NJ; j++)
-            x[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m[j], row + 16 * j)));
-#pragma GCC unroll 4
-        for (int h = 0; h < HN; h++) {
-            __m512 u = _mm512_set1_ps(w[h][p]);
-#pragma GCC unroll 8
-            for (int j = 0; j < NJ; j++)
-                acc[h][j] = _mm512_fmadd_ps(u, x[j], acc[h][j]);
-        }
+    for (int j = 0; j < NJ; j++) {
+        int rem = j0 + j == nv - 1 ? d - 16 * (nv - 1) : 16;
+        m[j] = rem == 16 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (2 * rem)) - 1);
+        mo[j] = first_lanes(rem);
     }
 #pragma GCC unroll 4
     for (int h = 0; h < HN; h++)
 #pragma GCC unroll 8
         for (int j = 0; j < NJ; j++)
-            _mm512_mask_storeu_ps(a->out + (size_t)(h0 + h) * d + 16 * (j0 + j), m[j], acc[h][j]);
+            acc[h][j] = _mm512_setzero_si512();
+    /* the lines of the pair rows PF_V_ROWS positions ahead that these chunks will read */
+    int pf_end = n - PF_V_ROWS < b1 ? n - PF_V_ROWS : b1;
+    for (int p = b0; p < b1; p += 2) {
+        const int8_t *row = a->v + (size_t)p * d + 32 * (size_t)j0;
+        if (p < pf_end) {
+#pragma GCC unroll 4
+            for (int j = 0; j < NJ; j += 2)
+                _mm_prefetch((const char *)(row + (size_t)PF_V_ROWS * d + 32 * j), _MM_HINT_T0);
+        }
+        __m512i x[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < NJ; j++)
+            x[j] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m[j], row + 32 * j));
+#pragma GCC unroll 4
+        for (int h = 0; h < HN; h++) {
+            int32_t pair;
+            memcpy(&pair, wq[h] + (p - b0), sizeof pair);
+            __m512i wv = _mm512_set1_epi32(pair);
+#pragma GCC unroll 8
+            for (int j = 0; j < NJ; j++)
+                acc[h][j] = dpwssd(acc[h][j], x[j], wv);
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < HN; h++) {
+        float *out = a->out + (size_t)(h0 + h) * d + 16 * (size_t)j0;
+        __m512 k = _mm512_set1_ps(down[h]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NJ; j++) {
+            __m512 o = _mm512_maskz_loadu_ps(mo[j], out + 16 * j);
+            o = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[h][j]), k, o);
+            _mm512_mask_storeu_ps(out + 16 * j, mo[j], o);
+        }
+    }
 }
 
 /* 16 accumulators and their operands fit the 32 registers: 2 heads x 8 chunks (every
- * chunk of a 128-element head, so each row is read once), or 4 heads x 4 chunks. */
+ * chunk of a 128-element head, so each pair row is read once), or 4 heads x 4 chunks. */
 static inline __attribute__((always_inline)) void weigh_heads(const struct attn_group_q8 *a,
-                                                              int h0, const int HN, int p0,
-                                                              int p1)
+                                                              int h0, const int HN, int b0,
+                                                              int b1,
+                                                              const int16_t (*wq)[ATTN_Q8_VBLOCK],
+                                                              const float *down)
 {
     const int NJ = HN <= 2 ? 8 : 4;
     int nv = (a->d + 15) / 16;
     /* the chunks left, as a constant for each case (never more than NJ) */
-#define WEIGH(nj) weigh_values(a, h0, HN, p0, p1, j0, (nj) < NJ ? (nj) : NJ)
+#define WEIGH(nj) weigh_values(a, h0, HN, b0, b1, j0, (nj) < NJ ? (nj) : NJ, wq, down)
     for (int j0 = 0; j0 < nv; j0 += NJ) {
         switch (nv - j0) {
         case 1: WEIGH(1); break;
@@ -225,11 +291,9 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
     int d = a->d, n = a->n, stride = attn_tiles_len(n), tiles = stride / ATTN_TILE;
     struct heads hs;
     for (int h = 0; h < hn; h++) {
-        int8_t *q = a->q8 + (size_t)(h0 + h) * d;
-        hs.c[h] = attn_q8_quantize(a->q + (size_t)(h0 + h) * d, d, q) * a->scale;
-        int32_t sum = 0;
-        for (int i = 0; i < d; i++)
-            sum += q[i];
+        int32_t sum;
+        hs.c[h] = quantize_query(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d,
+                                 &sum) * a->scale;
         hs.bias[h] = -128 * sum;
         hs.max[h] = _mm512_set1_ps(-INFINITY);
     }
@@ -256,28 +320,39 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
             _mm512_storeu_ps(w + b * ATTN_TILE,
                              _mm512_maskz_mul_ps(valid, e, _mm512_maskz_loadu_ps(valid, a->v_scale + b * ATTN_TILE)));
         }
-        inv[h] = 1.0f / fold16_512(lanes);
+        float sum = fold16_512(lanes);
+        if (a->max_sum) {
+            a->max_sum[2 * (h0 + h)] = _mm512_cvtss_f32(max);
+            a->max_sum[2 * (h0 + h) + 1] = sum;
+        }
+        inv[h] = 1.0f / sum;
     }
     for (; fetched < v_head_bytes; fetched += 64)
         _mm_prefetch(v_head + fetched, _MM_HINT_T0);
 
-    for (int i = 0; i < hn * d; i++)
-        a->out[(size_t)h0 * d + i] = 0.0f;
-    for (int p0 = 0; p0 < n; p0 += V_BLOCK) {
-        int p1 = p0 + V_BLOCK < n ? p0 + V_BLOCK : n;
-        for (int g0 = h0; g0 < h0 + hn; g0 += 4) {
-            switch (h0 + hn - g0) {
-            case 1: weigh_heads(a, g0, 1, p0, p1); break;
-            case 2: weigh_heads(a, g0, 2, p0, p1); break;
-            case 3: weigh_heads(a, g0, 3, p0, p1); break;
-            default: weigh_heads(a, g0, 4, p0, p1); break;
+    memset(a->out + (size_t)h0 * d, 0, sizeof(float) * hn * d);
+    for (int b0 = 0; b0 < n; b0 += ATTN_Q8_VBLOCK) {
+        int b1 = b0 + ATTN_Q8_VBLOCK < n ? b0 + ATTN_Q8_VBLOCK : n;
+        int16_t wq[HEADS_AT_ONCE][ATTN_Q8_VBLOCK];
+        float down[HEADS_AT_ONCE];
+        for (int h = 0; h < hn; h++)
+            down[h] = weigh_block_of(a->scratch + (size_t)(h0 + h) * stride + b0, b1 - b0, wq[h]);
+        for (int g = 0; g < hn; g += 4) {
+            switch (hn - g) {
+            case 1: weigh_heads(a, h0 + g, 1, b0, b1, wq + g, down + g); break;
+            case 2: weigh_heads(a, h0 + g, 2, b0, b1, wq + g, down + g); break;
+            case 3: weigh_heads(a, h0 + g, 3, b0, b1, wq + g, down + g); break;
+            default: weigh_heads(a, h0 + g, 4, b0, b1, wq + g, down + g); break;
             }
         }
     }
     for (int h = 0; h < hn; h++) {
         float *out = a->out + (size_t)(h0 + h) * d;
-        for (int i = 0; i < d; i++)
-            out[i] = out[i] * inv[h];
+        for (int i = 0; i < d; i += 16) {
+            __mmask16 m = first_lanes(d - i);
+            _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out + i),
+                                                            _mm512_set1_ps(inv[h])));
+        }
     }
 }
 

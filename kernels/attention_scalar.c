@@ -28,8 +28,9 @@ static void fold_lanes(float lane[ATTN_TILE])
             lane[j] += lane[j + width];
 }
 
-/* A head's scores in w[0..n) become its softmax weights (e^(s - max), then e / sum). */
-static void softmax(float *w, int n)
+/* A head's scores in w[0..n) become its softmax weights (e^(s - max), then e / sum);
+ * max and sum go to max_sum when it is set. */
+static void softmax(float *w, int n, float *max_sum)
 {
     float max = -INFINITY;
     for (int p = 0; p < n; p++)
@@ -40,6 +41,10 @@ static void softmax(float *w, int n)
         lane[p % ATTN_TILE] += w[p];
     }
     fold_lanes(lane);
+    if (max_sum) {
+        max_sum[0] = max;
+        max_sum[1] = lane[0];
+    }
     float inv = 1.0f / lane[0];
     for (int p = 0; p < n; p++)
         w[p] = w[p] * inv;
@@ -57,7 +62,7 @@ static inline void attn_scalar(const struct attn_group *a, bool f16)
                 dot += q[i] * key_elem(a, p, i, f16);
             w[p] = dot * a->scale;
         }
-        softmax(w, a->n);
+        softmax(w, a->n, a->max_sum ? a->max_sum + 2 * h : NULL);
         for (int i = 0; i < d; i++)
             out[i] = 0.0f;
         for (int p = 0; p < a->n; p++)
@@ -95,9 +100,26 @@ void attn_q8_scalar(const struct attn_group_q8 *a)
         fold_lanes(lane);
         for (int i = 0; i < d; i++)
             out[i] = 0.0f;
-        for (int p = 0; p < n; p++)
-            for (int i = 0; i < d; i++)
-                out[i] = fmaf(w[p], (float)a->v[(size_t)p * d + i], out[i]);
+        for (int b0 = 0; b0 < n; b0 += ATTN_Q8_VBLOCK) {
+            int b1 = b0 + ATTN_Q8_VBLOCK < n ? b0 + ATTN_Q8_VBLOCK : n;
+            float top = 0.0f;
+            for (int p = b0; p < b1; p++)
+                top = w[p] > top ? w[p] : top;
+            float up = ATTN_Q8_WMAX / top, down = top / ATTN_Q8_WMAX;
+            int16_t wq[ATTN_Q8_VBLOCK];
+            for (int p = b0; p < b1; p++)
+                wq[p - b0] = attn_q8_weight(w[p] * up);
+            for (int i = 0; i < d; i++) {
+                int32_t acc = 0;
+                for (int p = b0; p < b1; p++)
+                    acc += wq[p - b0] * a->v[attn_q8_value_at(p, i, d)];
+                out[i] = fmaf((float)acc, down, out[i]);
+            }
+        }
+        if (a->max_sum) {
+            a->max_sum[2 * h] = max;
+            a->max_sum[2 * h + 1] = lane[0];
+        }
         float inv = 1.0f / lane[0];
         for (int i = 0; i < d; i++)
             out[i] = out[i] * inv;

@@ -19,6 +19,26 @@ static inline size_t attn_q8_key_at(int p, int i, int d)
            (size_t)(p % ATTN_TILE) * 4 + (size_t)(i % 4);
 }
 
+/* Where value element i of position p lies in a head of size d. */
+static inline size_t attn_q8_value_at(int p, int i, int d)
+{
+    return (size_t)(p / 2) * 2 * d + (size_t)i * 2 + (size_t)(p % 2);
+}
+
+/* Positions of one block of the value pass, whose weights share one int16 scale. */
+#define ATTN_Q8_VBLOCK 64
+#define ATTN_Q8_WMAX 32767.0f
+
+/* w_p of the value pass from x_p = u_p * (32767 / top_B): round half to even, after
+ * clamping to 32767 (the multiply may round just past it); NaN gives 0. */
+static inline int16_t attn_q8_weight(float x)
+{
+    if (!(x == x))
+        return 0;
+    x = x < ATTN_Q8_WMAX ? x : ATTN_Q8_WMAX;
+    return (int16_t)((x + 0x1.8p23f) - 0x1.8p23f);
+}
+
 /* q[0..d) = x[0..d) in int8; returns the scale (absmax / 127, or 0 for a zero vector). */
 static inline float attn_q8_quantize(const float *x, int d, int8_t *q)
 {

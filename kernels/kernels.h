@@ -55,6 +55,9 @@ struct q8_matrix {
  *   sum = e_p added into ATTN_TILE lane sums (lane p % ATTN_TILE, p increasing), then
  *         lane[j] += lane[j + w] for w = ATTN_TILE/2, ..., 1
  *   out_i = sum over p in order of (e_p * (1 / sum)) * v_p,i
+ * and, when max_sum is set, max and sum into it: the caller may run the positions of a
+ * long cache as several calls over tile-aligned segments (k, v and n of each describing
+ * its segment alone) and merge their outputs by softmax algebra (model/attention_rows.c).
  * The scores' order matters most: with large activations a score is a sum of large
  * terms, and a different order moves logits of the third-party check data past its
  * tolerance. */
@@ -68,6 +71,7 @@ struct attn_group {
     int g, d, n;        /* heads, head size, cached positions (n >= 1) */
     float scale;
     float *scratch;     /* [g][attn_tiles_len(n)] */
+    float *max_sum;     /* NULL, or [g][2]: each head's max and sum as computed above */
 };
 
 /* n rounded up to whole tiles: the positions a key cache holds room for, and the floats
@@ -84,7 +88,11 @@ static inline int attn_tiles_len(int n) { return (n + ATTN_TILE - 1) / ATTN_TILE
  * [d / 4][ATTN_TILE positions][4 consecutive elements]: element i of position p at
  *     k[(p / ATTN_TILE) * d * ATTN_TILE + (i / 4) * 4 * ATTN_TILE + (p % ATTN_TILE) * 4 + i % 4],
  * so that one 32-bit lane holds 4 elements of one position, the operand shape of
- * vpdpbusd and pmaddubsw; values lie by position, v[p * d + i].
+ * vpdpbusd and pmaddubsw. Values lie in pairs of positions, [n / 2][d][2]: element i of
+ * position p at
+ *     v[(p / 2) * 2 * d + 2 * i + p % 2],
+ * so that one 32-bit lane holds one element of two positions, which vpdpwssd and pmaddwd
+ * weigh in one step (for an odd n the last pair's second half may hold anything).
  *
  * What every kernel computes, for each of the g query heads, exactly as the scalar twin
  * does (bit-identical floats). Unlike struct attn_group's, this contract fuses multiply
@@ -98,28 +106,38 @@ static inline int attn_tiles_len(int n) { return (n + ATTN_TILE - 1) / ATTN_TILE
  *   max       = the largest s_p (a NaN score never becomes it)
  *   e_p       = attn_q8_exp(s_p - max): float, with fma (kernels/attn_q8.h)
  *   sum       = e_p added into lanes and folded as struct attn_group states
- *   u_p       = e_p * v_scale[p]
- *   acc_i     = fma(u_p, (float)v_p,i, acc_i) over p in order, from acc_i = 0
- *   out_i     = acc_i * (1 / sum)
+ *   u_p       = e_p * v_scale[p]                      (0 for p >= n)
+ * then the values, in blocks B of ATTN_Q8_VBLOCK positions from 0 (the last one short):
+ *   top_B     = the largest u_p of B (a NaN never becomes it), from 0
+ *   x_p       = u_p * (32767 / top_B)
+ *   w_p       = round-half-even(min(x_p, 32767)) as int16, 0 if x_p is NaN
+ *   acc_B,i   = sum over p in B of w_p * v_p,i, an exact int32
+ *   out_i     = fma((float)acc_B,i, top_B / 32767, out_i) over blocks in order, from 0
+ *   out_i     = out_i * (1 / sum)
+ * and, as struct attn_group's, max and sum into max_sum when it is set. A block whose
+ * top_B is 0 adds nothing, and a kernel may skip it.
  * (float)dot_p is exact up to d = 1040, so a score is the exact dot product of the
- * dequantized vectors, times scale, but for the rounding of its three multiplies. With
- * the cache in L2 the kernels are bound by the value pass's arithmetic (from memory, by
- * the bandwidth): hence one fused operation per value element and head, normalization
- * once per output element at the end rather than once per position, and a float exp
- * (within one ulp of expf, far finer than the int8 data it weighs). Keys, and
+ * dequantized vectors, times scale, but for the rounding of its three multiplies. The
+ * weights of a block are rounded to 15 bits of its largest: each moves by at most 2^-16
+ * of that, far less than the int8 values they weigh (2^-8 of their row's largest), and
+ * the values then cost one integer multiply-add per pair of positions where float took
+ * one per position (with the cache in L2 the value pass is what bounds the kernels; from
+ * memory, the bandwidth). Normalization comes once per output element at the end rather
+ * than once per position, and exp is a float one (within one ulp of expf). Keys, and
  * their scales, past n in the last tile may hold anything, NaN included: no kernel lets
  * them into the result. */
 struct attn_group_q8 {
     const float *q;        /* [g][d] float query heads; the kernel quantizes them */
     float *out;            /* [g][d] */
     const int8_t *k;       /* key tiles, attn_tiles_len(n) positions */
-    const int8_t *v;       /* values [n][d] */
+    const int8_t *v;       /* values in pairs, [(n + 1) / 2][d][2] */
     const float *k_scale;  /* [attn_tiles_len(n)] */
     const float *v_scale;  /* [n] */
     int g, d, n;           /* heads, head size (a multiple of 4), positions (n >= 1) */
     float scale;
     float *scratch;        /* [g][attn_tiles_len(n)] */
     int8_t *q8;            /* [g][d]: room for the quantized queries */
+    float *max_sum;        /* NULL, or [g][2]: each head's max and sum */
 };
 
 struct kernel_ops {

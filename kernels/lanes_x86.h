@@ -46,6 +46,13 @@ static inline __m512i dpbusd(__m512i acc, __m512i u, __m512i s)
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
     return acc;
 }
+
+/* acc + the s16 x s16 dot of a and b, 2 words to a lane; written out for the same reason. */
+static inline __m512i dpwssd(__m512i acc, __m512i a, __m512i b)
+{
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
 #endif
 
 #endif

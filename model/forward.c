@@ -14,6 +14,9 @@
 
 /* Rows whose int8-head sums are held at once (forward_state.head_acc). */
 #define HEAD_ACC_ROWS 4
+/* Bytes of attention segments' outputs waiting for their merge (forward_state.seg_out):
+ * a pass of rows takes as many long rows as fit. */
+#define SEG_BUDGET (16u << 20)
 
 static int max_i(int a, int b) { return a > b ? a : b; }
 
@@ -72,6 +75,10 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     if (cfg->kv_type == KV_TYPE_Q8 && hp->head_dim % 4 != 0)
         return err_set(e, "KV type q8: head dimension %u is not a multiple of 4 (f32 and f16 "
                           "have no such limit)", hp->head_dim);
+    s->attn_seg = cfg->attn_segment ? cfg->attn_segment : ATTN_SEGMENT;
+    if (s->attn_seg < 0 || s->attn_seg % ATTN_TILE != 0)
+        return err_set(e, "attention segment %d is not a positive multiple of %d",
+                       cfg->attn_segment, ATTN_TILE);
     s->n_ctx = cfg->n_ctx;
     s->n_ctx_pad = attn_tiles_len(cfg->n_ctx);
     s->group = (int)(hp->n_head / hp->n_head_kv);
@@ -103,6 +110,17 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
         s->value_scale = calloc(scales, sizeof(float));
         s->att_q8 = calloc((size_t)s->nth * s->group * hp->head_dim, 1);
     }
+    /* room for the segments of as many long rows as fit SEG_BUDGET, at least one */
+    s->n_seg_max = (cfg->n_ctx + s->attn_seg - 1) / s->attn_seg;
+    s->seg_row = calloc(nb, sizeof(int));
+    if (s->n_seg_max > 1) {
+        size_t per_row = (size_t)s->n_seg_max * hp->n_head * (hp->head_dim + 2) * sizeof(float);
+        size_t rows = SEG_BUDGET / per_row;
+        s->seg_rows = rows < 1 ? 1 : rows > nb ? (int)nb : (int)rows;
+        size_t heads_of_rows = (size_t)s->seg_rows * s->n_seg_max * hp->n_head;
+        s->seg_out = calloc(heads_of_rows * hp->head_dim, sizeof(float));
+        s->seg_ms = calloc(heads_of_rows * 2, sizeof(float));
+    }
     s->logits = calloc(hp->n_vocab, sizeof(float));
     s->head_xq = calloc(nb * embd, 1);
     s->head_acc = calloc((size_t)HEAD_ACC_ROWS * hp->n_vocab, sizeof(int32_t));
@@ -111,7 +129,8 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     if (!s->x || !s->xb || !s->xq || !s->xscale || !s->q || !s->k || !s->v ||
         !s->attn_out || !s->hb || !s->rope_cos || !s->rope_sin || !s->att ||
         !s->key_cache || !s->value_cache || !s->logits || !s->head_xq || !s->head_acc || !s->row_slot || !s->row_pos ||
-        (q8 && (!s->key_scale || !s->value_scale || !s->att_q8))) {
+        (q8 && (!s->key_scale || !s->value_scale || !s->att_q8)) || !s->seg_row ||
+        (s->n_seg_max > 1 && (!s->seg_out || !s->seg_ms))) {
         forward_state_free(s);
         return err_set(e, "out of memory for a %d-token context (KV cache %zu MiB)", cfg->n_ctx,
                        (cache * elem + scales * sizeof(float)) * 2 >> 20);
@@ -124,7 +143,8 @@ void forward_state_free(struct forward_state *s)
     void *bufs[] = {s->x, s->xb, s->xq, s->xscale, s->q, s->k, s->v, s->attn_out,
                     s->hb, s->rope_cos, s->rope_sin, s->att, s->key_cache,
                     s->value_cache, s->key_scale, s->value_scale, s->att_q8, s->logits,
-                    s->head_xq, s->head_acc, s->row_slot, s->row_pos};
+                    s->head_xq, s->head_acc, s->row_slot, s->row_pos, s->seg_row,
+                    s->seg_out, s->seg_ms};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -337,16 +357,6 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
     return 0;
 }
 
-/* Which cache, of one KV head of one layer of a slot, is meant: its elements start at
- * index * n_ctx_pad * head_dim (their layout: kernels.h, struct attn_group and
- * struct attn_group_q8), its Q8 scales at index * n_ctx_pad. */
-static size_t kv_head_index(const struct forward_state *s, const struct bitnet_hparams *hp,
-                            int slot, uint32_t il, int kvh)
-{
-    size_t layer = (size_t)slot * (s->layer_end - s->layer_begin) + (il - s->layer_begin);
-    return layer * hp->n_head_kv + (size_t)kvh;
-}
-
 /* Row t's K and V into the cache of layer il at the row's position. */
 static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, uint32_t il, int t)
 {
@@ -361,8 +371,11 @@ static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, u
             s->key_scale[head * s->n_ctx_pad + p] = attn_q8_quantize(kt, hd, kq);
             for (int i = 0; i < hd; i++)
                 keys[attn_q8_key_at(p, i, hd)] = kq[i];
-            s->value_scale[head * s->n_ctx_pad + p] =
-                attn_q8_quantize(vt, hd, (int8_t *)s->value_cache + off + (size_t)p * hd);
+            int8_t vq[hd];
+            int8_t *values = (int8_t *)s->value_cache + off;
+            s->value_scale[head * s->n_ctx_pad + p] = attn_q8_quantize(vt, hd, vq);
+            for (int i = 0; i < hd; i++)
+                values[attn_q8_value_at(p, i, hd)] = vq[i];
             continue;
         }
         size_t k_at = off + (size_t)(p / ATTN_TILE) * hd * ATTN_TILE + p % ATTN_TILE;
@@ -379,102 +392,17 @@ static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, u
     }
 }
 
-/* Causal attention of every (position, head) pair of the batch over the cache. The pairs
- * are shared out by the work they carry (split_attention); each thread hands the heads of
- * one KV head it has to one kernel call, which reads that part of the cache once for all
- * of them. */
-struct attention_job {
+/* RoPE and the cache stores of a layer's rows. */
+struct rope_job {
     const struct bitnet_hparams *hp;
     struct forward_state *s;
     uint32_t il;
 };
 
-/* Each (row, query head) unit weighs the positions it attends over plus this much for the
- * call itself. */
-#define ATTN_UNIT_FIXED 16
-
-/* Thread ith's units [lo, hi) of the n_rows * n_head, in order: an even share of the
- * work rather than of the units, since the rows of a prompt attend over 1..n positions
- * (an even split of units gave the last thread three quarters of a prefill's attention).
- * A unit goes to the thread whose share holds its middle. */
-static void split_attention(const struct forward_state *s, int n_head, int ith, int nth,
-                            int *lo, int *hi)
-{
-    double total = 0.0;
-    for (int t = 0; t < s->n_rows; t++)
-        total += (double)n_head * (s->row_pos[t] + 1 + ATTN_UNIT_FIXED);
-    double begin = total * ith / nth, end = total * (ith + 1) / nth, at = 0.0;
-    int u = 0;
-    *lo = -1;
-    for (int t = 0; t < s->n_rows; t++) {
-        double c = s->row_pos[t] + 1 + ATTN_UNIT_FIXED;
-        for (int h = 0; h < n_head; h++, u++, at += c) {
-            double mid = at + c / 2;
-            if (*lo < 0 && mid >= begin)
-                *lo = u;
-            if (mid >= end) {
-                *hi = u;
-                if (*lo < 0)
-                    *lo = u;
-                return;
-            }
-        }
-    }
-    if (*lo < 0)
-        *lo = u;
-    *hi = u;
-}
-
-static void attention_task(void *ctx, int ith, int nth)
-{
-    const struct attention_job *job = ctx;
-    const struct bitnet_hparams *hp = job->hp;
-    struct forward_state *s = job->s;
-    int hd = (int)hp->head_dim, n_head = (int)hp->n_head, group = s->group;
-    size_t elem = s->kv_type == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
-    float scale = 1.0f / sqrtf((float)hd);
-    float *scratch = s->att + (size_t)ith * group * s->n_ctx_pad;
-    int lo, hi;
-    split_attention(s, n_head, ith, nth, &lo, &hi);
-    for (int item = lo; item < hi;) {
-        int t = item / n_head, h = item % n_head, kvh = h / group;
-        int g = (kvh + 1) * group - h;
-        if (g > hi - item)
-            g = hi - item;
-        size_t head = kv_head_index(s, hp, s->row_slot[t], job->il, kvh);
-        size_t off = head * (size_t)s->n_ctx_pad * hd; /* in elements */
-        const float *q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd;
-        float *out = s->attn_out + (size_t)t * hp->n_embd + (size_t)h * hd;
-        int n = s->row_pos[t] + 1;
-        if (s->kv_type == KV_TYPE_Q8) {
-            struct attn_group_q8 a = {
-                .q = q, .out = out, .g = g, .d = hd, .n = n, .scale = scale, .scratch = scratch,
-                .k = (const int8_t *)s->key_cache + off,
-                .v = (const int8_t *)s->value_cache + off,
-                .k_scale = s->key_scale + head * s->n_ctx_pad,
-                .v_scale = s->value_scale + head * s->n_ctx_pad,
-                .q8 = s->att_q8 + (size_t)ith * group * hd,
-            };
-            kops.attn_q8(&a);
-        } else {
-            struct attn_group a = {
-                .q = q, .out = out, .g = g, .d = hd, .n = n, .scale = scale, .scratch = scratch,
-                .k = (const char *)s->key_cache + off * elem,
-                .v = (const char *)s->value_cache + off * elem,
-            };
-            if (s->kv_type == KV_TYPE_F16)
-                kops.attn_f16(&a);
-            else
-                kops.attn_f32(&a);
-        }
-        item += g;
-    }
-}
-
 /* RoPE on the rows' queries and keys, and their keys and values into the cache. */
 static void rope_store_task(void *ctx, int ith, int nth)
 {
-    const struct attention_job *job = ctx;
+    const struct rope_job *job = ctx;
     const struct bitnet_hparams *hp = job->hp;
     struct forward_state *s = job->s;
     int hd = (int)hp->head_dim, kv_dim = (int)(hp->n_head_kv * hp->head_dim), lo, hi;
@@ -498,12 +426,12 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
     /* attention block: Q, K and V share one quantized input */
     norm_and_quantize(s, s->x, PREP_NONE, NULL, L->attn_norm, embd, n, eps);
     bitlinear(s, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v);
-    struct attention_job aj = {.hp = hp, .s = s, .il = il};
+    struct rope_job rj = {.hp = hp, .s = s, .il = il};
     if (n == 1)
-        rope_store_task(&aj, 0, 1);
+        rope_store_task(&rj, 0, 1);
     else
-        threadpool_run(s->pool, rope_store_task, &aj);
-    threadpool_run(s->pool, attention_task, &aj);
+        threadpool_run(s->pool, rope_store_task, &rj);
+    forward_attention(hp, s, il);
     norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
     bitlinear(s, n, &L->wo, s->attn_out, NULL, NULL, NULL, NULL);
 

@@ -42,7 +42,15 @@ struct forward_config {
     int n_slots;              /* sequences with a KV cache here (0 means 1) */
     uint32_t layer_begin;     /* the layers this state runs and caches: [begin, end); */
     uint32_t layer_end;       /* end 0 means every layer */
+    int attn_segment;         /* positions of an attention segment (model/attention_rows.c),
+                               * a multiple of ATTN_TILE; 0 means ATTN_SEGMENT */
 };
+
+/* Rows attending over more positions than this merge segments of it (whatever the
+ * threads, so that a row's logits never depend on them): at 2 threads and 4096
+ * positions, 4 segments of each KV head let the threads share the cache without reading
+ * any of it twice; below 1024, attention is as one call. */
+#define ATTN_SEGMENT 1024
 
 struct forward_state {
     int n_ctx, n_batch, nth, n_slots;
@@ -71,6 +79,13 @@ struct forward_state {
     float *key_scale;  /* Q8 only: [slot][layer - begin][kv head][n_ctx_pad] */
     float *value_scale;
     int8_t *att_q8;    /* Q8 only: quantized queries, [nth][group][head_dim] */
+    int attn_seg;      /* positions per attention segment */
+    int n_seg_max;     /* segments of a full context */
+    int seg_rows;      /* rows with several segments one attention pass takes (0 if
+                        * n_seg_max is 1) */
+    int *seg_row;      /* [n_batch]: a row's place among them in its pass, or -1 */
+    float *seg_out;    /* [seg_rows][n_seg_max][n_head][head_dim]: segments' outputs */
+    float *seg_ms;     /* [seg_rows][n_seg_max][n_head][2]: their max and sum */
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden states [n_batch][n_embd] for a q8 head */
     int32_t *head_acc; /* integer row sums of the q8 head, [4][n_vocab] (forward.c) */
@@ -89,6 +104,20 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
 /* Rows x[0..n) = embeddings of tokens (the first stage's input). */
 int forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
                   int n, struct errbuf *e);
+/* Where the cache of one KV head of one layer of a slot starts: its elements at index *
+ * n_ctx_pad * head_dim (their layout: kernels.h, struct attn_group and struct
+ * attn_group_q8), its Q8 scales at index * n_ctx_pad. */
+static inline size_t kv_head_index(const struct forward_state *s, const struct bitnet_hparams *hp,
+                                   int slot, uint32_t il, int kvh)
+{
+    size_t layer = (size_t)slot * (s->layer_end - s->layer_begin) + (il - s->layer_begin);
+    return layer * hp->n_head_kv + (size_t)kvh;
+}
+
+/* attn_out of every row set = its attention over the cache of layer il (which holds the
+ * rows' own keys and values already); model/attention_rows.c. */
+void forward_attention(const struct bitnet_hparams *hp, struct forward_state *s, uint32_t il);
+
 /* Runs layer il (within the state's range) on the rows set, writing their K and V. */
 void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il);
 /* s->logits = output projection of the final-normed row x[t]. */
