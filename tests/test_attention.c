@@ -1,6 +1,7 @@
 /* Attention and int8-row-conversion kernels against their scalar twins, bit for bit; the
  * scalar attention against float64, and its exp against libm; the int8 KV cache's
  * rounding, and its attention against float64 on the data before quantization. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +294,41 @@ static bool q8_case(const char *name, void (*fn)(const struct attn_group_q8 *), 
  * kernels' prefetching and blocking run for thousands of positions. */
 #define Q8_DQ_BOUND 5e-4
 
+/* The SIMD kernels quantize their queries themselves: the bytes must be attn_q8_quantize's
+ * for queries holding NaN, infinities, values that round to the clamp, and a length with
+ * a partial vector (d = 36, 100). The outputs are not compared: they are NaN. */
+static void check_q8_query_specials(const char *name, void (*fn)(const struct attn_group_q8 *))
+{
+    static const int dims[] = {36, 100, 128};
+    int bad = 0;
+    for (int di = 0; di < 3; di++)
+        for (int kind = 0; kind < 3; kind++) {
+            int d = dims[di], g = 2, n = 5, np = attn_tiles_len(n);
+            float q[2 * 128], ks[16], vs[16], scr[2 * 16], out[2 * 128];
+            int8_t k[16 * 128], v[16 * 128], got[2 * 128], want[2 * 128];
+            for (int i = 0; i < g * d; i++)
+                q[i] = frand(-1, 1);
+            if (kind == 0)
+                q[3] = NAN, q[d + d - 1] = NAN;
+            else if (kind == 1)
+                q[5] = INFINITY, q[d + 2] = -INFINITY;
+            else
+                q[7] = 1e30f, q[d + 1] = -FLT_MIN;
+            memset(k, 1, sizeof k), memset(v, 1, sizeof v);
+            for (int p = 0; p < np; p++)
+                ks[p] = vs[p] = 0.01f;
+            struct attn_group_q8 a = {.q = q, .k = k, .v = v, .k_scale = ks, .v_scale = vs,
+                                      .g = g, .d = d, .n = n, .scale = 0.1f, .scratch = scr,
+                                      .out = out, .q8 = got};
+            fn(&a);
+            for (int h = 0; h < g; h++)
+                attn_q8_quantize(q + h * d, d, want + h * d);
+            bad += memcmp(got, want, (size_t)g * d) != 0;
+        }
+    CHECK(bad == 0, "%s q8: %d of 9 queries with NaN/inf/huge values quantized unlike "
+          "attn_q8_quantize", name, bad);
+}
+
 static void check_attention_q8(const char *name, void (*fn)(const struct attn_group_q8 *))
 {
     static const int dims[] = {32, 64, 100, 128};
@@ -351,6 +387,7 @@ static void check_attention_q8(const char *name, void (*fn)(const struct attn_gr
                "%.2e, unquantized data %.2e\n", long_dq, long_raw);
     }
     printf("%s q8 attention: %d runs, %d not bit-identical to scalar\n", name, runs, bad);
+    check_q8_query_specials(name, fn);
 }
 
 
