@@ -34,13 +34,11 @@ static int segments_of(const struct forward_state *s, int t)
     return (s->row_pos[t] + s->attn_seg) / s->attn_seg; /* positions 0..row_pos */
 }
 
-/* The units of a pass lie in order of rows, then KV heads, then segments, then the
- * query heads of the KV head: those of one (row, KV head, segment), a group, are
- * consecutive, so a thread's share meets most groups whole. */
-
 /* Thread ith's units [lo, hi) of the pass: an even share of the work rather than of the
  * units, since units differ in positions. A unit goes to the thread whose share holds
- * its middle. */
+ * its middle. Units lie in order of rows, then KV heads, then segments, then the query
+ * heads of the KV head: those of one (row, KV head, segment), a group, are consecutive,
+ * so a thread's share meets most groups whole. */
 static void split_units(const struct attention_job *job, int ith, int nth, int *lo, int *hi)
 {
     const struct forward_state *s = job->s;
