@@ -9,6 +9,7 @@
 
 #include "bench/read_bandwidth.h"
 #include "bench/timing.h"
+#include "ctl/bench_breakdown.h"
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/session.h"
@@ -18,7 +19,7 @@
 struct bench_opts {
     const char *model;
     long prompt_tokens, gen_tokens, repeat, depth;
-    bool json;
+    bool json, breakdown;
     struct session_opts so;
 };
 
@@ -58,9 +59,12 @@ struct chunk_log {
     int n, cap;
 };
 
+/* One load, prompt and decode; with bd, the decode steps (not the depth-0 ones) are
+ * timed part by part into it. */
 static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *r,
                    double *bytes_per_token, char *kernel, size_t kernel_cap,
-                   struct read_probe_server *probe, struct chunk_log *log)
+                   struct read_probe_server *probe, struct chunk_log *log,
+                   struct decode_breakdown *bd)
 {
     struct session s;
     int n_ctx = (int)(o->depth + o->prompt_tokens + o->gen_tokens + 1);
@@ -68,6 +72,8 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
         return -1;
     r->load_s = s.load_seconds;
     *bytes_per_token = weight_bytes_per_token(&s.model);
+    if (bd)
+        breakdown_set_weights(bd, &s.model);
     snprintf(kernel, kernel_cap, "%s", kops.name);
     /* random ordinary tokens: speed does not depend on which */
     size_t n_pre = (size_t)(o->depth + o->prompt_tokens);
@@ -114,10 +120,19 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
             chunk_start = t_deep;
             chunk_kv = 0.0;
         }
-        chunk_kv += kv_position * (pos + 1);
+        double kv_step = kv_position * (pos + 1);
+        chunk_kv += kv_step;
+        s.st.timing = bd ? &bd->timing : NULL;
         double t1 = now_seconds();
         logits = session_feed(&s, &next, 1, pos++);
-        t_deep += now_seconds() - t1;
+        double dt = now_seconds() - t1;
+        s.st.timing = NULL;
+        t_deep += dt;
+        if (bd) {
+            bd->decode_s += dt;
+            bd->tokens++;
+            bd->kv_bytes += kv_step;
+        }
         if (!logits) {
             rc = -1;
             break;
@@ -153,7 +168,7 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
         {"model", required_argument, 0, 'm'},      {"prompt-tokens", required_argument, 0, 'p'},
         {"gen-tokens", required_argument, 0, 'g'}, {"repeat", required_argument, 0, 'r'},
         {"depth", required_argument, 0, 'd'},      {"json", no_argument, 0, 'j'},
-        SESSION_LONG_OPTS, {0, 0, 0, 0},
+        {"breakdown", no_argument, 0, 'B'},        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->prompt_tokens = 512;
@@ -175,13 +190,14 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
         case 'r': if (arg_int("--repeat", optarg, 1, 1000, &o->repeat) < 0) return -1; break;
         case 'd': if (arg_int("--depth", optarg, 0, 1 << 20, &o->depth) < 0) return -1; break;
         case 'j': o->json = true; break;
+        case 'B': o->breakdown = true; break;
         default: return -1;
         }
     }
     if (!o->model || optind != argc) {
         fprintf(stderr, "usage: bitnetctl bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] "
                         "[--threads N] [--repeat R] [--depth D] [--lm-head f16|q8] "
-                        "[--kv-type f32|f16|q8] [--json]\n");
+                        "[--kv-type f32|f16|q8] [--breakdown] [--json]\n");
         return -1;
     }
     return 0;
@@ -214,11 +230,12 @@ int cmd_bench(int argc, char **argv)
     double *tg0 = calloc((size_t)n, sizeof(double));
     double bytes_per_token = 0;
     char kernel[32] = "";
+    struct decode_breakdown bd = {0};
     int rc = load && pp && tg && ttft && tg0 && log.gbps && log.ratio && log.mem_ratio ? 0 : 1;
     for (int i = 0; rc == 0 && i < n; i++) {
         struct bench_run r;
         if (one_run(&o, (uint64_t)i + 1, &r, &bytes_per_token, kernel, sizeof kernel, &probe,
-                    &log) < 0) {
+                    &log, o.breakdown ? &bd : NULL) < 0) {
             rc = 1;
             break;
         }
@@ -267,6 +284,8 @@ int cmd_bench(int argc, char **argv)
                 json_object_object_add(j, "depth0_tps", json_object_new_double(gen0));
                 json_object_object_add(j, "depth_ratio", json_object_new_double(gen / gen0));
             }
+            if (o.breakdown)
+                breakdown_json(&bd, j);
             puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
             json_object_put(j);
         } else {
@@ -289,6 +308,8 @@ int cmd_bench(int argc, char **argv)
                    ratio_lo, ratio_hi);
             printf("memory ratio     %.3f (the weights and the KV cache read per token)\n",
                    mem_ratio);
+            if (o.breakdown)
+                breakdown_print(&bd, stdout);
             printf("(medians of %d runs)\n", n);
         }
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "kernels/attn_q8.h"
 #include "kernels/f16.h"
@@ -19,6 +20,29 @@
 #define SEG_BUDGET (16u << 20)
 
 static int max_i(int a, int b) { return a > b ? a : b; }
+
+const char *const forward_part_names[FP_PARTS] = {"norms", "q/k/v", "attention", "o",
+                                                  "gate/up", "down", "head"};
+
+/* The time now when the state is timed (forward_state.timing), else 0. */
+static double timing_start(const struct forward_state *s)
+{
+    if (!s->timing)
+        return 0.0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Adds the time since *t to part p, and restarts *t. */
+static void timing_lap(const struct forward_state *s, enum forward_part p, double *t)
+{
+    if (!s->timing)
+        return;
+    double now = timing_start(s);
+    s->timing->seconds[p] += now - *t;
+    *t = now;
+}
 
 int kv_type_parse(const char *name, enum kv_type *t)
 {
@@ -424,25 +448,35 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
     float eps = hp->norm_eps;
 
     /* attention block: Q, K and V share one quantized input */
+    double t = timing_start(s);
     norm_and_quantize(s, s->x, PREP_NONE, NULL, L->attn_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
     bitlinear(s, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v);
+    timing_lap(s, FP_QKV, &t);
     struct rope_job rj = {.hp = hp, .s = s, .il = il};
     if (n == 1)
         rope_store_task(&rj, 0, 1);
     else
         threadpool_run(s->pool, rope_store_task, &rj);
     forward_attention(hp, s, il);
+    timing_lap(s, FP_ATTENTION, &t);
     norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
     bitlinear(s, n, &L->wo, s->attn_out, NULL, NULL, NULL, NULL);
+    timing_lap(s, FP_O, &t);
 
     /* feed-forward block, after the attention's residual: squared-ReLU gate times up,
      * gate and up share the input */
     norm_and_quantize(s, s->x, PREP_ADD, s->attn_out, L->ffn_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
     /* up goes to xb, whose normed input is no longer needed once quantized */
     bitlinear(s, n, &L->wgate, s->hb, &L->wup, s->xb, NULL, NULL);
+    timing_lap(s, FP_GATE_UP, &t);
     norm_and_quantize(s, s->hb, PREP_GATE, s->xb, L->ffn_sub_norm, ff, n, eps);
+    timing_lap(s, FP_NORMS, &t);
     bitlinear(s, n, &L->wdown, s->attn_out, NULL, NULL, NULL, NULL);
     kops.add_rows(s->x, s->attn_out, n * embd);
+    timing_lap(s, FP_DOWN, &t);
 }
 
 /* Rows of the output head multiplied against every requested row while they sit in L2:
@@ -519,6 +553,7 @@ void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, 
                          int n, float *logits)
 {
     int embd = (int)m->hp.n_embd;
+    double t = timing_start(s);
     for (int i = 0; i < n; i++) {
         float *xb = s->xb + (size_t)i * embd;
         kops.rmsnorm(xb, s->x + (size_t)rows[i] * embd, m->output_norm, embd, m->hp.norm_eps);
@@ -527,6 +562,7 @@ void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, 
     }
     struct output_job job = {.m = m, .s = s, .n = n, .logits = logits};
     threadpool_run(s->pool, output_task, &job);
+    timing_lap(s, FP_HEAD, &t);
 }
 
 void forward_output(const struct bitnet_model *m, struct forward_state *s, int t)

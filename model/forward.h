@@ -52,6 +52,16 @@ struct forward_config {
  * any of it twice; below 1024, attention is as one call. */
 #define ATTN_SEGMENT 1024
 
+/* Where the forward pass spends its time, for bitnetctl bench --breakdown: seconds added
+ * up over the calls made while forward_state.timing points here. Norms count the
+ * elementwise steps they carry (residual add, squared-ReLU gate), attention RoPE and the
+ * cache stores, down the residual add after it, the head the final norm. */
+enum forward_part { FP_NORMS, FP_QKV, FP_ATTENTION, FP_O, FP_GATE_UP, FP_DOWN, FP_HEAD, FP_PARTS };
+struct forward_timing {
+    double seconds[FP_PARTS];
+};
+extern const char *const forward_part_names[FP_PARTS];
+
 struct forward_state {
     int n_ctx, n_batch, nth, n_slots;
     int n_ctx_pad;   /* n_ctx rounded up to whole key tiles (kernels.h) */
@@ -89,6 +99,7 @@ struct forward_state {
     float *logits;   /* [n_vocab] */
     int8_t *head_xq; /* quantized final hidden states [n_batch][n_embd] for a q8 head */
     int32_t *head_acc; /* integer row sums of the q8 head, [4][n_vocab] (forward.c) */
+    struct forward_timing *timing; /* NULL, or where the parts' times are added */
 };
 
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,

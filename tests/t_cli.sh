@@ -57,6 +57,21 @@ node -e 'const j=JSON.parse(require("fs").readFileSync(0));
   if (!(j.memory_ratio > j.roofline_ratio && j.memory_ratio < 2 * j.roofline_ratio))
     process.exit(1)' <<<"$json" \
   || fail "bench --json content: $json"
+# bench --breakdown: every part of decode timed (a part left untimed reads 0), the parts
+# adding up to no more than the decode steps' whole time, and the weights' parts streaming
+# at a positive rate
+json=$($CTL bench --model $M --threads 2 --repeat 1 --prompt-tokens 8 --gen-tokens 6 --breakdown \
+       --json 2>/dev/null) || fail "bench --breakdown --json"
+node -e 'const j=JSON.parse(require("fs").readFileSync(0)), b=j.breakdown;
+  const parts=["norms_ms","qkv_ms","attention_ms","o_ms","gate_up_ms","down_ms","head_ms"];
+  let sum=0;
+  for (const k of parts) { if (!(b[k] > 0)) { console.error("breakdown " + k + ": " + b[k]); process.exit(1); } sum += b[k]; }
+  const step=1000 / j.generated_tps;
+  if (b.tokens !== 6 || !(b.other_ms >= 0) || Math.abs(sum + b.other_ms - step) > 1e-6 * step + 1e-9)
+    { console.error("breakdown sums " + sum + " + " + b.other_ms + " against " + step); process.exit(1); }' \
+  <<<"$json" || fail "bench --breakdown content: $json"
+text=$($CTL bench --model $M --threads 1 --repeat 1 --prompt-tokens 4 --gen-tokens 2 --breakdown 2>/dev/null)
+grep -q "^  gate/up .* GB/s of" <<<"$text" || fail "bench --breakdown table: $text"
 expect_error "bench without a model" "usage" $CTL bench
 expect_error "bench, negative depth" "depth" $CTL bench --model $M --depth -1
 
