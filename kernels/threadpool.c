@@ -108,7 +108,7 @@ bool claim_range(_Atomic int *next, int n, int align, int min_take, int nth, int
     for (;;) {
         if (cur >= n)
             return false;
-        int left = n - cur, take = left / (2 * nth);
+        int left = n - cur, take = nth == 1 ? left : (int)((3ll * left) / (4ll * nth));
         if (take < min_take)
             take = min_take;
         take = (take + align - 1) / align * align;
