@@ -101,10 +101,7 @@ void attn_softmax_avx2(float *w, int n, float *max_sum)
             __m256 s = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(w + b * ATTN_TILE + 8 * half), valid);
             vmax = _mm256_max_ps(vmax, s);
         }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    __m256 max = _mm256_broadcastss_ps(m4);
+    __m256 max = _mm256_set1_ps(hmax8(vmax));
     __m256 lanes[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < n_tiles; b++)
         for (int half = 0; half < 2; half++) {

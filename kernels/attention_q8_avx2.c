@@ -43,47 +43,6 @@ static inline __m256 exp8(__m256 x, __m256 keep)
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(two_k)), keep);
 }
 
-static inline float hmax8(__m256 v)
-{
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-}
-
-/* attn_q8_quantize of a query head, 8 lanes at a time (d is a multiple of 4): the same
- * operations lane by lane. A head is quantized once per call, and a long row makes
- * several calls (model/attention_rows.c). */
-static float quantize_query(const float *x, int d, int8_t *q)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 vmax = _mm256_setzero_ps();
-    for (int i = 0; i < d; i += 8) {
-        __m256 ax = _mm256_andnot_ps(sign, _mm256_maskload_ps(x + i, lanes_below(d - i)));
-        vmax = _mm256_max_ps(ax, vmax); /* a NaN loses */
-    }
-    float amax = hmax8(vmax);
-    if (!(amax > 0.0f)) {
-        memset(q, 0, (size_t)d);
-        return 0.0f;
-    }
-    __m256 inv = _mm256_set1_ps(127.0f / amax), rounder = _mm256_set1_ps(0x1.8p23f);
-    __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
-    for (int i = 0; i < d; i += 8) {
-        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + i, lanes_below(d - i)), inv);
-        __m256 r = _mm256_sub_ps(_mm256_add_ps(v, rounder), rounder);
-        /* clamped, and 0 where r is NaN (min/max would pass a NaN on as 127 or -127) */
-        r = _mm256_and_ps(_mm256_max_ps(_mm256_min_ps(r, hi), lo), _mm256_cmp_ps(r, r, _CMP_ORD_Q));
-        __m256i w = _mm256_cvtps_epi32(r);
-        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(w, w), w); /* bytes 0-3 of each half */
-        __m128i q8 = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-        if (d - i >= 8)
-            _mm_storel_epi64((__m128i *)(q + i), q8);
-        else
-            _mm_storeu_si32(q + i, q8);
-    }
-    return amax / 127.0f;
-}
-
 static inline __m256i dot4(__m256i acc, __m256i k, __m256i q4, __m256i q4_abs, __m256i ones)
 {
     __m256i pairs = _mm256_maddubs_epi16(q4_abs, _mm256_sign_epi8(k, q4));
@@ -245,7 +204,9 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
     float c[HEADS_AT_ONCE];
     __m256 vmax[HEADS_AT_ONCE];
     for (int h = 0; h < hn; h++) {
-        c[h] = quantize_query(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d) * a->scale;
+        /* no sum: dot4's sign trick needs no offset to correct */
+        c[h] = attn_q8_quantize_avx2(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d,
+                                     NULL) * a->scale;
         vmax[h] = _mm256_set1_ps(-INFINITY);
     }
     for (int s0 = 0; s0 < hn; s0 += SCORE_HEADS) {

@@ -46,39 +46,6 @@ static inline __m512 exp16(__m512 x, __mmask16 keep)
     return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(two_k));
 }
 
-/* attn_q8_quantize of a query head, 16 lanes at a time, and the sum of its q: the same
- * operations lane by lane (the scalar loops cost as much as weighing 256 positions). */
-static float quantize_query(const float *x, int d, int8_t *q, int32_t *sum)
-{
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 vmax = _mm512_setzero_ps();
-    for (int i = 0; i < d; i += 16) {
-        __m512 ax = _mm512_andnot_ps(sign, _mm512_maskz_loadu_ps(first_lanes(d - i), x + i));
-        vmax = _mm512_max_ps(ax, vmax); /* a NaN loses */
-    }
-    float amax = _mm512_reduce_max_ps(vmax);
-    if (!(amax > 0.0f)) {
-        memset(q, 0, (size_t)d);
-        *sum = 0;
-        return 0.0f;
-    }
-    __m512 inv = _mm512_set1_ps(127.0f / amax), rounder = _mm512_set1_ps(0x1.8p23f);
-    __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
-    __m512i total = _mm512_setzero_si512();
-    for (int i = 0; i < d; i += 16) {
-        __mmask16 m = first_lanes(d - i);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv);
-        __m512 r = _mm512_sub_ps(_mm512_add_ps(v, rounder), rounder);
-        __mmask16 ord = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
-        r = _mm512_maskz_max_ps(ord, _mm512_min_ps(r, hi), lo);
-        __m512i qi = _mm512_cvtps_epi32(r);
-        total = _mm512_add_epi32(total, qi);
-        _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(qi));
-    }
-    *sum = _mm512_reduce_add_epi32(total);
-    return amax / 127.0f;
-}
-
 /* What the heads of one pass carry between the passes. */
 struct heads {
     int32_t bias[HEADS_AT_ONCE];  /* -128 * sum of the quantized query */
@@ -292,8 +259,8 @@ static void attend(const struct attn_group_q8 *a, int h0, int hn)
     struct heads hs;
     for (int h = 0; h < hn; h++) {
         int32_t sum;
-        hs.c[h] = quantize_query(a->q + (size_t)(h0 + h) * d, d, a->q8 + (size_t)(h0 + h) * d,
-                                 &sum) * a->scale;
+        hs.c[h] = attn_q8_quantize_avx2(a->q + (size_t)(h0 + h) * d, d,
+                                        a->q8 + (size_t)(h0 + h) * d, &sum) * a->scale;
         hs.bias[h] = -128 * sum;
         hs.max[h] = _mm512_set1_ps(-INFINITY);
     }

@@ -1,7 +1,8 @@
 /* The int8 KV cache's rounding and key layout (the contract: kernels.h, struct
  * attn_group_q8). One inline definition serves the forward pass, which fills the cache,
- * and every attention kernel, which quantizes its queries, so that no kernel set can
- * round a query differently from another. */
+ * and the scalar attention kernel, which quantizes its queries; the SIMD kernels share
+ * one AVX2 twin of it (attn_q8_quantize_avx2), so that no kernel set can round a query
+ * differently from another. */
 #ifndef BITNET_KERNELS_ATTN_Q8_H
 #define BITNET_KERNELS_ATTN_Q8_H
 
@@ -66,6 +67,57 @@ static inline float attn_q8_quantize(const float *x, int d, int8_t *q)
     }
     return amax / 127.0f;
 }
+
+#ifdef __AVX2__
+#include <immintrin.h>
+
+#include "kernels/lanes_x86.h"
+
+/* attn_q8_quantize with AVX2, 8 lanes at a time (d a multiple of 4), the same operations
+ * lane by lane, and the sum of q into *sum unless sum is NULL: the attention kernels quantize each query
+ * head once per call, and a long row makes several calls (model/attention_rows.c), where
+ * the scalar loops cost as much as weighing 256 positions. */
+static inline float attn_q8_quantize_avx2(const float *x, int d, int8_t *q, int32_t *sum)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    for (int i = 0; i < d; i += 8) {
+        __m256 ax = _mm256_andnot_ps(sign, _mm256_maskload_ps(x + i, lanes_below(d - i)));
+        vmax = _mm256_max_ps(ax, vmax); /* a NaN loses */
+    }
+    float amax = hmax8(vmax);
+    if (!(amax > 0.0f)) {
+        memset(q, 0, (size_t)d);
+        if (sum)
+            *sum = 0;
+        return 0.0f;
+    }
+    __m256 inv = _mm256_set1_ps(127.0f / amax), rounder = _mm256_set1_ps(0x1.8p23f);
+    __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    __m256i total = _mm256_setzero_si256();
+    for (int i = 0; i < d; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + i, lanes_below(d - i)), inv);
+        __m256 r = _mm256_sub_ps(_mm256_add_ps(v, rounder), rounder);
+        /* clamped, and 0 where r is NaN (min/max would pass a NaN on as 127 or -127) */
+        r = _mm256_and_ps(_mm256_max_ps(_mm256_min_ps(r, hi), lo), _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+        __m256i w = _mm256_cvtps_epi32(r);
+        total = _mm256_add_epi32(total, w);
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(w, w), w); /* bytes 0-3 of each half */
+        __m128i q8 = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+        if (d - i >= 8)
+            _mm_storel_epi64((__m128i *)(q + i), q8);
+        else
+            _mm_storeu_si32(q + i, q8);
+    }
+    if (sum) {
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4e));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xb1));
+        *sum = _mm_cvtsi128_si32(t4);
+    }
+    return amax / 127.0f;
+}
+#endif
 
 /* e^x for the softmax over the int8 cache, in float: a fixed sequence of float
  * operations, fmaf for each fused step, which the SIMD kernels repeat lane by lane with

@@ -13,6 +13,15 @@ static inline __m256i lanes_below(int count)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* The largest of 8 lanes (max_ps's operand order: a NaN lane loses to a number in the
+ * other operand, as in the reductions it replaced). */
+static inline float hmax8(__m256 v)
+{
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+}
+
 /* Lanes 0-7 in lo and 8-15 in hi folded to one: halves, then quarters, down to one. */
 static inline float fold16_256(__m256 lo, __m256 hi)
 {
