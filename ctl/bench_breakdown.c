@@ -17,9 +17,7 @@ void breakdown_set_weights(struct decode_breakdown *b, const struct bitnet_model
         b->bytes[FP_GATE_UP] += matrix_bytes(&L->wgate) + matrix_bytes(&L->wup);
         b->bytes[FP_DOWN] += matrix_bytes(&L->wdown);
     }
-    b->bytes[FP_HEAD] = m->output_q8.q ? (double)m->output_q8.rows *
-                                             (m->output_q8.cols + 2 * sizeof(float))
-                                       : (double)m->output.rows * (double)m->output.row_bytes;
+    b->bytes[FP_HEAD] = (double)bitnet_model_head_bytes(m);
 }
 
 /* Mean ms per token of part p, and of what no part holds (sampling, the embedding, the

@@ -38,10 +38,7 @@ static double median(double *v, int n)
  * the output projection in the form the forward pass uses. */
 static double weight_bytes_per_token(const struct bitnet_model *m)
 {
-    double head = m->output_q8.q
-                      ? (double)m->output_q8.rows * (m->output_q8.cols + 2 * sizeof(float))
-                      : (double)m->output.rows * m->output.row_bytes;
-    return (double)bitnet_model_ternary_bytes(m) + head;
+    return (double)bitnet_model_ternary_bytes(m) + (double)bitnet_model_head_bytes(m);
 }
 
 /* Decode is timed in chunks of this many tokens, each right after a read-bandwidth

@@ -295,3 +295,10 @@ uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m)
     }
     return total;
 }
+
+uint64_t bitnet_model_head_bytes(const struct bitnet_model *m)
+{
+    if (m->output_q8.q)
+        return (uint64_t)m->output_q8.rows * (m->output_q8.cols + 2 * sizeof(float));
+    return (uint64_t)m->output.rows * m->output.row_bytes;
+}

@@ -56,7 +56,10 @@ void bitnet_model_free(struct bitnet_model *m);
  * nearest. Rows are converted in parallel on pool (may be NULL). */
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e);
 
-/* Bytes of all ternary weights, and of the output projection (for roofline figures). */
+/* Bytes of all ternary weights, and of the output projection in the form the forward
+ * pass reads it (the int8 copy with its row scales and sums when made), for roofline
+ * figures. */
 uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m);
+uint64_t bitnet_model_head_bytes(const struct bitnet_model *m);
 
 #endif
