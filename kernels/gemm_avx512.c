@@ -108,9 +108,9 @@ static void relayout_block(const int8_t *xq, size_t ldx, int t0, int nt, int col
 #define ACC_STEP(i)                                                                        \
     if (NT > i) {                                                                          \
         const __m512i xv = _mm512_set1_epi32(x[i]);                                        \
-        acc0_##i = dpbusd(acc0_##i, w0, xv);                                                         \
+        acc0_##i = dpbusd(acc0_##i, w0, xv);                                               \
         if (NW == 2)                                                                       \
-            acc1_##i = dpbusd(acc1_##i, w1, xv);                                                     \
+            acc1_##i = dpbusd(acc1_##i, w1, xv);                                           \
     }
 #define ACC_STORE(i)                                                                       \
     if (NT > i) {                                                                          \

@@ -137,12 +137,12 @@ static void attention_task(void *ctx, int ith, int nth)
     }
 }
 
+typedef float vec4 __attribute__((vector_size(16)));
+
 /* A long row's head from its segments, in segment order: with M the largest of their
  * maxima, segment i weighs w_i = sum_i * e^(max_i - M), and
  *     out = (sum over i of w_i * out_i) * (1 / sum over i of w_i)
  * where out_i is the segment's own normalized output. */
-typedef float vec4 __attribute__((vector_size(16)));
-
 static void merge_head(const struct forward_state *s, const struct bitnet_hparams *hp, int t,
                        int h)
 {
