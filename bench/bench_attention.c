@@ -17,6 +17,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_x86.h"
+#include "model/clock.h"
 #include "model/errbuf.h"
 
 #define KV_HEADS 150 /* 30 layers x 5 */
@@ -89,7 +90,7 @@ static double time_token(const struct kernel_ops *set, enum cache type, const st
         return -1;
     double t[REPEATS];
     for (int r = -1; r < REPEATS; r++) { /* r = -1: warm-up */
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         for (int h = 0; h < KV_HEADS; h++) {
             if (type == C_Q8) {
                 struct attn_group_q8 a = {
@@ -113,7 +114,7 @@ static double time_token(const struct kernel_ops *set, enum cache type, const st
             }
         }
         if (r >= 0)
-            t[r] = bench_now() - t0;
+            t[r] = clock_seconds() - t0;
     }
     free(scratch);
     return bench_middle(t, REPEATS);

@@ -19,6 +19,7 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_x86.h"
 #include "kernels/threadpool.h"
+#include "model/clock.h"
 #include "model/ggml_types.h"
 
 #define N_LAYERS 30
@@ -65,9 +66,9 @@ static double time_gemm(struct threadpool *pool, struct job *j, int reps)
     double t[MAX_REPS];
     threadpool_run(pool, task, j);
     for (int i = 0; i < reps; i++) {
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         threadpool_run(pool, task, j);
-        t[i] = bench_now() - t0;
+        t[i] = clock_seconds() - t0;
     }
     return bench_middle(t, reps);
 }

@@ -20,6 +20,7 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_x86.h"
 #include "kernels/threadpool.h"
+#include "model/clock.h"
 #include "model/errbuf.h"
 #include "model/forward.h"
 #include "model/ggml_types.h"
@@ -134,13 +135,13 @@ static double time_calls(struct threadpool *pool, struct job *j, const struct sh
     size_t copy = 0;
     point_at(j, arena);
     threadpool_run(pool, run_part, j); /* warm-up: page tables, pool threads awake */
-    double start = bench_now();
-    while (n < 200 && (n < min_calls || bench_now() - start < budget)) {
+    double start = clock_seconds();
+    while (n < 200 && (n < min_calls || clock_seconds() - start < budget)) {
         copy = copy + 1 < copies ? copy + 1 : 0;
         point_at(j, arena + copy * bytes);
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         threadpool_run(pool, run_part, j);
-        t[n++] = bench_now() - t0;
+        t[n++] = clock_seconds() - t0;
     }
     return bench_middle(t, n);
 }
@@ -171,7 +172,7 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
     if (calls > 32)
         calls = 32;
     for (int n = -1; n < calls; n++) { /* n = -1: warm-up */
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         const uint8_t *p = arena;
         for (int l = 0; l < TOKEN_LAYERS; l++)
             for (size_t i = 0; i < N_TOKEN_LAYER; i++) {
@@ -188,7 +189,7 @@ static double time_token(struct threadpool *pool, const struct kernel_ops *ops, 
                                      .data = p, .row_bytes = row_bytes(K_F16, 2560)};
         threadpool_run(pool, run_part, &j);
         if (n >= 0)
-            t[n] = bench_now() - t0;
+            t[n] = clock_seconds() - t0;
     }
     return bench_middle(t, calls);
 }
@@ -253,13 +254,13 @@ static double time_multi(i2s_multi_fn *fn, struct ternary_matrix *w, const uint8
     for (int n = -1; n < MULTI_CALLS; n++) { /* n = -1: warm-up */
         copy = copy + 1 < copies ? copy + 1 : 0;
         w->data = arena + copy * bytes;
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         for (int b = 0; b < w->rows; b += MULTI_BLOCK) {
             int e = b + MULTI_BLOCK < w->rows ? b + MULTI_BLOCK : w->rows;
             fn(w, xq, (size_t)w->cols, n_x, b, e, out, (size_t)w->rows);
         }
         if (n >= 0)
-            t[n] = bench_now() - t0;
+            t[n] = clock_seconds() - t0;
     }
     return bench_middle(t, MULTI_CALLS);
 }

@@ -10,6 +10,7 @@
 
 #include "bench/timing.h"
 #include "kernels/cpu_features.h"
+#include "model/clock.h"
 
 #define STEPS 100000000L
 
@@ -19,14 +20,14 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_rate(void)
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
     __m512i a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
     __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(5);
-    double t0 = bench_now();
+    double t0 = clock_seconds();
     for (long k = 0; k < STEPS; k++) {
 /* written out: the intrinsic's tied accumulator costs GCC 12 register copies */
 #define DP(acc) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
         DP(a0) DP(a1) DP(a2) DP(a3) DP(a4) DP(a5) DP(a6) DP(a7) DP(a8) DP(a9) DP(a10) DP(a11)
 #undef DP
     }
-    double t = bench_now() - t0;
+    double t = clock_seconds() - t0;
     __m512i sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
                                    _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
     sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));

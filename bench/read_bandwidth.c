@@ -11,6 +11,7 @@
 #include "bench/timing.h"
 #include "kernels/cpu_features.h"
 #include "kernels/threadpool.h"
+#include "model/clock.h"
 
 struct probe {
     const uint8_t *buf;
@@ -107,9 +108,9 @@ static int probe_setup_measure(struct probe_setup *ps, int passes, double *gbps,
     if (!t)
         return err_set(e, "out of memory");
     for (int i = 0; i < passes; i++) {
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         threadpool_run(ps->pool, probe_task, &ps->pr);
-        t[i] = bench_now() - t0;
+        t[i] = clock_seconds() - t0;
     }
     *gbps = (double)ps->bytes / bench_middle(t, passes) / 1e9;
     free(t);

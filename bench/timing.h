@@ -1,9 +1,6 @@
-/* The clock and the middle value every benchmark reports. */
+/* The middle value every benchmark reports (their clock: model/clock.h). */
 #ifndef BITNET_BENCH_TIMING_H
 #define BITNET_BENCH_TIMING_H
-
-/* Seconds on the monotonic clock. */
-double bench_now(void);
 
 /* Sorts v[0..n) ascending. */
 void bench_sort(double *v, int n);

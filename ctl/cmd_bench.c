@@ -14,6 +14,7 @@
 #include "ctl/commands.h"
 #include "ctl/session.h"
 #include "kernels/cpu_features.h"
+#include "model/clock.h"
 #include "model/sample.h"
 
 struct bench_opts {
@@ -87,15 +88,15 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
     int rc = 0;
     if (o->depth > 0 && !session_feed(&s, toks, (size_t)o->depth, 0))
         rc = -1;
-    double t0 = now_seconds();
+    double t0 = clock_seconds();
     const float *logits = rc == 0 ? session_feed(&s, toks + o->depth, (size_t)o->prompt_tokens,
                                                  (int)o->depth)
                                   : NULL;
-    double t_prompt = now_seconds() - t0;
+    double t_prompt = clock_seconds() - t0;
     if (!logits)
         rc = -1;
     int32_t next = rc == 0 ? argmax_f32(logits, s.model.hp.n_vocab) : 0;
-    r->ttft_s = now_seconds() - t0;
+    r->ttft_s = clock_seconds() - t0;
     r->prompt_tps = (double)o->prompt_tokens / t_prompt;
     /* With a depth, every step at the end of the context is paired with one at its
      * start (position i, overwriting the cache there, which costs nothing in speed):
@@ -120,9 +121,9 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
         double kv_step = kv_position * (pos + 1);
         chunk_kv += kv_step;
         s.st.timing = bd ? &bd->timing : NULL;
-        double t1 = now_seconds();
+        double t1 = clock_seconds();
         logits = session_feed(&s, &next, 1, pos++);
-        double dt = now_seconds() - t1;
+        double dt = clock_seconds() - t1;
         s.st.timing = NULL;
         t_deep += dt;
         if (bd) {
@@ -146,10 +147,10 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
         }
         next = argmax_f32(logits, s.model.hp.n_vocab);
         if (o->depth > 0) {
-            t1 = now_seconds();
+            t1 = clock_seconds();
             if (!session_feed(&s, &next, 1, (int)i))
                 rc = -1;
-            t_shallow += now_seconds() - t1;
+            t_shallow += clock_seconds() - t1;
         }
     }
     r->gen_tps = (double)o->gen_tokens / t_deep;

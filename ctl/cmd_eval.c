@@ -9,6 +9,7 @@
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/session.h"
+#include "model/clock.h"
 
 int cmd_eval(int argc, char **argv)
 {
@@ -60,7 +61,7 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "bitnetctl eval: %s: %s\n", out, strerror(errno));
         rc = 1;
     }
-    double t0 = now_seconds();
+    double t0 = clock_seconds();
     struct errbuf e = {{0}};
     uint32_t vocab = s.model.hp.n_vocab;
     for (size_t done = 0; rc == 0 && done < n;) {
@@ -84,7 +85,7 @@ int cmd_eval(int argc, char **argv)
     }
     if (rc == 0)
         fprintf(stderr, "eval: %zu positions x %u logits -> %s (%.2fs, kernel %s)\n", n, vocab, out,
-                now_seconds() - t0, kops.name);
+                clock_seconds() - t0, kops.name);
     else if (fp)
         remove(out);
     free(ids);
@@ -165,7 +166,7 @@ int cmd_perplexity(int argc, char **argv)
     int first = (int)n_ctx / 2;
     double nll = 0.0;
     long count = 0;
-    double t0 = now_seconds();
+    double t0 = clock_seconds();
     fprintf(stderr, "perplexity: %zu tokens, %ld chunks of %ld\n", n_tok, n_chunks, n_ctx);
     for (long ch = 0; ch < n_chunks; ch++) {
         int32_t *chunk = tok + ch * n_ctx;
@@ -190,7 +191,7 @@ int cmd_perplexity(int argc, char **argv)
         }
         chunk[0] = saved;
         fprintf(stderr, "[%ld/%ld] PPL so far %.4f (%.1fs)\n", ch + 1, n_chunks, exp(nll / count),
-                now_seconds() - t0);
+                clock_seconds() - t0);
     }
     printf("PPL = %.4f\n", exp(nll / count));
     rc = 0;

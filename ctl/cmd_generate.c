@@ -9,6 +9,7 @@
 #include "ctl/commands.h"
 #include "ctl/session.h"
 #include "model/chat.h"
+#include "model/clock.h"
 #include "model/sample.h"
 
 struct generate_opts {
@@ -70,7 +71,7 @@ static int parse_generate(int argc, char **argv, struct generate_opts *o)
         return -1;
     }
     if (!o->seed_given && getrandom(&o->sp.seed, sizeof o->sp.seed, 0) != sizeof o->sp.seed)
-        o->sp.seed = (uint64_t)(now_seconds() * 1e9);
+        o->sp.seed = (uint64_t)(clock_seconds() * 1e9);
     return 0;
 }
 
@@ -152,15 +153,15 @@ int cmd_generate(int argc, char **argv)
     for (size_t i = 0; i < n_prompt; i++)
         sampler_accept(&smp, prompt[i]);
 
-    double t0 = now_seconds();
+    double t0 = clock_seconds();
     const float *logits = session_feed(&s, prompt, n_prompt, 0);
-    double t_prompt = now_seconds() - t0;
+    double t_prompt = clock_seconds() - t0;
     int rc = logits ? 0 : 1;
     long n_gen = 0;
     struct tok_stream ts = {{0}, 0};
     char buf[512];
     int pos = (int)n_prompt;
-    t0 = now_seconds();
+    t0 = clock_seconds();
     while (rc == 0 && n_gen < o.n_predict && pos < n_ctx) {
         int32_t id = sampler_sample(&smp, logits);
         if (tokenizer_is_eog(s.tok, id))
@@ -183,7 +184,7 @@ int cmd_generate(int argc, char **argv)
     if (!o.ids_out)
         fwrite(buf, 1, tok_stream_flush(&ts, buf, sizeof buf), stdout);
     putchar('\n');
-    double t_gen = now_seconds() - t0;
+    double t_gen = clock_seconds() - t0;
     fprintf(stderr,
             "prompt: %zu tokens in %.2fs (%.2f tok/s) | generated: %ld tokens in %.2fs (%.2f tok/s)"
             " | load %.2fs | kernel %s | seed %llu\n",

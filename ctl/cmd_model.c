@@ -12,6 +12,7 @@
 #include "ctl/commands.h"
 #include "ctl/session.h"
 #include "model/bitnet_model.h"
+#include "model/clock.h"
 #include "model/ggml_types.h"
 #include "model/gguf.h"
 #include "model/synth.h"
@@ -32,7 +33,7 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
         int fill = pct / 4;
         fprintf(stderr, "\rwriting [%.*s%*s] %3d%%  %.0f / %.0f MB  %.1fs", fill,
                 "#########################", 25 - fill, "", pct, done / 1e6, total / 1e6,
-                now_seconds() - pb->t0);
+                clock_seconds() - pb->t0);
         if (done == total)
             fputc('\n', stderr);
     } else {
@@ -149,14 +150,14 @@ int cmd_model_synth(int argc, char **argv)
              (unsigned long long)seed);
     p.name = name;
 
-    struct progress_bar pb = {.tty = isatty(2), .last_shown = -1, .t0 = now_seconds()};
+    struct progress_bar pb = {.tty = isatty(2), .last_shown = -1, .t0 = clock_seconds()};
     if (make_parent_dirs(out, &e) < 0 || bitnet_synth(&p, out, show_progress, &pb, &e) < 0) {
         fprintf(stderr, "bitnetctl model synth: %s\n", e.msg);
         return 1;
     }
     fprintf(stderr, "wrote %s: %u layers, embd %u, heads %u/%u, ffn %u, %s weights, %.1fs\n", out,
             p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.n_ff, ggml_type_name(p.weight_type),
-            now_seconds() - pb.t0);
+            clock_seconds() - pb.t0);
     return 0;
 }
 

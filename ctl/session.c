@@ -3,18 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "ctl/args.h"
 #include "kernels/kernels.h"
+#include "model/clock.h"
 #include "model/vocab_gguf.h"
-
-double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void session_opts_default(struct session_opts *o)
 {
@@ -64,7 +57,7 @@ int session_open(struct session *s, const char *path, const struct session_opts 
     memset(s, 0, sizeof *s);
     s->opts = *o;
     struct errbuf e = {{0}};
-    double t0 = now_seconds();
+    double t0 = clock_seconds();
     if (kernels_init() < 0)
         return -1;
     if (bitnet_model_load(&s->model, path, &e) < 0) {
@@ -99,7 +92,7 @@ int session_open(struct session *s, const char *path, const struct session_opts 
         session_close(s);
         return -1;
     }
-    s->load_seconds = now_seconds() - t0;
+    s->load_seconds = clock_seconds() - t0;
     return 0;
 }
 

@@ -57,6 +57,4 @@ int session_set_context(struct session *s, int n_ctx);
  * one. Returns s->st.logits or NULL (error printed). */
 const float *session_feed(struct session *s, const int32_t *tokens, size_t n, int pos0);
 
-double now_seconds(void);
-
 #endif

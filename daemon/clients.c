@@ -65,7 +65,7 @@ int clients_send_chunk(struct daemon *d, struct job *j, Bitnet__StopReason reaso
     if (reason == BITNET__STOP_REASON__STOP_REASON_ERROR)
         ch.error = (char *)(error ? error : "failed");
     if (done) {
-        double now = mono_ms();
+        double now = clock_ms();
         double started = j->t_started > 0 ? j->t_started : now;
         double first = j->t_first_token > 0 ? j->t_first_token : now;
         st.n_prompt_tokens = (uint32_t)j->n_prompt;
@@ -216,7 +216,7 @@ static void start_job(struct daemon *d, const struct wire_identity *from, uint64
     }
     j->client = *from;
     j->request_id = rid;
-    j->t_received = mono_ms();
+    j->t_received = clock_ms();
     if (scheduler_submit(d, j, e) < 0) {
         clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_BUSY, e->msg);
         job_free(j);
@@ -254,7 +254,7 @@ static void add_waiter(struct daemon *d, const struct wire_identity *from, uint6
     struct drain_waiter *w = &c->waiters[c->n_waiters++];
     w->client = *from;
     w->request_id = rid;
-    w->deadline_ms = timeout_ms ? mono_ms() + timeout_ms : 0;
+    w->deadline_ms = timeout_ms ? clock_ms() + timeout_ms : 0;
     w->shutdown = shutdown;
     if (!d->sched.jobs)
         clients_on_idle(d);

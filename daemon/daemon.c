@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/loop.h"
@@ -14,13 +13,6 @@
 #include "daemon/supervisor.h"
 #include "model/vocab_gguf.h"
 #include "proto/zap.h"
-
-double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 void dlog(const char *fmt, ...)
 {
@@ -77,7 +69,7 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     d->cfg = *cfg;
     d->sig_fd = -1;
     d->ipc.lock_fd = -1;
-    d->t_start_ms = mono_ms();
+    d->t_start_ms = clock_ms();
     d->phase = PHASE_STARTING;
     /* first: ZeroMQ's threads must inherit the blocked signals */
     if (loop_signals_open(&d->sig_fd, e) < 0)
@@ -152,7 +144,7 @@ void daemon_pipeline_changed(struct daemon *d, bool ready)
 {
     struct workers *ws = &d->workers;
     if (!ready) {
-        ws->lost_at_ms = mono_ms();
+        ws->lost_at_ms = clock_ms();
         scheduler_pipeline_lost(d);
         return;
     }
@@ -166,9 +158,9 @@ void daemon_pipeline_changed(struct daemon *d, bool ready)
             remote[i] = ws->w[i].remote;
         plan_summary(&d->plan, remote, summary, sizeof summary);
         fprintf(stderr, "bitnetd: ready (%d worker%s, placement %s) in %.2f s\n", ws->n,
-                ws->n > 1 ? "s" : "", summary, (mono_ms() - d->t_start_ms) / 1e3);
+                ws->n > 1 ? "s" : "", summary, (clock_ms() - d->t_start_ms) / 1e3);
     } else {
-        dlog("pipeline ready again, %.0f ms after it broke", mono_ms() - ws->lost_at_ms);
+        dlog("pipeline ready again, %.0f ms after it broke", clock_ms() - ws->lost_at_ms);
     }
     scheduler_kick(d);
 }
@@ -186,7 +178,7 @@ void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r)
         r->state = BITNET__DAEMON_STATE__DAEMON_STATE_READY;
     r->software_version = BITNETD_VERSION;
     r->protocol_version = BITNET_PROTOCOL_VERSION;
-    r->uptime_seconds = (mono_ms() - d->t_start_ms) / 1e3;
+    r->uptime_seconds = (clock_ms() - d->t_start_ms) / 1e3;
     r->model_path = (char *)d->model_path;
     r->model_sha256 = (char *)d->model_sha256;
     r->n_workers = (uint32_t)d->workers.n;

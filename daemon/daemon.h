@@ -26,6 +26,7 @@
 #include "daemon/topology.h"
 #include "daemon/workers.h"
 #include "model/bitnet_model.h"
+#include "model/clock.h"
 #include "model/tokenizer.h"
 #include "proto/wire.h"
 #include "worker/model_id.h"
@@ -62,9 +63,6 @@ struct daemon {
     enum daemon_phase phase;
     double t_start_ms;
 };
-
-/* CLOCK_MONOTONIC in milliseconds. */
-double mono_ms(void);
 
 /* "bitnetd: ..." on stderr. */
 void dlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

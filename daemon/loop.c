@@ -69,12 +69,12 @@ int loop_run(struct daemon *d)
 {
     double next_cron = 0;
     while (d->phase != PHASE_STOPPING) {
-        double now = mono_ms();
+        double now = clock_ms();
         if (now >= next_cron)
             next_cron = now + cron(d, now);
         if (d->phase == PHASE_STOPPING)
             break;
-        double wait = ceil(next_cron - mono_ms());
+        double wait = ceil(next_cron - clock_ms());
         long timeout = wait < 0 ? 0 : wait > 1000 ? 1000 : (long)wait;
         /* the last three exist with --listen only (remote workers) */
         zmq_pollitem_t items[] = {

@@ -218,7 +218,7 @@ static void admit(struct daemon *d)
             return;
         j->slot = free_slot;
         s->slot_job[free_slot] = j;
-        j->t_started = mono_ms();
+        j->t_started = clock_ms();
         s->n_queued--;
         s->n_running++;
     }
@@ -310,17 +310,17 @@ static void send_step(struct daemon *d, int n_rows)
     int rc = wire_send(d->ipc.feed, &env, 0, &e);
     if (rc == WIRE_AGAIN) {
         /* IMMEDIATE: stage 0 is not connected yet (restarted moments ago) */
-        s->retry_at_ms = mono_ms() + FEED_RETRY_MS;
+        s->retry_at_ms = clock_ms() + FEED_RETRY_MS;
         return;
     }
     if (rc != WIRE_OK) {
         dlog("step %llu: %s", (unsigned long long)fw.step_id, e.msg);
-        s->retry_at_ms = mono_ms() + 100;
+        s->retry_at_ms = clock_ms() + 100;
         return;
     }
     s->in_flight = true;
     s->step_id = s->next_step_id++;
-    s->step_sent_ms = mono_ms();
+    s->step_sent_ms = clock_ms();
     s->steps++;
 }
 
@@ -355,7 +355,7 @@ static void fail_step(struct daemon *d, const char *why)
 
 static void on_token(struct daemon *d, struct job *j, int32_t id)
 {
-    double now = mono_ms();
+    double now = clock_ms();
     if (j->t_first_token == 0)
         j->t_first_token = now;
     if (tokenizer_is_eog(d->tok, id)) {

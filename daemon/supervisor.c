@@ -113,8 +113,8 @@ void supervisor_stop_all(struct daemon *d, int grace_ms)
     for (int i = 0; i < d->workers.n; i++)
         if (d->workers.w[i].pid > 0)
             kill(d->workers.w[i].pid, SIGTERM);
-    double deadline = mono_ms() + grace_ms;
-    while (n_alive(d) && mono_ms() < deadline) {
+    double deadline = clock_ms() + grace_ms;
+    while (n_alive(d) && clock_ms() < deadline) {
         reap_known(d);
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);

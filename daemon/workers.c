@@ -126,7 +126,7 @@ static void set_state(struct daemon *d, struct worker *w, enum worker_state s)
     w->state = s;
     if (s == WORKER_READY)
         w->outage_logged = false;
-    w->t_state_ms = mono_ms();
+    w->t_state_ms = clock_ms();
     bool ready = workers_n_ready(d) == d->workers.n;
     if (ready != d->workers.pipeline_ready) {
         d->workers.pipeline_ready = ready;
@@ -139,7 +139,7 @@ static int start_worker(struct daemon *d, struct worker *w, struct errbuf *e)
     if (supervisor_spawn(d, w, e) < 0)
         return -1;
     w->starts++;
-    w->t_heartbeat_ms = mono_ms();
+    w->t_heartbeat_ms = clock_ms();
     set_state(d, w, WORKER_CONNECTING);
     dlog("worker %s: started (pid %d%s)", w->id, (int)w->pid, w->starts > 1 ? ", restart" : "");
     return 0;
@@ -154,7 +154,7 @@ int workers_start_all(struct daemon *d, struct errbuf *e)
                 return -1;
             continue;
         }
-        w->t_heartbeat_ms = mono_ms();
+        w->t_heartbeat_ms = clock_ms();
         set_state(d, w, WORKER_CONNECTING);
         dlog("worker %s: remote, layers %d-%d; waiting for it to join on %s (bitnet-worker "
              "--id %s --control tcp://HOST:PORT --server-key DAEMON.pub --key %s.key --data "
@@ -178,7 +178,7 @@ static void describe_host(const struct worker *w, char *out, size_t cap)
 /* The first remote stage gone past --worker-timeout, with why; NULL if none. */
 static struct worker *outage_of(const struct daemon *d, char *why, size_t cap)
 {
-    double now = mono_ms(), limit = d->cfg.worker_timeout_s * 1000.0;
+    double now = clock_ms(), limit = d->cfg.worker_timeout_s * 1000.0;
     for (int i = 0; i < d->workers.n; i++) {
         struct worker *w = &d->workers.w[i];
         /* t_heartbeat_ms: any message, so a worker loading for long is not gone */
@@ -232,7 +232,7 @@ static void worker_lost(struct daemon *d, struct worker *w, const char *why)
         kill(w->pid, SIGKILL);
         set_state(d, w, WORKER_DEAD);
     } else {
-        w->restart_at_ms = mono_ms() + w->backoff_ms;
+        w->restart_at_ms = clock_ms() + w->backoff_ms;
         set_state(d, w, WORKER_STOPPED);
     }
 }
@@ -273,7 +273,7 @@ void workers_on_exit(struct daemon *d, pid_t pid, int status)
         return;
     if (w->state == WORKER_DEAD) {
         /* the kill was ours */
-        w->restart_at_ms = mono_ms() + w->backoff_ms;
+        w->restart_at_ms = clock_ms() + w->backoff_ms;
         set_state(d, w, WORKER_STOPPED);
     } else {
         worker_lost(d, w, how);
@@ -283,7 +283,7 @@ void workers_on_exit(struct daemon *d, pid_t pid, int status)
         struct errbuf e = {{0}};
         if (start_worker(d, w, &e) < 0) {
             dlog("worker %s: %s; trying again in %d ms", w->id, e.msg, BACKOFF_MAX_MS);
-            w->restart_at_ms = mono_ms() + BACKOFF_MAX_MS;
+            w->restart_at_ms = clock_ms() + BACKOFF_MAX_MS;
         }
     }
 }
@@ -556,7 +556,7 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
         worker_lost(d, w, "it said Hello again (restarted)");
     snprintf(w->host, sizeof w->host, "%s", h->hostname ? h->hostname : "");
     snprintf(w->software, sizeof w->software, "%s", h->software_version ? h->software_version : "");
-    w->t_heartbeat_ms = mono_ms();
+    w->t_heartbeat_ms = clock_ms();
     char old_key[sizeof w->data_key];
     snprintf(old_key, sizeof old_key, "%s", w->data_key);
     if (w->remote) {
@@ -603,7 +603,7 @@ static void on_loaded(struct daemon *d, struct worker *w, uint64_t request_id,
     w->bytes_loaded = r->bytes_loaded;
     w->load_seconds = r->load_seconds;
     w->resident_node = r->resident_node;
-    w->t_heartbeat_ms = mono_ms();
+    w->t_heartbeat_ms = clock_ms();
     dlog("worker %s: ready, layers %d-%d, %.1f MiB in %.2f s, weights on node %d", w->id,
          w->pw->l0, w->pw->l1 - 1, (double)r->bytes_loaded / (1 << 20), r->load_seconds,
          r->resident_node);
@@ -626,7 +626,7 @@ static void answer_query(struct daemon *d, int qi)
                            "workers: out of memory");
         return;
     }
-    double now = mono_ms();
+    double now = clock_ms();
     for (int i = 0; i < ws->n; i++) {
         const struct worker *w = &ws->w[i];
         bitnet__worker_info__init(&info[i]);
@@ -662,7 +662,7 @@ void workers_query(struct daemon *d, const struct wire_identity *client, uint64_
     q->client = *client;
     q->request_id = request_id;
     q->status_id = ++ws->next_request_id;
-    q->deadline_ms = mono_ms() + QUERY_TIMEOUT_MS;
+    q->deadline_ms = clock_ms() + QUERY_TIMEOUT_MS;
     bool any = false;
     for (int i = 0; i < ws->n; i++) {
         struct worker *w = &ws->w[i];
@@ -727,7 +727,7 @@ static bool on_message(struct daemon *d, void *sock, struct worker *w,
     /* what a killed process sent before it died may still be queued: ignore it */
     if (w->state == WORKER_STOPPED || w->state == WORKER_DEAD || w->state == WORKER_CONNECTING)
         return false;
-    w->t_heartbeat_ms = mono_ms();
+    w->t_heartbeat_ms = clock_ms();
     switch (env->body_case) {
     case BITNET__ENVELOPE__BODY_HEARTBEAT:
         return false;

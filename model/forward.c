@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "kernels/attn_q8.h"
 #include "kernels/f16.h"
 #include "kernels/kernels.h"
+#include "model/clock.h"
 #include "model/ggml_types.h"
 
 /* Rows whose int8-head sums are held at once (forward_state.head_acc). */
@@ -27,11 +27,7 @@ const char *const forward_part_names[FP_PARTS] = {"norms", "q/k/v", "attention",
 /* The time now when the state is timed (forward_state.timing), else 0. */
 static double timing_start(const struct forward_state *s)
 {
-    if (!s->timing)
-        return 0.0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return s->timing ? clock_seconds() : 0.0;
 }
 
 /* Adds the time since *t to part p, and restarts *t. */

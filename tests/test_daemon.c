@@ -25,6 +25,7 @@
 #include <zmq.h>
 
 #include "kernels/kernels.h"
+#include "model/clock.h"
 #include "model/forward.h"
 #include "model/sample.h"
 #include "model/tokenizer.h"
@@ -46,13 +47,6 @@ static const char *const prompts[] = {
     "1, 2, 3, 4,",
 };
 #define N_PROMPTS (int)(sizeof prompts / sizeof prompts[0])
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
 
 static void sleep_ms(int ms)
 {
@@ -110,14 +104,14 @@ static pid_t start_daemon(const char *log, const char *const *args)
 /* Waits for pid's exit; its status, or -1 after timeout_ms. */
 static int wait_exit(pid_t pid, int timeout_ms)
 {
-    double end = now_ms() + timeout_ms;
+    double end = clock_ms() + timeout_ms;
     do {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         sleep_ms(20);
-    } while (now_ms() < end);
+    } while (clock_ms() < end);
     return -1;
 }
 
@@ -216,9 +210,9 @@ static uint64_t client_send(struct client *c, Bitnet__Envelope *env)
 /* The next envelope answering id (0: any), or NULL after timeout_ms. */
 static Bitnet__Envelope *client_recv(struct client *c, uint64_t id, int timeout_ms)
 {
-    double end = now_ms() + timeout_ms;
+    double end = clock_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(end - now_ms());
+        int left = (int)(end - clock_ms());
         if (left <= 0)
             return NULL;
         Bitnet__Envelope *env = NULL;
@@ -302,7 +296,7 @@ struct gen {
 /* Adds a GenerateChunk or Error to g; true when it ended the job. */
 static bool gen_take(struct gen *g, const Bitnet__Envelope *env)
 {
-    g->t_last_chunk = now_ms();
+    g->t_last_chunk = clock_ms();
     if (env->body_case == BITNET__ENVELOPE__BODY_ERROR) {
         snprintf(g->error, sizeof g->error, "%s", env->error->message);
         g->done = true;
@@ -331,12 +325,12 @@ static bool gen_take(struct gen *g, const Bitnet__Envelope *env)
 /* Collects the chunks of every g until all are done or timeout_ms passes. */
 static void gen_collect(struct client *c, struct gen *g, int n, int timeout_ms)
 {
-    double end = now_ms() + timeout_ms;
+    double end = clock_ms() + timeout_ms;
     int left = 0;
     for (int i = 0; i < n; i++)
         left += !g[i].done;
-    while (left > 0 && now_ms() < end) {
-        Bitnet__Envelope *env = client_recv(c, 0, (int)(end - now_ms()));
+    while (left > 0 && clock_ms() < end) {
+        Bitnet__Envelope *env = client_recv(c, 0, (int)(end - clock_ms()));
         if (!env)
             break;
         for (int i = 0; i < n; i++)
@@ -446,8 +440,8 @@ static float *ref_eval(struct ref *r, const int32_t *ids, int n)
 /* Polls status until every worker is ready; the status envelope's numbers are checked. */
 static bool wait_ready(struct client *c, int n_workers, int timeout_ms)
 {
-    double end = now_ms() + timeout_ms;
-    while (now_ms() < end) {
+    double end = clock_ms() + timeout_ms;
+    while (clock_ms() < end) {
         Bitnet__Envelope *r = status(c);
         bool ok = r && r->body_case == BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY &&
                   r->daemon_status_reply->n_workers == (uint32_t)n_workers &&
@@ -570,13 +564,13 @@ static pid_t launch(const char *run_dir, const char *log, const char *const *ext
     for (int i = 0; extra[i] && n < 22; i++)
         args[n++] = extra[i];
     args[n] = NULL;
-    double t0 = now_ms();
+    double t0 = clock_ms();
     pid_t pid = start_daemon(log, args);
     daemon_pid = pid;
     char sock[300];
     snprintf(sock, sizeof sock, "%s/ctl.sock", run_dir);
     struct stat st;
-    while (stat(sock, &st) != 0 && now_ms() - t0 < 10000 && waitpid(pid, NULL, WNOHANG) == 0)
+    while (stat(sock, &st) != 0 && clock_ms() - t0 < 10000 && waitpid(pid, NULL, WNOHANG) == 0)
         sleep_ms(10);
     client_open(c, run_dir);
     bool ready = wait_ready(c, n_workers, 20000);
@@ -584,7 +578,7 @@ static pid_t launch(const char *run_dir, const char *log, const char *const *ext
     if (!ready)
         show_log(log);
     else
-        printf("%s: ready in %.0f ms\n", what, now_ms() - t0);
+        printf("%s: ready in %.0f ms\n", what, clock_ms() - t0);
     return ready ? pid : -1;
 }
 
@@ -620,7 +614,7 @@ static void check_eval(struct client *c, struct ref *r)
 static void check_concurrent(struct client *c, struct ref *r)
 {
     struct gen g[4] = {{0}};
-    double t0 = now_ms();
+    double t0 = clock_ms();
     for (int i = 0; i < 4; i++)
         g[i].request_id = send_generate(c, prompts[i], r->n_predict[i]);
     gen_collect(c, g, 4, 60000);
@@ -632,8 +626,8 @@ static void check_concurrent(struct client *c, struct ref *r)
               "concurrent %d: %d ids differ from its single-stream result", i, g[i].n);
         total += g[i].n;
     }
-    printf("4 concurrent jobs: %d tokens in %.0f ms (%.1f tok/s)\n", total, now_ms() - t0,
-           total * 1e3 / (now_ms() - t0));
+    printf("4 concurrent jobs: %d tokens in %.0f ms (%.1f tok/s)\n", total, clock_ms() - t0,
+           total * 1e3 / (clock_ms() - t0));
 }
 
 /* Cancels one job while another runs beside it: the other must not notice. */
@@ -655,8 +649,8 @@ static void check_cancel(struct client *c, struct ref *r)
     ce.cancel = &cm;
     uint64_t cid = client_send(c, &ce);
     bool acked = false;
-    double end = now_ms() + 10000;
-    while ((!acked || !g.done) && now_ms() < end) {
+    double end = clock_ms() + 10000;
+    while ((!acked || !g.done) && clock_ms() < end) {
         env = client_recv(c, 0, 1000);
         if (!env)
             continue;
@@ -756,8 +750,8 @@ static void check_drain(struct client *c, struct ref *r)
     struct gen refused = {0};
     refused.request_id = send_generate(c, prompts[3], 4);
     bool acked = false, acked_after_done = false;
-    double end = now_ms() + 20000;
-    while ((!acked || !g.done || !refused.done) && now_ms() < end) {
+    double end = clock_ms() + 20000;
+    while ((!acked || !g.done || !refused.done) && clock_ms() < end) {
         env = client_recv(c, 0, 1000);
         if (!env)
             continue;
@@ -790,8 +784,8 @@ static void check_sigkill(struct client *c, struct ref *r, pid_t dpid)
     int pi = 4;
     struct gen g = {0};
     g.request_id = send_generate(c, prompts[pi], r->n_predict[pi]);
-    double end = now_ms() + 20000;
-    while (g.n < 8 && !g.done && now_ms() < end) {
+    double end = clock_ms() + 20000;
+    while (g.n < 8 && !g.done && clock_ms() < end) {
         Bitnet__Envelope *env = client_recv(c, g.request_id, 2000);
         if (env)
             gen_take(&g, env);
@@ -802,16 +796,16 @@ static void check_sigkill(struct client *c, struct ref *r, pid_t dpid)
     if (victim <= 0)
         return;
     int before = g.n;
-    double t_kill = now_ms();
+    double t_kill = clock_ms();
     kill(victim, SIGKILL);
     double t_resumed = 0;
-    end = now_ms() + 30000;
-    while (!g.done && now_ms() < end) {
+    end = clock_ms() + 30000;
+    while (!g.done && clock_ms() < end) {
         Bitnet__Envelope *env = client_recv(c, g.request_id, 2000);
         if (env) {
             gen_take(&g, env);
             if (!t_resumed && g.n > before)
-                t_resumed = now_ms();
+                t_resumed = clock_ms();
         }
         wire_free(env);
     }
@@ -834,7 +828,7 @@ static void check_sigstop(struct client *c, struct ref *r, pid_t dpid)
     CHECK(victim > 0, "sigstop: no w0");
     if (victim <= 0)
         return;
-    double t0 = now_ms();
+    double t0 = clock_ms();
     kill(victim, SIGSTOP);
     /* before the timeout: the silence shows in w0's heartbeat age, not in w1's */
     sleep_ms(600);
@@ -849,11 +843,11 @@ static void check_sigstop(struct client *c, struct ref *r, pid_t dpid)
           wr_ok ? (unsigned long long)w->workers_reply->workers[1]->last_heartbeat_ms_ago : 0ull);
     wire_free(w);
     double seen = 0;
-    while (!seen && now_ms() - t0 < 4000) {
+    while (!seen && clock_ms() - t0 < 4000) {
         Bitnet__Envelope *s = status(c);
         if (s && s->body_case == BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY &&
             s->daemon_status_reply->n_workers_ready < 2)
-            seen = now_ms() - t0;
+            seen = clock_ms() - t0;
         wire_free(s);
         if (!seen)
             sleep_ms(20);
@@ -862,7 +856,7 @@ static void check_sigstop(struct client *c, struct ref *r, pid_t dpid)
     printf("sigstop of w0 detected after %.0f ms\n", seen);
     kill(victim, SIGCONT); /* harmless: the daemon killed it */
     CHECK(wait_ready(c, 2, 15000), "sigstop: not ready again within 15 s");
-    printf("sigstop: ready again %.0f ms after the stop\n", now_ms() - t0);
+    printf("sigstop: ready again %.0f ms after the stop\n", clock_ms() - t0);
     pid_t again = worker_pid(dpid, "w0");
     CHECK(again > 0 && again != victim, "sigstop: w0 is pid %d, was %d", again, victim);
     check_greedy(c, r, 0, "after sigstop");
@@ -922,7 +916,7 @@ int main(void)
     signal(SIGSEGV, on_fatal_signal);
     signal(SIGABRT, on_fatal_signal);
     signal(SIGPIPE, SIG_IGN);
-    double t_start = now_ms();
+    double t_start = clock_ms();
     run_cmd("mkdir -p " TDIR);
     struct stat st;
     if (stat(MODEL, &st) != 0 &&
@@ -949,7 +943,7 @@ int main(void)
         r.n_ids[i] = ref_generate(&r, prompts[i], r.n_predict[i], r.ids[i]);
         CHECK(r.n_ids[i] == r.n_predict[i], "reference %d: %d tokens", i, r.n_ids[i]);
     }
-    printf("references computed in %.0f ms\n", now_ms() - t_start);
+    printf("references computed in %.0f ms\n", clock_ms() - t_start);
 
     check_config_errors();
     FILE *ini = fopen(TDIR "/ok.ini", "w");
@@ -982,13 +976,13 @@ int main(void)
         snprintf(log, sizeof log, TDIR "/bitnetd-%zu.log", k);
         const char *what = configs[k].what;
         struct client c;
-        double t0 = now_ms();
+        double t0 = clock_ms();
         pid_t pid = launch(run_dir, log, configs[k].args, configs[k].n_workers, &c, what);
         if (pid > 0) {
-            double tg = now_ms();
+            double tg = clock_ms();
             check_greedy(&c, &r, 0, what);
             printf("%s: greedy 12 tokens in %.0f ms (%.1f tok/s incl. prompt)\n", what,
-                   now_ms() - tg, 12e3 / (now_ms() - tg));
+                   clock_ms() - tg, 12e3 / (clock_ms() - tg));
             if (configs[k].full) {
                 check_eval(&c, &r);
                 check_stop_string(&c, &r);
@@ -1007,11 +1001,11 @@ int main(void)
         }
         client_close(&c);
         kill_daemon_group();
-        printf("%s: %.1f s\n", what, (now_ms() - t0) / 1e3);
+        printf("%s: %.1f s\n", what, (clock_ms() - t0) / 1e3);
     }
 
     tokenizer_free(r.tok);
     bitnet_model_free(&r.m);
-    printf("total %.1f s\n", (now_ms() - t_start) / 1e3);
+    printf("total %.1f s\n", (clock_ms() - t_start) / 1e3);
     return check_done("test_daemon");
 }

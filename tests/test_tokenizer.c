@@ -1,5 +1,6 @@
 /* Tokenizer tests: llama.cpp's llama-bpe vectors against the real Llama-3 tokenizer.json,
  * plus special tokens, streaming, errors and a hand-made vocabulary for merge order. */
+#include "model/clock.h"
 #include "model/tokenizer.h"
 #include "model/gguf.h"
 #include "model/vocab_gguf.h"
@@ -8,19 +9,11 @@
 
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifndef BITNET_DEFAULT_TOKENIZER
 #error "BITNET_DEFAULT_TOKENIZER must name the Llama-3 tokenizer.json"
 #endif
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Encodes without BOS and compares with the expected ids; returns the ids for reuse. */
 static bool encode_is(const struct tokenizer *t, const char *s, size_t len, bool special,
@@ -367,9 +360,9 @@ static void test_random_roundtrip(const struct tokenizer *t)
     CHECK(roundtrips(t, s, big), "200k punctuation");
     for (size_t i = 0; i < big; i++)
         s[i] = "abcdefghij"[(i * 7 + i / 3) % 10];
-    double t0 = now_ms();
+    double t0 = clock_ms();
     CHECK(roundtrips(t, s, big), "200k-letter word");
-    printf("200k-letter word: %.1f ms\n", now_ms() - t0);
+    printf("200k-letter word: %.1f ms\n", clock_ms() - t0);
     free(s);
 }
 
@@ -546,9 +539,9 @@ int main(void)
 {
     struct tok_source_owned o;
     struct errbuf e = {{0}};
-    double t0 = now_ms();
+    double t0 = clock_ms();
     int rc = tok_source_from_hf_json(&o, BITNET_DEFAULT_TOKENIZER, &e);
-    double t1 = now_ms();
+    double t1 = clock_ms();
     CHECK(rc == 0, "loading %s: %s (run `make deps`)", BITNET_DEFAULT_TOKENIZER, e.msg);
     if (rc == 0) {
         CHECK(o.src.n_tokens == 128256 && o.src.n_merges == 280147, "sizes %u %llu",
@@ -556,9 +549,9 @@ int main(void)
         CHECK(o.src.bos_id == 128000 && o.src.eos_id == 128001 && o.src.eot_id == 128009 &&
                   o.src.add_bos, "special ids from tokenizer.json");
         CHECK(o.src.types[9906] == TOK_NORMAL && o.src.types[128009] == TOK_CONTROL, "types");
-        double t2 = now_ms();
+        double t2 = clock_ms();
         struct tokenizer *t = tokenizer_new(&o.src, &e);
-        double t3 = now_ms();
+        double t3 = clock_ms();
         CHECK(t, "tokenizer_new: %s", e.msg);
         printf("tokenizer.json parse: %.1f ms, tokenizer_new: %.1f ms\n", t1 - t0, t3 - t2);
         if (t) {

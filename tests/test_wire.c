@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "kernels/f16.h"
+#include "model/clock.h"
 #include "proto/keys.h"
 #include "proto/wire.h"
 #include "proto/zap.h"
@@ -425,13 +425,6 @@ static uint64_t rng(void)
     x ^= x >> 7;
     x ^= x << 17;
     return rng_state = x;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -989,9 +982,9 @@ static void test_push_pull(void *ctx, const struct samples *s)
     Bitnet__Envelope *d = (void *)1;
 
     CHECK(wire_recv(pull, &rx, &d, 0, &e) == WIRE_AGAIN && d == NULL, "empty socket, no wait");
-    double t0 = now_ms();
+    double t0 = clock_ms();
     CHECK(wire_recv(pull, &rx, &d, 60, &e) == WIRE_AGAIN, "empty socket, 60 ms");
-    double waited = now_ms() - t0;
+    double waited = clock_ms() - t0;
     CHECK(waited >= 50 && waited < 1000, "waited %.1f ms", waited);
 
     for (size_t i = 0; i < s->n; i++)
@@ -1221,8 +1214,8 @@ static int hello_exchange(void *server, void *client, const struct samples *s, i
     if (wire_send(client, env_of(s, &s->hello), timeout_ms, &e) != WIRE_OK)
         return 0;
     int rc = WIRE_AGAIN;
-    double end = now_ms() + timeout_ms;
-    while (rc == WIRE_AGAIN && now_ms() < end) {
+    double end = clock_ms() + timeout_ms;
+    while (rc == WIRE_AGAIN && clock_ms() < end) {
         if (pump) {
             zmq_pollitem_t it[2] = {{zap_socket(pump), 0, ZMQ_POLLIN, 0},
                                     {server, 0, ZMQ_POLLIN, 0}};

@@ -17,11 +17,11 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "kernels/kernels.h"
+#include "model/clock.h"
 #include "model/forward.h"
 #include "model/gguf.h"
 #include "model/sample.h"
@@ -141,13 +141,6 @@ struct coord {
     uint64_t next_req;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static struct kid *kid_by_id(struct coord *c, const char *id, size_t len)
 {
     for (int i = 0; i < c->n_kids; i++)
@@ -258,9 +251,9 @@ static void hello_reply(struct coord *c, const char *id, uint64_t req, bool acce
 static Bitnet__Envelope *expect(struct coord *c, const char *id, Bitnet__Envelope__BodyCase want,
                                 int ms, struct wire_identity *from_out)
 {
-    uint64_t deadline = now_ms() + (uint64_t)ms;
+    uint64_t deadline = clock_whole_ms() + (uint64_t)ms;
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = clock_whole_ms();
         if (now >= deadline)
             return NULL;
         Bitnet__Envelope *env = NULL;
@@ -330,16 +323,16 @@ static void hello_reply(struct coord *c, const char *id, uint64_t req, bool acce
  * worker never said Hello. */
 static bool collect_hellos(struct coord *c, int ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)ms;
+    uint64_t deadline = clock_whole_ms() + (uint64_t)ms;
     for (;;) {
         int missing = 0;
         for (int i = 0; i < c->n_kids; i++)
             missing += c->kids[i].pid > 0 && !c->kids[i].hello_seen;
-        if (!missing || now_ms() >= deadline)
+        if (!missing || clock_whole_ms() >= deadline)
             break;
         struct wire_identity from;
         Bitnet__Envelope *env =
-            expect(c, NULL, BITNET__ENVELOPE__BODY_HELLO, (int)(deadline - now_ms()), &from);
+            expect(c, NULL, BITNET__ENVELOPE__BODY_HELLO, (int)(deadline - clock_whole_ms()), &from);
         if (!env)
             break;
         struct kid *k = kid_by_id(c, (const char *)from.bytes, from.len);
@@ -488,11 +481,11 @@ static int send_forward(void *push, uint64_t step, const struct row *rows, int n
 
 static Bitnet__Envelope *expect_result(struct coord *c, uint64_t step, int ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)ms;
-    while (now_ms() < deadline) {
+    uint64_t deadline = clock_whole_ms() + (uint64_t)ms;
+    while (clock_whole_ms() < deadline) {
         Bitnet__Envelope *env = NULL;
         struct errbuf e;
-        int rc = wire_recv(c->results, &c->rx, &env, (int)(deadline - now_ms()), &e);
+        int rc = wire_recv(c->results, &c->rx, &env, (int)(deadline - clock_whole_ms()), &e);
         if (rc == WIRE_AGAIN)
             continue;
         if (rc != WIRE_OK) {

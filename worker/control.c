@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "model/clock.h"
 #include "worker/worker.h"
 
 static int send_control(struct worker *w, Bitnet__Envelope *env)
@@ -83,11 +84,9 @@ static uint64_t rss_bytes(void)
 /* Share of the worker's CPUs spent in this process since the last heartbeat. */
 static float cpu_busy(struct worker *w)
 {
-    struct timespec cpu, wall;
+    struct timespec cpu;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-    clock_gettime(CLOCK_MONOTONIC, &wall);
-    double c = (double)cpu.tv_sec + (double)cpu.tv_nsec * 1e-9;
-    double t = (double)wall.tv_sec + (double)wall.tv_nsec * 1e-9;
+    double c = (double)cpu.tv_sec + (double)cpu.tv_nsec * 1e-9, t = clock_seconds();
     double dc = c - w->cpu_mark, dt = t - w->wall_mark;
     w->cpu_mark = c;
     w->wall_mark = t;
@@ -105,7 +104,7 @@ void worker_heartbeat(struct worker *w)
     wire_envelope_init(&env, 0);
     hb.role = BITNET__ROLE__ROLE_WORKER;
     hb.sender = (char *)w->opts.id;
-    hb.monotonic_ms = worker_now_ms();
+    hb.monotonic_ms = clock_whole_ms();
     hb.active_sequences = shard_active_sequences(&w->shard);
     hb.queued_batches = 0; /* one step at a time: nothing waits inside the worker */
     hb.cpu_busy = cpu_busy(w);
@@ -120,7 +119,7 @@ void worker_heartbeat(struct worker *w)
 static void load_tick(void *ctx)
 {
     struct worker *w = ctx;
-    uint64_t now = worker_now_ms();
+    uint64_t now = clock_whole_ms();
     if (now >= w->next_heartbeat_ms) {
         worker_heartbeat(w);
         w->next_heartbeat_ms = now + (uint64_t)w->opts.heartbeat_ms;
@@ -248,7 +247,7 @@ static void on_status(struct worker *w, uint64_t request_id)
         zap_get_stats(w->data_zap, &zs);
         r.keys_refused = zs.refused;
     }
-    r.uptime_seconds = (double)(worker_now_ms() - w->started_ms) / 1000.0;
+    r.uptime_seconds = (double)(clock_whole_ms() - w->started_ms) / 1000.0;
     r.software_version = WORKER_SOFTWARE_VERSION;
     env.body_case = BITNET__ENVELOPE__BODY_STATUS_REPLY;
     env.status_reply = &r;
@@ -312,7 +311,7 @@ void control_handle(struct worker *w, const Bitnet__Envelope *env)
                            env->error->message ? env->error->message : "not joined");
             w->hello_accepted = false;
             if (!w->next_hello_ms)
-                w->next_hello_ms = worker_now_ms();
+                w->next_hello_ms = clock_whole_ms();
             return;
         }
         worker_log(w->opts.id, "daemon reports error %d on request %llu: %s",

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "model/clock.h"
 #include "worker/worker.h"
 
 #define MONITOR_ENDPOINT "inproc://control-monitor"
@@ -27,18 +27,6 @@
  * does after a refusal, but it may be passing (the next stage had not yet processed the
  * LoadShard that names our key). */
 #define NEXT_RETRY_MS 1000
-
-uint64_t worker_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t worker_now_ms(void)
-{
-    return worker_now_us() / 1000u;
-}
 
 static int zerr(struct errbuf *e, const char *what, const char *endpoint)
 {
@@ -200,7 +188,7 @@ int worker_open(struct worker *w, struct errbuf *e)
 {
     wire_rx_init(&w->control_rx, w->opts.max_bytes);
     wire_rx_init(&w->data_rx, w->opts.max_bytes);
-    w->started_ms = worker_now_ms();
+    w->started_ms = clock_whole_ms();
     w->next_request_id = 1;
     if (gethostname(w->hostname, sizeof w->hostname) != 0)
         snprintf(w->hostname, sizeof w->hostname, "localhost");
@@ -338,12 +326,12 @@ static void on_monitor(struct worker *w)
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             worker_log(w->opts.id, "connected to %s", w->opts.control);
             if (!w->hello_accepted)
-                w->next_hello_ms = worker_now_ms();
+                w->next_hello_ms = clock_whole_ms();
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
             worker_log(w->opts.id, "lost %s; reconnecting", w->opts.control);
             w->hello_accepted = false;
             /* the next handshake sends it at once; the timer is the fallback */
-            w->next_hello_ms = worker_now_ms() + WORKER_HELLO_RETRY_MS;
+            w->next_hello_ms = clock_whole_ms() + WORKER_HELLO_RETRY_MS;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 400) {
             /* the daemon's ZAP handler said no: only an operator adding our key can change
              * that, so retrying would just hide the problem */
@@ -356,7 +344,7 @@ static void on_monitor(struct worker *w)
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-            uint64_t now = worker_now_ms();
+            uint64_t now = clock_whole_ms();
             if (now >= w->next_handshake_log_ms) {
                 w->next_handshake_log_ms = now + HANDSHAKE_LOG_MS;
                 char how[64];
@@ -397,7 +385,7 @@ static void on_next_monitor(struct worker *w)
                        "does not list us as its sender (yet); connecting again every %d ms",
                        w->next_endpoint, w->curve_pub, value, NEXT_RETRY_MS);
         if (!w->next_retry_ms)
-            w->next_retry_ms = worker_now_ms() + NEXT_RETRY_MS;
+            w->next_retry_ms = clock_whole_ms() + NEXT_RETRY_MS;
     }
 }
 
@@ -453,14 +441,14 @@ static void on_data(struct worker *w)
     Bitnet__Envelope *env = NULL;
     struct errbuf e;
     int rc = wire_recv(w->data_in, &w->data_rx, &env, 0, &e);
-    uint64_t t_recv = worker_now_us();
+    uint64_t t_recv = clock_us();
     if (rc == WIRE_AGAIN)
         return;
     if (rc == WIRE_OK && env->body_case == BITNET__ENVELOPE__BODY_FORWARD) {
         stage_forward(w, env->forward, t_recv);
         wire_free(env);
         worker_heartbeat(w);
-        w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
+        w->next_heartbeat_ms = clock_whole_ms() + (uint64_t)w->opts.heartbeat_ms;
         return;
     }
     if (rc == WIRE_OK) {
@@ -482,7 +470,7 @@ static void on_data(struct worker *w)
 
 static void on_timers(struct worker *w)
 {
-    uint64_t now = worker_now_ms();
+    uint64_t now = clock_whole_ms();
     if (w->next_retry_ms && now >= w->next_retry_ms)
         reconnect_next(w);
     if (w->next_hello_ms && now >= w->next_hello_ms) {
@@ -500,7 +488,7 @@ static void on_timers(struct worker *w)
 
 static long poll_timeout(const struct worker *w)
 {
-    uint64_t now = worker_now_ms(), next = w->next_heartbeat_ms;
+    uint64_t now = clock_whole_ms(), next = w->next_heartbeat_ms;
     if (w->next_hello_ms && w->next_hello_ms < next)
         next = w->next_hello_ms;
     if (w->next_retry_ms && w->next_retry_ms < next)
@@ -517,10 +505,10 @@ int worker_run(struct worker *w)
                    w->curve_pub);
     else if (*w->curve_pub)
         worker_log(w->opts.id, "CURVE key %s, for a tcp next stage", w->curve_pub);
-    w->next_heartbeat_ms = worker_now_ms() + (uint64_t)w->opts.heartbeat_ms;
+    w->next_heartbeat_ms = clock_whole_ms() + (uint64_t)w->opts.heartbeat_ms;
     /* also covered by the monitor; this is for a handshake that happened before it was
      * listening */
-    w->next_hello_ms = worker_now_ms();
+    w->next_hello_ms = clock_whole_ms();
     while (!w->stop) {
         on_timers(w);
         zmq_pollitem_t items[] = {

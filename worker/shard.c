@@ -5,22 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "model/clock.h"
 #include "proto/wire.h"
 #include "worker/log.h"
 #include "worker/numa_bind.h"
 
 /* Heartbeat hook cadence while touching weight pages. */
 #define TOUCH_TICK_BYTES ((size_t)32 << 20)
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int shard_origin_capture(struct shard_origin *o, struct errbuf *e)
 {
@@ -307,7 +300,7 @@ static void release(struct shard *s, const struct shard_origin *origin, const ch
 int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet__LoadShard *req,
                const struct shard_hooks *hooks, struct errbuf *e)
 {
-    double t0 = mono_seconds();
+    double t0 = clock_seconds();
     memset(s, 0, sizeof *s);
     s->layer_begin = req->layer_begin;
     s->layer_end = req->layer_end;
@@ -387,7 +380,7 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
     }
     if (alloc_tables(s, e) < 0)
         goto fail;
-    s->load_seconds = mono_seconds() - t0;
+    s->load_seconds = clock_seconds() - t0;
     s->loaded = true;
     return 0;
 

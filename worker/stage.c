@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/clock.h"
 #include "model/sample.h"
 #include "worker/worker.h"
 
@@ -241,7 +242,7 @@ static int send_result(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
     if (k)
         free(logits);
     free(rows);
-    uint64_t t_out = worker_now_us();
+    uint64_t t_out = clock_us();
     timing->compute_us += t_out - t_done_us; /* the output head is compute too */
     append_timing(fw, timing, &r.timings, &r.n_timings, e, &rc);
     if (rc)
@@ -250,7 +251,7 @@ static int send_result(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
     wire_envelope_init(&env, 0);
     env.body_case = BITNET__ENVELOPE__BODY_FORWARD_RESULT;
     env.forward_result = &r;
-    timing->send_us = worker_now_us() - t_out;
+    timing->send_us = clock_us() - t_out;
     int sent = wire_send(w->data_out, &env, WORKER_SEND_TIMEOUT_MS, e);
     if (sent != WIRE_OK) {
         *code = BITNET__ERROR_CODE__ERROR_CODE_TIMEOUT;
@@ -274,7 +275,7 @@ static int send_hidden(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
                        Bitnet__ErrorCode *code, struct errbuf *e)
 {
     struct shard *s = &w->shard;
-    uint64_t t0 = worker_now_us();
+    uint64_t t0 = clock_us();
     *code = BITNET__ERROR_CODE__ERROR_CODE_INTERNAL;
     /* the incoming arrays are only borrowed: out owns its hidden rows and timing list */
     Bitnet__Forward out = BITNET__FORWARD__INIT;
@@ -295,7 +296,7 @@ static int send_hidden(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
         wire_envelope_init(&env, 0);
         env.body_case = BITNET__ENVELOPE__BODY_FORWARD;
         env.forward = &out;
-        timing->send_us = worker_now_us() - t0;
+        timing->send_us = clock_us() - t0;
         int sent = wire_send(w->data_out, &env, WORKER_SEND_TIMEOUT_MS, e);
         if (sent != WIRE_OK) {
             *code = BITNET__ERROR_CODE__ERROR_CODE_TIMEOUT;
@@ -329,7 +330,7 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     }
     const struct bitnet_model *m = &s->model;
     int n = (int)fw->n_rows;
-    uint64_t t_start = worker_now_us();
+    uint64_t t_start = clock_us();
     int rc = 0;
     code = BITNET__ERROR_CODE__ERROR_CODE_INTERNAL;
     if (s->runs_layers)
@@ -349,7 +350,7 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     memcpy(s->next_pos, s->scratch_pos, (size_t)s->n_slots * sizeof *s->next_pos);
     for (uint32_t il = s->layer_begin; il < s->layer_end; il++)
         forward_layer(m, &s->state, il);
-    uint64_t t_done = worker_now_us();
+    uint64_t t_done = clock_us();
 
     Bitnet__StageTiming timing = BITNET__STAGE_TIMING__INIT;
     timing.worker_id = (char *)w->opts.id;

@@ -84,10 +84,6 @@ struct worker {
     int exit_code;
 };
 
-/* CLOCK_MONOTONIC in ms and us. */
-uint64_t worker_now_ms(void);
-uint64_t worker_now_us(void);
-
 /* Sets up sockets (w->opts and w->sigfd filled by the caller); -1 with e on failure,
  * after which worker_close still cleans up what was made. */
 int worker_open(struct worker *w, struct errbuf *e);
