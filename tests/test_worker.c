@@ -331,8 +331,8 @@ static bool collect_hellos(struct coord *c, int ms)
         if (!missing || clock_whole_ms() >= deadline)
             break;
         struct wire_identity from;
-        Bitnet__Envelope *env =
-            expect(c, NULL, BITNET__ENVELOPE__BODY_HELLO, (int)(deadline - clock_whole_ms()), &from);
+        int left = (int)(deadline - clock_whole_ms());
+        Bitnet__Envelope *env = expect(c, NULL, BITNET__ENVELOPE__BODY_HELLO, left, &from);
         if (!env)
             break;
         struct kid *k = kid_by_id(c, (const char *)from.bytes, from.len);
