@@ -4,8 +4,14 @@
  * Prints the median time of a token's attention and the cache bytes it read per second,
  * beside the read probe of one core: attention is worth what it streams.
  *
+ * With `prefill N` instead: one layer's attention over a prompt of N tokens, row t of
+ * each of the 5 KV heads attending over positions 0..t, the heads one after the other as
+ * the forward pass runs them; the cache is then in L2, and the kernels are worth the
+ * multiply-adds they do (GFLOP/s, a multiply and an add each).
+ *
  * usage: [BITNET_KERNEL=set] bench_attention [positions...]   (default 640 4096; pin with
- * taskset) */
+ *        [BITNET_KERNEL=set] bench_attention prefill N          taskset) */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,10 +126,76 @@ static double time_token(const struct kernel_ops *set, enum cache type, const st
     return bench_middle(t, REPEATS);
 }
 
+#define LAYER_KV_HEADS 5
+
+/* One layer's prompt attention over n positions: every row of every KV head. */
+static double time_prefill(const struct kernel_ops *set, enum cache type, const struct caches *c)
+{
+    int n = c->n;
+    float *q = aligned_alloc(64, sizeof(float) * GROUP * HEAD_DIM);
+    float *out = aligned_alloc(64, sizeof(float) * GROUP * HEAD_DIM);
+    int8_t *q8 = aligned_alloc(64, GROUP * HEAD_DIM);
+    float *scratch = aligned_alloc(64, (size_t)GROUP * c->np * sizeof(float));
+    if (!q || !out || !q8 || !scratch) {
+        free(q);
+        free(out);
+        free(q8);
+        free(scratch);
+        return -1;
+    }
+    for (int i = 0; i < GROUP * HEAD_DIM; i++)
+        q[i] = (float)(i % 17) * 0.1f - 0.8f;
+    double t[REPEATS];
+    for (int r = -1; r < REPEATS; r++) {
+        double t0 = clock_seconds();
+        for (int h = 0; h < LAYER_KV_HEADS; h++)
+            for (int row = 0; row < n; row++) {
+                if (type == C_Q8) {
+                    struct attn_group_q8 a = {
+                        .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = row + 1,
+                        .scale = 0.088f, .scratch = scratch, .q8 = q8,
+                        .k = (const int8_t *)(c->k + c->k_block * h),
+                        .v = (const int8_t *)(c->v + c->v_block * h),
+                        .k_scale = c->k_scale + (size_t)c->np * h,
+                        .v_scale = c->v_scale + (size_t)c->np * h,
+                    };
+                    set->attn_q8(&a);
+                } else {
+                    struct attn_group a = {
+                        .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = row + 1,
+                        .scale = 0.088f, .scratch = scratch, .k = c->k + c->k_block * h,
+                        .v = c->v + c->v_block * h,
+                    };
+                    if (type == C_F16)
+                        set->attn_f16(&a);
+                    else
+                        set->attn_f32(&a);
+                }
+            }
+        if (r >= 0)
+            t[r] = clock_seconds() - t0;
+    }
+    free(q);
+    free(out);
+    free(q8);
+    free(scratch);
+    return bench_middle(t, REPEATS);
+}
+
 int main(int argc, char **argv)
 {
     int lens[8] = {640, 4096}, n_lens = 2;
-    if (argc > 1) {
+    bool prefill = argc == 3 && strcmp(argv[1], "prefill") == 0;
+    if (prefill) {
+        char *end;
+        long v = strtol(argv[2], &end, 10);
+        if (*end || v < 1 || v > 1 << 16) {
+            fprintf(stderr, "usage: %s prefill N  (N 1..65536)\n", argv[0]);
+            return 2;
+        }
+        lens[0] = (int)v;
+        n_lens = 1;
+    } else if (argc > 1) {
         n_lens = 0;
         for (int i = 1; i < argc && n_lens < 8; i++) {
             char *end;
@@ -145,10 +217,17 @@ int main(int argc, char **argv)
     if (read_bandwidth_probe_isolated((size_t)1 << 30, 1, 5, &probe, &e) < 0)
         probe = 0;
     printf("; read probe, 1 thread: %.1f GB/s\n", probe);
-    printf("one token's decode attention: %d KV heads x %d query heads, head size %d, 1 thread; "
-           "median of %d\n", KV_HEADS, GROUP, HEAD_DIM, REPEATS);
-    printf("%-7s %-5s %9s %10s %8s %7s\n", "set", "cache", "positions", "ms/token", "GB/s",
-           "%probe");
+    if (prefill) {
+        printf("one layer's prompt attention: %d KV heads x %d query heads, head size %d, "
+               "%d rows each, 1 thread; median of %d\n", LAYER_KV_HEADS, GROUP, HEAD_DIM,
+               lens[0], REPEATS);
+        printf("%-7s %-5s %9s %10s %8s\n", "set", "cache", "rows", "ms/layer", "GFLOP/s");
+    } else {
+        printf("one token's decode attention: %d KV heads x %d query heads, head size %d, "
+               "1 thread; median of %d\n", KV_HEADS, GROUP, HEAD_DIM, REPEATS);
+        printf("%-7s %-5s %9s %10s %8s %7s\n", "set", "cache", "positions", "ms/token", "GB/s",
+               "%probe");
+    }
 
     /* BITNET_KERNEL=NAME times that set alone */
     const char *only = getenv("BITNET_KERNEL");
@@ -169,7 +248,24 @@ int main(int argc, char **argv)
                     caches_free(&c);
                     return 1;
                 }
-                double t = time_token(&set, (enum cache)ci, &c);
+                double t = prefill ? time_prefill(&set, (enum cache)ci, &c)
+                                   : time_token(&set, (enum cache)ci, &c);
+                if (t < 0) {
+                    fprintf(stderr, "bench_attention: out of memory\n");
+                    caches_free(&c);
+                    return 1;
+                }
+                if (prefill) {
+                    /* per (row, query head, position): head-size products for the score
+                     * and as many for the values, each a multiply and an add */
+                    double n = lens[li], flops = LAYER_KV_HEADS * GROUP * n * (n + 1) / 2 *
+                                                 4.0 * HEAD_DIM;
+                    printf("%-7s %-5s %9d %10.2f %8.1f\n", set.name, cache_names[ci], lens[li],
+                           t * 1e3, flops / t / 1e9);
+                    fflush(stdout);
+                    caches_free(&c);
+                    continue;
+                }
                 /* keys and values of n positions (and the int8 cache's scales) */
                 double bytes = (double)KV_HEADS * lens[li] *
                                (2.0 * HEAD_DIM * elem_bytes((enum cache)ci) +
