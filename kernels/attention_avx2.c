@@ -142,9 +142,12 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
             for (int j = 0; j < NJ; j += f16 ? 4 : 2)
                 _mm_prefetch((const char *)a->v + (row + 8 * j + (size_t)V_BLOCK * d) * (f16 ? 2 : 4),
                              _MM_HINT_T0);
+        /* only the head's last chunk can be short */
 #pragma GCC unroll 8
-        for (int j = 0; j < NJ; j++)
-            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(wp, load8(a->v, row + 8 * j, count[j], f16)));
+        for (int j = 0; j < NJ - 1; j++)
+            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(wp, load8(a->v, row + 8 * j, 8, f16)));
+        acc[NJ - 1] = _mm256_add_ps(
+            acc[NJ - 1], _mm256_mul_ps(wp, load8(a->v, row + 8 * (NJ - 1), count[NJ - 1], f16)));
     }
 #pragma GCC unroll 8
     for (int j = 0; j < NJ; j++)

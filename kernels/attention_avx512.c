@@ -25,6 +25,12 @@ static inline __m512 load16(const void *base, size_t at, __mmask16 m, bool f16)
                : _mm512_maskz_loadu_ps(m, (const float *)base + at);
 }
 
+static inline __m512 load_whole16(const void *base, size_t at, bool f16)
+{
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + at)))
+               : _mm512_loadu_ps((const float *)base + at);
+}
+
 /* attn_exp of 8 floats: the same double-precision operations in the same order. */
 static inline __m256 exp8(__m256 xf)
 {
@@ -65,7 +71,7 @@ static inline __attribute__((always_inline)) void score(const struct attn_group 
         for (int i = 0; i < d; i++) {
             _mm_prefetch((const char *)a->k + (base + (size_t)i * ATTN_TILE) * (f16 ? 2 : 4) +
                              PF_K_BYTES, _MM_HINT_T0);
-            __m512 k = load16(a->k, base + (size_t)i * ATTN_TILE, 0xffff, f16);
+            __m512 k = load_whole16(a->k, base + (size_t)i * ATTN_TILE, f16);
 #pragma GCC unroll 8
             for (int h = 0; h < HN; h++)
                 acc[h] = _mm512_add_ps(acc[h], _mm512_mul_ps(_mm512_set1_ps(q[(size_t)h * d + i]), k));
@@ -102,20 +108,20 @@ void attn_softmax_avx512(float *w, int n, float *max_sum)
 }
 
 /* out[c] += w[p] * v[p][c] for positions [p0, p1) over NJ chunks from chunk j0, kept in
- * registers across the positions. */
+ * registers across the positions. Only the head's last chunk can be short: one mask, for
+ * chunk NJ - 1 (all lanes when it is whole), where a mask per chunk ran out of mask
+ * registers and was reloaded from the stack at every position. */
 static inline __attribute__((always_inline)) void weigh_values(const struct attn_group *a,
                                                                const float *w, float *out,
                                                                int p0, int p1, int j0,
                                                                const int NJ, bool f16, bool pf)
 {
     int d = a->d, nv = (d + 15) / 16;
-    __mmask16 m[V_CHUNKS];
+    __mmask16 last = j0 + NJ == nv ? first_lanes(d - 16 * (nv - 1)) : (__mmask16)0xffff;
     __m512 acc[V_CHUNKS];
 #pragma GCC unroll 8
-    for (int j = 0; j < NJ; j++) {
-        m[j] = j0 + j == nv - 1 ? first_lanes(d - 16 * (nv - 1)) : (__mmask16)0xffff;
-        acc[j] = _mm512_maskz_loadu_ps(m[j], out + 16 * (j0 + j));
-    }
+    for (int j = 0; j < NJ; j++)
+        acc[j] = _mm512_maskz_loadu_ps(j == NJ - 1 ? last : (__mmask16)0xffff, out + 16 * (j0 + j));
     for (int p = p0; p < p1; p++) {
         __m512 wp = _mm512_set1_ps(w[p]);
         size_t row = (size_t)p * d + 16 * (size_t)j0;
@@ -125,12 +131,14 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
                 _mm_prefetch((const char *)a->v + (row + 16 * j + (size_t)V_BLOCK * d) * (f16 ? 2 : 4),
                              _MM_HINT_T0);
 #pragma GCC unroll 8
-        for (int j = 0; j < NJ; j++)
-            acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(wp, load16(a->v, row + 16 * j, m[j], f16)));
+        for (int j = 0; j < NJ - 1; j++)
+            acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(wp, load_whole16(a->v, row + 16 * j, f16)));
+        acc[NJ - 1] = _mm512_add_ps(acc[NJ - 1],
+                                    _mm512_mul_ps(wp, load16(a->v, row + 16 * (NJ - 1), last, f16)));
     }
 #pragma GCC unroll 8
     for (int j = 0; j < NJ; j++)
-        _mm512_mask_storeu_ps(out + 16 * (j0 + j), m[j], acc[j]);
+        _mm512_mask_storeu_ps(out + 16 * (j0 + j), j == NJ - 1 ? last : (__mmask16)0xffff, acc[j]);
 }
 
 static inline __attribute__((always_inline)) void attn_avx512(const struct attn_group *a, bool f16)
