@@ -175,15 +175,12 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
                                                                const float *down)
 {
     int d = a->d, n = a->n, nv = (d + 15) / 16;
-    __mmask32 m[8];
-    __mmask16 mo[8];
+    /* only the head's last chunk can be short: one mask for chunk NJ - 1 (a mask per
+     * chunk outnumbered the mask registers, and was reloaded at every pair) */
+    int rem = j0 + NJ == nv ? d - 16 * (nv - 1) : 16;
+    __mmask32 m_last = rem == 16 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (2 * rem)) - 1);
+    __mmask16 mo_last = first_lanes(rem);
     __m512i acc[4][8];
-#pragma GCC unroll 8
-    for (int j = 0; j < NJ; j++) {
-        int rem = j0 + j == nv - 1 ? d - 16 * (nv - 1) : 16;
-        m[j] = rem == 16 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (2 * rem)) - 1);
-        mo[j] = first_lanes(rem);
-    }
 #pragma GCC unroll 4
     for (int h = 0; h < HN; h++)
 #pragma GCC unroll 8
@@ -200,8 +197,9 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
         }
         __m512i x[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < NJ; j++)
-            x[j] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m[j], row + 32 * j));
+        for (int j = 0; j < NJ - 1; j++)
+            x[j] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(row + 32 * j)));
+        x[NJ - 1] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m_last, row + 32 * (NJ - 1)));
 #pragma GCC unroll 4
         for (int h = 0; h < HN; h++) {
             int32_t pair;
@@ -218,9 +216,10 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
         __m512 k = _mm512_set1_ps(down[h]);
 #pragma GCC unroll 8
         for (int j = 0; j < NJ; j++) {
-            __m512 o = _mm512_maskz_loadu_ps(mo[j], out + 16 * j);
+            __mmask16 mo = j == NJ - 1 ? mo_last : (__mmask16)0xffff;
+            __m512 o = _mm512_maskz_loadu_ps(mo, out + 16 * j);
             o = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[h][j]), k, o);
-            _mm512_mask_storeu_ps(out + 16 * j, mo[j], o);
+            _mm512_mask_storeu_ps(out + 16 * j, mo, o);
         }
     }
 }
