@@ -84,100 +84,63 @@ static void caches_free(struct caches *c)
     free(c->v_scale);
 }
 
-/* One token's attention: every KV head once. */
-static double time_token(const struct kernel_ops *set, enum cache type, const struct caches *c)
+/* The queries and outputs every call shares: what is timed is the cache's reading. */
+static float queries[GROUP * HEAD_DIM], outputs[GROUP * HEAD_DIM];
+static int8_t queries_q8[GROUP * HEAD_DIM];
+
+/* KV head h's attention over its first n positions. */
+static void attend_head(const struct kernel_ops *set, enum cache type, const struct caches *c,
+                        int h, int n, float *scratch)
 {
-    static float q[GROUP * HEAD_DIM], out[GROUP * HEAD_DIM];
-    static int8_t q8[GROUP * HEAD_DIM];
+    if (type == C_Q8) {
+        struct attn_group_q8 a = {
+            .q = queries, .out = outputs, .g = GROUP, .d = HEAD_DIM, .n = n, .scale = 0.088f,
+            .scratch = scratch, .q8 = queries_q8,
+            .k = (const int8_t *)(c->k + c->k_block * h),
+            .v = (const int8_t *)(c->v + c->v_block * h),
+            .k_scale = c->k_scale + (size_t)c->np * h,
+            .v_scale = c->v_scale + (size_t)c->np * h,
+        };
+        set->attn_q8(&a);
+        return;
+    }
+    struct attn_group a = {
+        .q = queries, .out = outputs, .g = GROUP, .d = HEAD_DIM, .n = n, .scale = 0.088f,
+        .scratch = scratch, .k = c->k + c->k_block * h, .v = c->v + c->v_block * h,
+    };
+    if (type == C_F16)
+        set->attn_f16(&a);
+    else
+        set->attn_f32(&a);
+}
+
+#define LAYER_KV_HEADS 5
+
+/* The median time of one token's decode attention (every KV head once, over all c->n
+ * positions), or with prefill of one layer's prompt attention (row t of each of the
+ * layer's KV heads over positions 0..t); -1 when out of memory. */
+static double time_attention(const struct kernel_ops *set, enum cache type,
+                             const struct caches *c, bool prefill)
+{
     for (int i = 0; i < GROUP * HEAD_DIM; i++)
-        q[i] = (float)(i % 17) * 0.1f - 0.8f;
+        queries[i] = (float)(i % 17) * 0.1f - 0.8f;
     float *scratch = aligned_alloc(64, (size_t)GROUP * c->np * sizeof(float));
     if (!scratch)
         return -1;
     double t[REPEATS];
     for (int r = -1; r < REPEATS; r++) { /* r = -1: warm-up */
         double t0 = clock_seconds();
-        for (int h = 0; h < KV_HEADS; h++) {
-            if (type == C_Q8) {
-                struct attn_group_q8 a = {
-                    .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = c->n, .scale = 0.088f,
-                    .scratch = scratch, .q8 = q8,
-                    .k = (const int8_t *)(c->k + c->k_block * h),
-                    .v = (const int8_t *)(c->v + c->v_block * h),
-                    .k_scale = c->k_scale + (size_t)c->np * h,
-                    .v_scale = c->v_scale + (size_t)c->np * h,
-                };
-                set->attn_q8(&a);
-            } else {
-                struct attn_group a = {
-                    .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = c->n, .scale = 0.088f,
-                    .scratch = scratch, .k = c->k + c->k_block * h, .v = c->v + c->v_block * h,
-                };
-                if (type == C_F16)
-                    set->attn_f16(&a);
-                else
-                    set->attn_f32(&a);
-            }
+        if (prefill) {
+            for (int h = 0; h < LAYER_KV_HEADS; h++)
+                for (int row = 0; row < c->n; row++)
+                    attend_head(set, type, c, h, row + 1, scratch);
+        } else {
+            for (int h = 0; h < KV_HEADS; h++)
+                attend_head(set, type, c, h, c->n, scratch);
         }
         if (r >= 0)
             t[r] = clock_seconds() - t0;
     }
-    free(scratch);
-    return bench_middle(t, REPEATS);
-}
-
-#define LAYER_KV_HEADS 5
-
-/* One layer's prompt attention over n positions: every row of every KV head. */
-static double time_prefill(const struct kernel_ops *set, enum cache type, const struct caches *c)
-{
-    int n = c->n;
-    float *q = aligned_alloc(64, sizeof(float) * GROUP * HEAD_DIM);
-    float *out = aligned_alloc(64, sizeof(float) * GROUP * HEAD_DIM);
-    int8_t *q8 = aligned_alloc(64, GROUP * HEAD_DIM);
-    float *scratch = aligned_alloc(64, (size_t)GROUP * c->np * sizeof(float));
-    if (!q || !out || !q8 || !scratch) {
-        free(q);
-        free(out);
-        free(q8);
-        free(scratch);
-        return -1;
-    }
-    for (int i = 0; i < GROUP * HEAD_DIM; i++)
-        q[i] = (float)(i % 17) * 0.1f - 0.8f;
-    double t[REPEATS];
-    for (int r = -1; r < REPEATS; r++) {
-        double t0 = clock_seconds();
-        for (int h = 0; h < LAYER_KV_HEADS; h++)
-            for (int row = 0; row < n; row++) {
-                if (type == C_Q8) {
-                    struct attn_group_q8 a = {
-                        .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = row + 1,
-                        .scale = 0.088f, .scratch = scratch, .q8 = q8,
-                        .k = (const int8_t *)(c->k + c->k_block * h),
-                        .v = (const int8_t *)(c->v + c->v_block * h),
-                        .k_scale = c->k_scale + (size_t)c->np * h,
-                        .v_scale = c->v_scale + (size_t)c->np * h,
-                    };
-                    set->attn_q8(&a);
-                } else {
-                    struct attn_group a = {
-                        .q = q, .out = out, .g = GROUP, .d = HEAD_DIM, .n = row + 1,
-                        .scale = 0.088f, .scratch = scratch, .k = c->k + c->k_block * h,
-                        .v = c->v + c->v_block * h,
-                    };
-                    if (type == C_F16)
-                        set->attn_f16(&a);
-                    else
-                        set->attn_f32(&a);
-                }
-            }
-        if (r >= 0)
-            t[r] = clock_seconds() - t0;
-    }
-    free(q);
-    free(out);
-    free(q8);
     free(scratch);
     return bench_middle(t, REPEATS);
 }
@@ -248,8 +211,7 @@ int main(int argc, char **argv)
                     caches_free(&c);
                     return 1;
                 }
-                double t = prefill ? time_prefill(&set, (enum cache)ci, &c)
-                                   : time_token(&set, (enum cache)ci, &c);
+                double t = time_attention(&set, (enum cache)ci, &c, prefill);
                 if (t < 0) {
                     fprintf(stderr, "bench_attention: out of memory\n");
                     caches_free(&c);
