@@ -5,9 +5,9 @@
  * beside the read probe of one core: attention is worth what it streams.
  *
  * With `prefill N` instead: one layer's attention over a prompt of N tokens, row t of
- * each of the 5 KV heads attending over positions 0..t, the heads one after the other as
- * the forward pass runs them; the cache is then in L2, and the kernels are worth the
- * multiply-adds they do (GFLOP/s, a multiply and an add each).
+ * each of the 5 KV heads attending over positions 0..t, one head's rows after another;
+ * the cache is then in L2, and the kernels are worth the multiply-adds they do (GFLOP/s,
+ * a multiply and an add each).
  *
  * usage: [BITNET_KERNEL=set] bench_attention [positions...]   (default 640 4096; pin with
  *        [BITNET_KERNEL=set] bench_attention prefill N          taskset) */
