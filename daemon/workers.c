@@ -535,6 +535,12 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
     } else if (id->user_id[0]) {
         snprintf(why, sizeof why, "worker %s is a local stage that bitnetd starts itself; it "
                  "cannot join over tcp (list it in --remote-workers to run it elsewhere)", w->id);
+    } else if ((int)h->pid == (int)w->pid &&
+               (w->state == WORKER_LOADING || w->state == WORKER_READY)) {
+        /* the process already accepted, saying Hello again before our answer reached it
+         * (its retry timer, or a connection event): yes again, and nothing changes */
+        reply_hello(sock, id, env->request_id, NULL);
+        return;
     } else if (w->state != WORKER_CONNECTING || (int)h->pid != (int)w->pid) {
         /* e.g. a late Hello from a process already killed: the worker bitnetd started
          * must run the worker program itself (exec), so its pid is the one forked */

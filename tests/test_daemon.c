@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +38,8 @@
 #define TDIR "build/test-tmp/daemon"
 #define MODEL TDIR "/m.gguf"
 #define BITNETD "build/bitnetd"
+/* --worker-bin for workers that repeat their Hello every millisecond */
+#define HELLO_REPEATER TDIR "/hello-repeater.sh"
 #define MAX_GEN 256
 
 static const char *const prompts[] = {
@@ -555,6 +558,22 @@ static void check_shutdown(struct client *c, pid_t pid, const char *run_dir, con
     CHECK(left == 0, "%s: %d files left in the run directory", what, left);
 }
 
+/* A start without incident: no worker refused, lost or restarted on the way to ready
+ * (the daemon once refused a worker's second Hello, sent before the first one's answer
+ * reached it; the worker exited and was started again). */
+static void check_clean_start(const char *log, const char *what)
+{
+    size_t len;
+    char *text = slurp(log, &len);
+    CHECK(text, "%s: cannot read %s", what, log);
+    if (!text)
+        return;
+    const char *bad[] = {"refused", " lost ", "restart"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(!strstr(text, bad[i]), "%s: the log says '%s' on a clean start", what, bad[i]);
+    free(text);
+}
+
 static pid_t launch(const char *run_dir, const char *log, const char *const *extra, int n_workers,
                     struct client *c, const char *what)
 {
@@ -969,7 +988,22 @@ int main(void)
         {"3 workers, synthetic 3 nodes", 3,
          {"--workers", "3", "--topology", "synthetic:pack:3 [numa(memory=8GB)] core:1 pu:1",
           NULL}, false},
+        /* workers that say Hello again every millisecond until answered: the daemon
+         * must take the repeats of a worker it has accepted, not refuse it */
+        {"2 workers repeating Hello", 2, {"--workers", "2", "--worker-bin", HELLO_REPEATER, NULL},
+         false},
     };
+    FILE *sh = fopen(HELLO_REPEATER, "w");
+    char worker_bin[PATH_MAX];
+    if (sh && realpath("build/bitnet-worker", worker_bin)) {
+        fprintf(sh, "#!/bin/sh\nexec '%s' --hello-retry-ms 1 \"$@\"\n", worker_bin);
+        fclose(sh);
+        chmod(HELLO_REPEATER, 0755);
+    } else {
+        CHECK(0, "cannot write %s", HELLO_REPEATER);
+        if (sh)
+            fclose(sh);
+    }
     for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
         char run_dir[128], log[128];
         snprintf(run_dir, sizeof run_dir, TDIR "/run-%zu", k);
@@ -979,6 +1013,7 @@ int main(void)
         double t0 = clock_ms();
         pid_t pid = launch(run_dir, log, configs[k].args, configs[k].n_workers, &c, what);
         if (pid > 0) {
+            check_clean_start(log, what);
             double tg = clock_ms();
             check_greedy(&c, &r, 0, what);
             printf("%s: greedy 12 tokens in %.0f ms (%.1f tok/s incl. prompt)\n", what,

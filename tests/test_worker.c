@@ -123,6 +123,7 @@ struct kid {
     char data_ep[300];
     char data_path[300];
     bool hello_seen;
+    int hellos;  /* Hellos received from it, repeats included */
     bool refuse; /* answer its Hello with accepted=false */
     int heartbeats;
     uint64_t last_hb_ms; /* the worker's clock */
@@ -279,6 +280,8 @@ static Bitnet__Envelope *expect(struct coord *c, const char *id, Bitnet__Envelop
             /* a repeated Hello (retry, reconnect) of a worker already accepted is answered
              * as a daemon would; a first one is left for collect_hellos (it is resent) */
             struct kid *k = kid_by_id(c, (const char *)from.bytes, from.len);
+            if (k)
+                k->hellos++;
             if (k && k->hello_seen && !k->refuse)
                 hello_reply(c, k->id, env->request_id, true, NULL);
         } else {
@@ -339,6 +342,8 @@ static bool collect_hellos(struct coord *c, int ms)
         const Bitnet__Hello *h = env->hello;
         if (!k)
             CHECK(0, "hello from unknown identity %.*s", (int)from.len, (char *)from.bytes);
+        if (k)
+            k->hellos++;
         if (k && !k->hello_seen) {
             CHECK(h->role == BITNET__ROLE__ROLE_WORKER && h->worker_id &&
                       strcmp(h->worker_id, k->id) == 0,
@@ -973,6 +978,9 @@ static void test_options(void)
     CHECK(run_cmd("%s --id w1 --control ipc://x --data ipc://y --heartbeat-ms 0 2>/dev/null",
                   WORKER_BIN) == 2,
           "--heartbeat-ms 0 refused");
+    CHECK(run_cmd("%s --id w1 --control ipc://x --data ipc://y --hello-retry-ms 60001 "
+                  "2>/dev/null", WORKER_BIN) == 2,
+          "--hello-retry-ms 60001 refused");
     CHECK(run_cmd("%s --id 'a b' --control ipc://x --data ipc://y 2>/dev/null", WORKER_BIN) == 2,
           "id with a space refused");
     CHECK(run_cmd("%s --id w1 --control ipc://x --data ipc://y --max-bytes 12x 2>/dev/null",
@@ -1055,6 +1063,13 @@ int main(void)
     CHECK(st == 1, "refused worker: exit status %d", st);
     if (st >= 0)
         refused->pid = 0;
+    /* one Hello each: a worker whose first was answered promptly says no more (a second,
+     * sent when its connection event came after the first, made bitnetd refuse it) */
+    expect(&c, NULL, BITNET__ENVELOPE__BODY_ACK, 300, NULL);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        const struct kid *k = kid_by_id(&c, ids[i], strlen(ids[i]));
+        CHECK(k && k->hellos == 1, "%s: %d Hellos on a clean start", ids[i], k ? k->hellos : -1);
+    }
 
     /* before any shard: Forward is NOT_LOADED; a wrong sha256 or layer range is refused */
     {

@@ -63,7 +63,7 @@ void control_send_hello(struct worker *w)
         h.curve_public_key = w->curve_pub;
     env.body_case = BITNET__ENVELOPE__BODY_HELLO;
     env.hello = &h;
-    send_control(w, &env);
+    w->hello_sent = send_control(w, &env) == WIRE_OK;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -282,6 +282,7 @@ void control_handle(struct worker *w, const Bitnet__Envelope *env)
                                                              ? r->software_version
                                                              : "the daemon");
             w->hello_accepted = true;
+            w->hello_sent = false;
             w->next_hello_ms = 0;
         } else {
             /* a refusal is a deployment error (version, unknown id) that retrying

@@ -32,9 +32,11 @@ static void usage(FILE *out)
             "                     its sha256 must be the daemon's\n"
             "  --max-bytes N      largest message accepted or sent (default %zu)\n"
             "  --heartbeat-ms MS  heartbeat interval (default 200)\n"
+            "  --hello-retry-ms MS  how long a Hello waits for the daemon's answer before it\n"
+            "                     is sent again (default %d)\n"
             "\n"
             "Exit status 1 when the daemon refuses this worker (its Hello, or on tcp its key).\n",
-            WIRE_DEFAULT_MAX_BYTES);
+            WIRE_DEFAULT_MAX_BYTES, WORKER_HELLO_RETRY_MS);
 }
 
 static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
@@ -71,6 +73,7 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         {"data", required_argument, NULL, 'd'},
         {"max-bytes", required_argument, NULL, 'm'},
         {"heartbeat-ms", required_argument, NULL, 'b'},
+        {"hello-retry-ms", required_argument, NULL, 'r'},
         {"server-key", required_argument, NULL, 's'},
         {"key", required_argument, NULL, 'k'},
         {"advertise", required_argument, NULL, 'a'},
@@ -81,6 +84,7 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     unsigned long long v;
     o->max_bytes = WIRE_DEFAULT_MAX_BYTES;
     o->heartbeat_ms = 200;
+    o->hello_retry_ms = WORKER_HELLO_RETRY_MS;
     opterr = 0;
     for (;;) {
         int c = getopt_long(argc, argv, "", longs, NULL);
@@ -111,6 +115,14 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
                 return 2;
             }
             o->heartbeat_ms = (int)v;
+            break;
+        case 'r':
+            if (parse_u64(optarg, 1, 60000, &v) < 0) {
+                fprintf(stderr, "bitnet-worker: --hello-retry-ms '%s': expected 1..60000\n",
+                        optarg);
+                return 2;
+            }
+            o->hello_retry_ms = (int)v;
             break;
         case 's':
             o->server_key = optarg;

@@ -321,17 +321,19 @@ static void on_monitor(struct worker *w)
     uint16_t event;
     uint32_t value;
     while (read_event(w->monitor, &event, &value) == 0) {
-        /* the first Hello may have raced ahead of this event and been accepted already;
-         * only a connection after a loss needs a new one */
+        /* the first Hello may have raced ahead of this event, over the connection it
+         * announces, and be accepted or on its way: only a connection that has carried
+         * none needs one (a second made the daemon refuse the worker, which then exited) */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             worker_log(w->opts.id, "connected to %s", w->opts.control);
-            if (!w->hello_accepted)
+            if (!w->hello_accepted && !w->hello_sent)
                 w->next_hello_ms = clock_whole_ms();
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
             worker_log(w->opts.id, "lost %s; reconnecting", w->opts.control);
             w->hello_accepted = false;
+            w->hello_sent = false;
             /* the next handshake sends it at once; the timer is the fallback */
-            w->next_hello_ms = clock_whole_ms() + WORKER_HELLO_RETRY_MS;
+            w->next_hello_ms = clock_whole_ms() + (uint64_t)w->opts.hello_retry_ms;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 400) {
             /* the daemon's ZAP handler said no: only an operator adding our key can change
              * that, so retrying would just hide the problem */
@@ -475,7 +477,7 @@ static void on_timers(struct worker *w)
         reconnect_next(w);
     if (w->next_hello_ms && now >= w->next_hello_ms) {
         control_send_hello(w);
-        w->next_hello_ms = now + WORKER_HELLO_RETRY_MS;
+        w->next_hello_ms = now + (uint64_t)w->opts.hello_retry_ms;
     }
     if (now >= w->next_heartbeat_ms) {
         worker_heartbeat(w);

@@ -17,8 +17,9 @@
 
 #define WORKER_SOFTWARE_VERSION "bitnet-worker 0.1.0"
 
-/* Hello is sent again at this interval until a HelloReply arrives: the first one may
- * have gone to a daemon that was not listening yet, or that has since restarted. */
+/* Hello is sent again at this interval (--hello-retry-ms) until a HelloReply arrives:
+ * the first one may have gone to a daemon that was not listening yet, or that has since
+ * restarted. */
 #define WORKER_HELLO_RETRY_MS 1000
 /* How long a step's output may wait for the next stage before the step is failed:
  * longer would stall the heartbeats of the poll loop. (Control messages never wait.) */
@@ -30,6 +31,7 @@ struct worker_opts {
     const char *data;     /* our Forward endpoint (we bind) */
     size_t max_bytes;     /* largest frame accepted, and largest result sent */
     int heartbeat_ms;
+    int hello_retry_ms;
     /* a remote worker (tcp): CURVE keys, and what to tell peers */
     const char *server_key; /* file with the daemon's public key (its .pub) */
     const char *key;        /* file with our key pair (bitnetctl keygen's .key) */
@@ -77,6 +79,7 @@ struct worker {
     uint64_t next_heartbeat_ms;
     uint64_t next_hello_ms;    /* 0: no Hello due (accepted, or not connected) */
     bool hello_accepted;
+    bool hello_sent;           /* a Hello went out on the current connection, unanswered */
     uint64_t next_request_id;
     double cpu_mark, wall_mark; /* for Heartbeat.cpu_busy */
 
