@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 {
     int n_tok = argc > 1 ? atoi(argv[1]) : 512;
     if (n_tok < 1) {
-        fprintf(stderr, "usage: %s [n_tok [scalar|avx512|amx]]\n", argv[0]);
+        fprintf(stderr, "usage: %s [n_tok [scalar|avx2|avx512|amx]]\n", argv[0]);
         return 2;
     }
     struct cpu_features f;
@@ -116,17 +116,19 @@ int main(int argc, char **argv)
         bool ok;
     } vs[] = {
         {"scalar", kernels_scalar.i2s_gemm, n_tok < 32 ? n_tok : 32, 3, true},
+        {"avx2", i2s_gemm_avx2, n_tok, 5, f.avx2 && f.fma && f.f16c},
         {"avx512", i2s_gemm_avx512, n_tok, 11,
          f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni},
         {"amx", i2s_gemm_amx, n_tok, 21, f.amx_tile && f.amx_int8},
     };
     const char *only = argc > 2 ? argv[2] : NULL;
-    for (int v = 0; v < 3; v++)
+    int n_vs = (int)(sizeof vs / sizeof vs[0]), amx = n_vs - 1;
+    for (int v = 0; v < n_vs; v++)
         if (only && strcmp(only, vs[v].name) != 0)
             vs[v].ok = false;
-    if (vs[2].ok && !amx_request()) {
+    if (vs[amx].ok && !amx_request()) {
         printf("amx: the kernel refused AMX tile data (arch_prctl)\n");
-        vs[2].ok = false;
+        vs[amx].ok = false;
     }
 
     /* one matrix and one output per shape; random codes, random activations */
@@ -164,7 +166,7 @@ int main(int argc, char **argv)
            n_tok, N_LAYERS);
     printf("%-40s %-7s %3s %-11s %-9s %10s %8s\n", "cpu", "variant", "thr", "shape", "matrices",
            "ms", "GOPS");
-    double summary_tps[3][2] = {{0}}, summary_gops[3][2] = {{0}};
+    double summary_tps[4][2] = {{0}}, summary_gops[4][2] = {{0}};
     /* a pinned pool binds its caller too, and the next pool would see only that CPU */
     cpu_set_t all_cpus;
     if (sched_getaffinity(0, sizeof all_cpus, &all_cpus) != 0)
@@ -178,7 +180,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "threadpool_new(%d): %s\n", nth, e.msg);
             return 1;
         }
-        for (int v = 0; v < 3; v++) {
+        for (int v = 0; v < n_vs; v++) {
             if (!vs[v].ok) {
                 if (!only)
                     printf("%-40s %-7s %3d skipped: not available here\n", cpu, vs[v].name, nth);
@@ -209,7 +211,7 @@ int main(int argc, char **argv)
     }
     loadavg(load, sizeof load);
     printf("\nsummary (%s; load average at the end %s):\n", cpu, load);
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < n_vs; v++)
         if (vs[v].ok)
             printf("  %-7s 1 thread %8.1f GOPS %8.1f tok/s   2 threads %8.1f GOPS %8.1f tok/s\n",
                    vs[v].name, summary_gops[v][0], summary_tps[v][0], summary_gops[v][1],

@@ -213,9 +213,14 @@ int main(void)
     cpu_features_detect(&f);
     printf("CPU: %s\n", f.brand[0] ? f.brand : "(unknown)");
 
-    struct variant vs[3];
+    struct variant vs[4];
     int nv = 0;
     vs[nv++] = (struct variant){"scalar", kernels_scalar.i2s_gemm};
+    /* the set's files are built with FMA and F16C as well, as dispatch requires */
+    if (f.avx2 && f.fma && f.f16c)
+        vs[nv++] = (struct variant){"avx2", i2s_gemm_avx2};
+    else
+        printf("avx2: skipped, this CPU lacks AVX2, FMA or F16C\n");
     if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni)
         vs[nv++] = (struct variant){"avx512", i2s_gemm_avx512};
     else
