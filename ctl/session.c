@@ -83,6 +83,15 @@ int session_open(struct session *s, const char *path, const struct session_opts 
         session_close(s);
         return -1;
     }
+    int kept;
+    if (bitnet_model_repack(&s->model, 0, s->model.hp.n_layer, s->pool, &kept, &e) < 0) {
+        fprintf(stderr, "bitnetctl: %s: %s\n", path, e.msg);
+        session_close(s);
+        return -1;
+    }
+    if (kept)
+        fprintf(stderr, "bitnetctl: %s: %d TQ matrices have blocks of different scales and "
+                        "run on the scalar kernel (slow)\n", path, kept);
     if (o->lm_head_q8 && bitnet_model_build_q8_head(&s->model, s->pool, &e) < 0) {
         fprintf(stderr, "bitnetctl: %s: %s\n", path, e.msg);
         session_close(s);

@@ -7,6 +7,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "kernels/f16.h"
+#include "kernels/ternary_formats.h"
 #include "model/ggml_types.h"
 
 static int get_hp_u32(const struct gguf_file *f, const char *suffix, uint32_t *out,
@@ -275,9 +277,144 @@ int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, 
     return 0;
 }
 
+/* ---- TQ1_0 / TQ2_0 to I2_S ---- */
+
+/* The scale every block of w has, as F16 bits, ignoring blocks whose scale is zero (their
+ * values are all zero whatever their codes); false when two blocks differ. */
+static bool one_block_scale(const struct ternary_matrix *w, uint16_t *d)
+{
+    size_t block_bytes = w->type == GGML_TYPE_TQ2_0 ? TQ2_0_BYTES : TQ1_0_BYTES;
+    size_t blocks = (size_t)w->rows * (size_t)(w->cols / QK_TQ);
+    bool found = false;
+    for (size_t b = 0; b < blocks; b++) {
+        uint16_t bits = tq_block_scale_bits(w->data + b * block_bytes, block_bytes);
+        if ((bits & 0x7fff) == 0)
+            continue;
+        if (found && bits != *d)
+            return false;
+        *d = bits;
+        found = true;
+    }
+    if (!found)
+        *d = 0;
+    return true;
+}
+
+struct repack_job {
+    const struct ternary_matrix *src;
+    uint8_t *dst;   /* rows of cols / 4 I2_S code bytes */
+    float scale;
+};
+
+/* Rows [r0, r1) of the job's source into I2_S codes. A TQ2_0 byte holds the codes of
+ * block positions m, 32+m, 64+m, 96+m (from its low bits up) and an I2_S byte the same
+ * four from its high bits down: the copy reverses the 2-bit fields. TQ1_0's base-3 bytes
+ * are decoded to values and packed again. A block whose scale is zero becomes zeros. */
+static void repack_rows(const struct repack_job *job, int r0, int r1)
+{
+    const struct ternary_matrix *w = job->src;
+    size_t block_bytes = w->type == GGML_TYPE_TQ2_0 ? TQ2_0_BYTES : TQ1_0_BYTES;
+    int blocks = w->cols / QK_TQ;
+    int8_t vals[QK_TQ];
+    uint8_t packed[QK_TQ / 4 + 32]; /* i2s_pack's codes, then its scale and padding */
+    uint8_t reversed[256];          /* a TQ2_0 byte's 2-bit fields in I2_S order */
+    for (int c = 0; c < 256; c++)
+        reversed[c] = (uint8_t)((c & 3) << 6 | (c >> 2 & 3) << 4 | (c >> 4 & 3) << 2 | c >> 6);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+        uint8_t *out = job->dst + (size_t)r * (size_t)(w->cols / 4);
+        for (int b = 0; b < blocks; b++, out += QK_TQ / 4) {
+            const uint8_t *blk = row + (size_t)b * block_bytes;
+            if ((tq_block_scale_bits(blk, block_bytes) & 0x7fff) == 0) {
+                memset(out, 0x55, QK_TQ / 4); /* every code 1: the value 0 */
+                continue;
+            }
+            if (w->type == GGML_TYPE_TQ2_0) {
+                for (int i = 0; i < QK_TQ / 4; i++)
+                    out[i] = reversed[blk[i]];
+            } else {
+                tq1_unpack_block(blk, vals);
+                i2s_pack(vals, QK_TQ, job->scale, packed);
+                memcpy(out, packed, QK_TQ / 4);
+            }
+        }
+    }
+}
+
+static void repack_task(void *ctx, int ith, int nth)
+{
+    const struct repack_job *job = ctx;
+    int lo, hi;
+    split_range(job->src->rows, 1, ith, nth, &lo, &hi);
+    repack_rows(job, lo, hi);
+    release_pages(job->src->data + (size_t)lo * job->src->row_bytes,
+                  (size_t)(hi - lo) * job->src->row_bytes);
+}
+
+int bitnet_model_repack(struct bitnet_model *m, uint32_t l0, uint32_t l1, struct threadpool *pool,
+                        int *kept, struct errbuf *e)
+{
+    *kept = 0;
+    if (l1 > m->hp.n_layer)
+        l1 = m->hp.n_layer;
+    if (l0 >= l1)
+        return 0;
+    struct todo {
+        struct ternary_matrix *w;
+        uint16_t scale; /* F16 bits */
+    } *todo = malloc(sizeof *todo * 7 * (l1 - l0));
+    if (!todo)
+        return err_set(e, "out of memory");
+    size_t bytes = 0;
+    int n = 0;
+    for (uint32_t il = l0; il < l1; il++) {
+        struct bitnet_layer *L = &m->layers[il];
+        struct ternary_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
+        for (int i = 0; i < 7; i++) {
+            if (ws[i]->type == GGML_TYPE_I2_S)
+                continue;
+            if (!one_block_scale(ws[i], &todo[n].scale)) {
+                (*kept)++;
+                continue;
+            }
+            todo[n++].w = ws[i];
+            bytes += (size_t)ws[i]->rows * (size_t)(ws[i]->cols / 4);
+        }
+    }
+    if (n && m->repacked_mem) {
+        free(todo);
+        return err_set(e, "repacking: this model was repacked already");
+    }
+    /* in huge pages where the system allows them: a fault per 4 KiB page of a copy this
+     * large took most of the load */
+    size_t huge = (size_t)2 << 20, alloc = (bytes + huge - 1) / huge * huge;
+    uint8_t *mem = n ? aligned_alloc(huge, alloc) : NULL;
+    if (mem)
+        madvise(mem, alloc, MADV_HUGEPAGE);
+    if (n && !mem) {
+        free(todo);
+        return err_set(e, "out of memory for the I2_S copies of TQ weights (%zu MiB)", bytes >> 20);
+    }
+    uint8_t *at = mem;
+    for (int i = 0; i < n; i++) {
+        struct ternary_matrix *w = todo[i].w;
+        struct repack_job job = {.src = w, .dst = at, .scale = f16_to_f32(todo[i].scale)};
+        threadpool_run(pool, repack_task, &job);
+        *w = (struct ternary_matrix){.type = GGML_TYPE_I2_S, .rows = w->rows, .cols = w->cols,
+                                     .data = at, .row_bytes = (size_t)w->cols / 4,
+                                     .scale = job.scale};
+        at += (size_t)w->rows * w->row_bytes;
+    }
+    free(todo);
+    if (mem)
+        m->repacked_mem = mem;
+    return 0;
+}
+
 void bitnet_model_free(struct bitnet_model *m)
 {
     free(m->output_q8_mem);
+    free(m->repacked_mem);
     free(m->layers);
     gguf_close(&m->file);
     memset(m, 0, sizeof *m);

@@ -46,6 +46,7 @@ struct bitnet_model {
      * absent); the forward pass uses it instead of `output` when present */
     struct q8_matrix output_q8;
     void *output_q8_mem;
+    void *repacked_mem;            /* the I2_S copies of TQ matrices (bitnet_model_repack) */
 };
 
 /* Opens path, checks it is a bitnet-b1.58 model this engine can run, binds tensors. */
@@ -55,6 +56,15 @@ void bitnet_model_free(struct bitnet_model *m);
 /* Makes output_q8 from output: one scale per row (absmax / 127), values rounded to
  * nearest. Rows are converted in parallel on pool (may be NULL). */
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e);
+
+/* TQ1_0 and TQ2_0 matrices of layers [l0, l1) as I2_S copies, so that they run on the
+ * I2_S kernels (SIMD decode and prefill) instead of the block-scaled scalar path: exact
+ * for a matrix whose blocks all have one scale, or a zero one (llama.cpp writes each
+ * block's largest magnitude, the one scale of a BitNet tensor); a matrix with several
+ * scales stays as it is and is counted in *kept. The pages of the sources are released.
+ * Rows in parallel on pool (may be NULL). */
+int bitnet_model_repack(struct bitnet_model *m, uint32_t l0, uint32_t l1, struct threadpool *pool,
+                        int *kept, struct errbuf *e);
 
 /* Bytes of all ternary weights, and of the output projection in the form the forward
  * pass reads it (the int8 copy with its row scales and sums when made), for roofline

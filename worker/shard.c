@@ -373,6 +373,13 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
 
     if (make_pool(s, origin, e) < 0 || make_state(s, e) < 0)
         goto fail;
+    /* on the pool's threads, pinned to the node: the copies are first touched there */
+    int kept;
+    if (bitnet_model_repack(&s->model, s->layer_begin, s->layer_end, s->pool, &kept, e) < 0)
+        goto fail;
+    if (kept)
+        worker_log(hooks->log_id, "%d TQ matrices have blocks of different scales and run on "
+                   "the scalar kernel (slow)", kept);
     if (s->has_output && req->lm_head_q8 &&
         bitnet_model_build_q8_head(&s->model, s->pool, e) < 0) {
         err_prefix(e, "int8 output head");
