@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 {
     int n_tok = argc > 1 ? atoi(argv[1]) : 512;
     if (n_tok < 1) {
-        fprintf(stderr, "usage: %s [n_tok [scalar|avx2|avx512|amx]]\n", argv[0]);
+        fprintf(stderr, "usage: %s [n_tok [scalar|avx2|avxvnni|avx512|amx]]\n", argv[0]);
         return 2;
     }
     struct cpu_features f;
@@ -117,6 +117,7 @@ int main(int argc, char **argv)
     } vs[] = {
         {"scalar", kernels_scalar.i2s_gemm, n_tok < 32 ? n_tok : 32, 3, true},
         {"avx2", i2s_gemm_avx2, n_tok, 5, f.avx2 && f.fma && f.f16c},
+        {"avxvnni", i2s_gemm_avxvnni, n_tok, 5, f.avx2 && f.fma && f.f16c && f.avxvnni},
         {"avx512", i2s_gemm_avx512, n_tok, 11,
          f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni},
         {"amx", i2s_gemm_amx, n_tok, 21, f.amx_tile && f.amx_int8},
@@ -166,7 +167,7 @@ int main(int argc, char **argv)
            n_tok, N_LAYERS);
     printf("%-40s %-7s %3s %-11s %-9s %10s %8s\n", "cpu", "variant", "thr", "shape", "matrices",
            "ms", "GOPS");
-    double summary_tps[4][2] = {{0}}, summary_gops[4][2] = {{0}};
+    double summary_tps[5][2] = {{0}}, summary_gops[5][2] = {{0}};
     /* a pinned pool binds its caller too, and the next pool would see only that CPU */
     cpu_set_t all_cpus;
     if (sched_getaffinity(0, sizeof all_cpus, &all_cpus) != 0)

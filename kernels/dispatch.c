@@ -102,7 +102,7 @@ static void build(struct kernel_ops *ops, enum level l, const struct cpu_feature
         ops->attn_f32 = attn_f32_avx2;
         ops->attn_f16 = attn_f16_avx2;
         ops->attn_q8 = attn_q8_avx2;
-        ops->i2s_gemm = i2s_gemm_avx2;
+        ops->i2s_gemm = f->avxvnni ? i2s_gemm_avxvnni : i2s_gemm_avx2;
         ops->dense_rows_to_q8 = dense_rows_to_q8_avx2;
         ops->dequant = dequant_avx2;
         ops->add_rows = add_rows_avx2;

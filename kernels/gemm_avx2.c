@@ -150,8 +150,48 @@ typedef void (*micro_fn)(const uint8_t *panel, const int32_t *xr, int n_groups,
 static const micro_fn micro_table[TOK_BLOCK] = {micro_1, micro_2, micro_3, micro_4,
                                                 micro_5};
 
-void i2s_gemm_avx2(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
-                   int r0, int r1, int32_t *out, size_t ldo)
+/* AVX-VNNI (Alder Lake and later Intel cores, Zen 5): vpdpbusd on ymm does a group's
+ * four products and their sum in one instruction, so no int16 stage and more tokens a
+ * tile. */
+#pragma GCC push_options
+#pragma GCC target("avxvnni")
+#define VNNI_TOK_BLOCK 8
+#define VACC_DECL(i) __m256i acc_##i = _mm256_setzero_si256();
+#define VACC_STEP(i)                                                                       \
+    if (NT > i)                                                                            \
+        acc_##i = _mm256_dpbusd_avx_epi32(acc_##i, wv, _mm256_set1_epi32(x[i]));
+#define REPEAT8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+
+static inline __attribute__((always_inline)) void micro_vnni(const uint8_t *panel,
+                                                             const int32_t *xr, int n_groups,
+                                                             const int32_t *sumx, int32_t *out,
+                                                             size_t ldo, __m256i m, const int NT)
+{
+    REPEAT8(VACC_DECL)
+    for (int g = 0; g < n_groups; g++) {
+        const __m256i wv = _mm256_load_si256((const __m256i *)(panel + (size_t)g * 32));
+        const int32_t *x = xr + (size_t)g * NT;
+        REPEAT8(VACC_STEP)
+    }
+    REPEAT8(ACC_STORE)
+}
+
+#define VNNI_FN(nt)                                                                        \
+    static void micro_vnni_##nt(const uint8_t *panel, const int32_t *xr, int n_groups,     \
+                                const int32_t *sumx, int32_t *out, size_t ldo, __m256i m)  \
+    {                                                                                      \
+        micro_vnni(panel, xr, n_groups, sumx, out, ldo, m, nt);                            \
+    }
+VNNI_FN(1) VNNI_FN(2) VNNI_FN(3) VNNI_FN(4) VNNI_FN(5) VNNI_FN(6) VNNI_FN(7) VNNI_FN(8)
+#pragma GCC pop_options
+
+static const micro_fn vnni_table[VNNI_TOK_BLOCK] = {micro_vnni_1, micro_vnni_2, micro_vnni_3,
+                                                    micro_vnni_4, micro_vnni_5, micro_vnni_6,
+                                                    micro_vnni_7, micro_vnni_8};
+
+/* rows [r0, r1) against n_tok tokens with the tiles of table, tok_block tokens a tile */
+static void gemm(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
+                 int r0, int r1, int32_t *out, size_t ldo, const micro_fn *table, int tok_block)
 {
     if (r0 >= r1 || n_tok <= 0)
         return;
@@ -170,21 +210,33 @@ void i2s_gemm_avx2(const struct ternary_matrix *w, const int8_t *xq, size_t ldx,
         kernels_scalar.i2s_gemm(w, xq, ldx, n_tok, r0, r1, out, ldo);
         return;
     }
-    for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
-        int nt = n_tok - t0 < TOK_BLOCK ? n_tok - t0 : TOK_BLOCK;
+    for (int t0 = 0; t0 < n_tok; t0 += tok_block) {
+        int nt = n_tok - t0 < tok_block ? n_tok - t0 : tok_block;
         relayout_block(xq, ldx, t0, nt, cols, xr + (size_t)t0 * n_groups, sumx + t0);
     }
     for (int r = r0; r < r1; r += PANEL_ROWS) {
         int nr = r1 - r < PANEL_ROWS ? r1 - r : PANEL_ROWS;
         unpack8(w, r, r1 - 1, panel);
         __m256i m = lanes_below(nr);
-        for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
-            int nt = n_tok - t0 < TOK_BLOCK ? n_tok - t0 : TOK_BLOCK;
-            micro_table[nt - 1](panel, xr + (size_t)t0 * n_groups, n_groups, sumx + t0,
-                                out + (size_t)t0 * ldo + r, ldo, m);
+        for (int t0 = 0; t0 < n_tok; t0 += tok_block) {
+            int nt = n_tok - t0 < tok_block ? n_tok - t0 : tok_block;
+            table[nt - 1](panel, xr + (size_t)t0 * n_groups, n_groups, sumx + t0,
+                          out + (size_t)t0 * ldo + r, ldo, m);
         }
     }
     free(xr);
     free(panel);
     free(sumx);
+}
+
+void i2s_gemm_avx2(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
+                   int r0, int r1, int32_t *out, size_t ldo)
+{
+    gemm(w, xq, ldx, n_tok, r0, r1, out, ldo, micro_table, TOK_BLOCK);
+}
+
+void i2s_gemm_avxvnni(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
+                      int r0, int r1, int32_t *out, size_t ldo)
+{
+    gemm(w, xq, ldx, n_tok, r0, r1, out, ldo, vnni_table, VNNI_TOK_BLOCK);
 }

@@ -9,9 +9,12 @@
 extern const struct kernel_ops kernels_avx2;   /* AVX2 + FMA + F16C */
 extern const struct kernel_ops kernels_avx512; /* AVX-512 F/BW/VL + VNNI */
 
-/* Prefill GEMMs: AVX2, AVX-512 VNNI, and AMX-INT8 (needs amx_request() granted first). */
+/* Prefill GEMMs: AVX2, AVX2 with AVX-VNNI, AVX-512 VNNI, and AMX-INT8 (needs
+ * amx_request() granted first). */
 void i2s_gemm_avx2(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                    int r0, int r1, int32_t *out, size_t ldo);
+void i2s_gemm_avxvnni(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
+                      int r0, int r1, int32_t *out, size_t ldo);
 void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,
                      int r0, int r1, int32_t *out, size_t ldo);
 void i2s_gemm_amx(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,

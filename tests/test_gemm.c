@@ -213,7 +213,7 @@ int main(void)
     cpu_features_detect(&f);
     printf("CPU: %s\n", f.brand[0] ? f.brand : "(unknown)");
 
-    struct variant vs[4];
+    struct variant vs[5];
     int nv = 0;
     vs[nv++] = (struct variant){"scalar", kernels_scalar.i2s_gemm};
     /* the set's files are built with FMA and F16C as well, as dispatch requires */
@@ -221,6 +221,10 @@ int main(void)
         vs[nv++] = (struct variant){"avx2", i2s_gemm_avx2};
     else
         printf("avx2: skipped, this CPU lacks AVX2, FMA or F16C\n");
+    if (f.avx2 && f.fma && f.f16c && f.avxvnni)
+        vs[nv++] = (struct variant){"avxvnni", i2s_gemm_avxvnni};
+    else
+        printf("avxvnni: skipped, this CPU lacks AVX-VNNI\n");
     if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni)
         vs[nv++] = (struct variant){"avx512", i2s_gemm_avx512};
     else
