@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm_scratch.h"
 #include "kernels/kernels_x86.h"
 #include "kernels/lanes_x86.h"
 
@@ -197,23 +198,13 @@ static void gemm(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, i
         return;
     const int cols = w->cols;
     const int n_groups = cols / 4;
-    /* aligned_alloc wants sizes in multiples of the alignment */
-    size_t xr_bytes = ((size_t)n_tok * cols + 63) & ~(size_t)63;
-    size_t panel_bytes = (size_t)PANEL_ROWS * cols;
-    int32_t *xr = aligned_alloc(64, xr_bytes);
-    uint8_t *panel = aligned_alloc(64, panel_bytes);
-    int32_t *sumx = malloc((size_t)n_tok * sizeof *sumx);
-    if (!xr || !panel || !sumx) {
-        free(xr);
-        free(panel);
-        free(sumx);
+    struct gemm_scratch sc;
+    if (!gemm_scratch_get(&sc, xq, ldx, n_tok, cols, PANEL_ROWS, tok_block, relayout_block)) {
         kernels_scalar.i2s_gemm(w, xq, ldx, n_tok, r0, r1, out, ldo);
         return;
     }
-    for (int t0 = 0; t0 < n_tok; t0 += tok_block) {
-        int nt = n_tok - t0 < tok_block ? n_tok - t0 : tok_block;
-        relayout_block(xq, ldx, t0, nt, cols, xr + (size_t)t0 * n_groups, sumx + t0);
-    }
+    const int32_t *xr = sc.xr, *sumx = sc.sumx;
+    uint8_t *panel = sc.panel;
     for (int r = r0; r < r1; r += PANEL_ROWS) {
         int nr = r1 - r < PANEL_ROWS ? r1 - r : PANEL_ROWS;
         unpack8(w, r, r1 - 1, panel);
@@ -224,9 +215,7 @@ static void gemm(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, i
                           out + (size_t)t0 * ldo + r, ldo, m);
         }
     }
-    free(xr);
-    free(panel);
-    free(sumx);
+    gemm_scratch_free(&sc);
 }
 
 void i2s_gemm_avx2(const struct ternary_matrix *w, const int8_t *xq, size_t ldx, int n_tok,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm_scratch.h"
 #include "kernels/kernels_x86.h"
 #include "kernels/lanes_x86.h"
 
@@ -167,23 +168,13 @@ void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ld
         return;
     const int cols = w->cols;
     const int n_groups = cols / 4;
-    /* aligned_alloc wants sizes in multiples of the alignment */
-    size_t xr_bytes = ((size_t)n_tok * cols + 63) & ~(size_t)63;
-    size_t panel_bytes = (size_t)PANEL_ROWS * cols;
-    int32_t *xr = aligned_alloc(64, xr_bytes);
-    uint8_t *panel = aligned_alloc(64, panel_bytes);
-    int32_t *sumx = malloc((size_t)n_tok * sizeof *sumx);
-    if (!xr || !panel || !sumx) {
-        free(xr);
-        free(panel);
-        free(sumx);
+    struct gemm_scratch sc;
+    if (!gemm_scratch_get(&sc, xq, ldx, n_tok, cols, PANEL_ROWS, TOK_BLOCK, relayout_block)) {
         kernels_scalar.i2s_gemm(w, xq, ldx, n_tok, r0, r1, out, ldo);
         return;
     }
-    for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
-        int nt = n_tok - t0 < TOK_BLOCK ? n_tok - t0 : TOK_BLOCK;
-        relayout_block(xq, ldx, t0, nt, cols, xr + (size_t)t0 * n_groups, sumx + t0);
-    }
+    const int32_t *xr = sc.xr, *sumx = sc.sumx;
+    uint8_t *panel = sc.panel;
     for (int r = r0; r < r1; r += PANEL_ROWS) {
         int nr = r1 - r < PANEL_ROWS ? r1 - r : PANEL_ROWS;
         int nw = nr > 16 ? 2 : 1;
@@ -197,7 +188,5 @@ void i2s_gemm_avx512(const struct ternary_matrix *w, const int8_t *xq, size_t ld
                                         out + (size_t)t0 * ldo + r, ldo, m0, m1);
         }
     }
-    free(xr);
-    free(panel);
-    free(sumx);
+    gemm_scratch_free(&sc);
 }
