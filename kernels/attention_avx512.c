@@ -132,9 +132,10 @@ static inline __attribute__((always_inline)) void weigh_values(const struct attn
                              _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int j = 0; j < NJ - 1; j++)
-            acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(wp, load_whole16(a->v, row + 16 * j, f16)));
-        acc[NJ - 1] = _mm512_add_ps(acc[NJ - 1],
-                                    _mm512_mul_ps(wp, load16(a->v, row + 16 * (NJ - 1), last, f16)));
+            acc[j] = _mm512_add_ps(acc[j],
+                                   _mm512_mul_ps(wp, load_whole16(a->v, row + 16 * j, f16)));
+        __m512 v_last = load16(a->v, row + 16 * (NJ - 1), last, f16);
+        acc[NJ - 1] = _mm512_add_ps(acc[NJ - 1], _mm512_mul_ps(wp, v_last));
     }
 #pragma GCC unroll 8
     for (int j = 0; j < NJ; j++)

@@ -62,7 +62,8 @@ static void unpack8(const struct ternary_matrix *w, int r, int last, uint8_t *ds
                             _mm256_permute2x128_si256(s[q], s[q + 4], 0x31)};
             for (int h = 0; h < 2; h++) {
                 uint8_t *d = dst + (size_t)(32 * b + q + 4 * h) * 32;
-                _mm256_store_si256((__m256i *)d, _mm256_and_si256(_mm256_srli_epi32(o[h], 6), three));
+                _mm256_store_si256((__m256i *)d,
+                                   _mm256_and_si256(_mm256_srli_epi32(o[h], 6), three));
                 _mm256_store_si256((__m256i *)(d + 8 * 32),
                                    _mm256_and_si256(_mm256_srli_epi32(o[h], 4), three));
                 _mm256_store_si256((__m256i *)(d + 16 * 32),

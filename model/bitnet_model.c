@@ -369,7 +369,8 @@ int bitnet_model_repack(struct bitnet_model *m, uint32_t l0, uint32_t l1, struct
     int n = 0;
     for (uint32_t il = l0; il < l1; il++) {
         struct bitnet_layer *L = &m->layers[il];
-        struct ternary_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
+        struct ternary_matrix *ws[] = {&L->wq,    &L->wk,  &L->wv,   &L->wo,
+                                       &L->wgate, &L->wup, &L->wdown};
         for (int i = 0; i < 7; i++) {
             if (ws[i]->type == GGML_TYPE_I2_S)
                 continue;

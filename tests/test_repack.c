@@ -92,7 +92,8 @@ int main(void)
     uint8_t *bufs[8] = {0};
     for (int il = 0; il < 2; il++) {
         struct bitnet_layer *L = &layers[il];
-        struct ternary_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
+        struct ternary_matrix *ws[] = {&L->wq,    &L->wk,  &L->wv,   &L->wo,
+                                       &L->wgate, &L->wup, &L->wdown};
         for (int i = 0; i < 7; i++) {
             if (il == 1) { /* the layer outside the range: all one TQ2_0 matrix */
                 *ws[i] = i == 0 ? make_tq(GGML_TYPE_TQ2_0, ONE_SCALE, 0x3400, other, &bufs[7])
