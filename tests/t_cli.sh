@@ -105,10 +105,37 @@ text=$($CTL generate --model $M --prompt "Once upon a time" -n 12 --temp 0 2>/de
 for i in $(seq 1 40); do echo "The quick brown fox jumps over the lazy dog number $i."; done > $T/text.txt
 ppl=$($CTL perplexity --model $M --text-file $T/text.txt --ctx 64 --chunks 2 2>/dev/null) || fail "perplexity"
 grep -qE "^PPL = [0-9]+\.[0-9]+$" <<<"$ppl" || fail "perplexity output '$ppl'"
+# ... and scores what eval's logits say: one chunk of 80, positions 40..78 (logits taken
+# 32 rows at a time, so the groups end mid-chunk)
+ppl=$($CTL perplexity --model $M --text-file $T/text.txt --ctx 80 --chunks 1 2>/dev/null) ||
+    fail "perplexity --ctx 80"
+ids=$($CTL tokenize --model $M --text "$(cat $T/text.txt)" --bos | tr ' ' '\n' | head -80 | paste -sd,)
+$CTL eval --model $M --ids "$ids" --logits-out $T/ppl.f32 2>/dev/null || fail "eval of the chunk"
+node -e '
+  const fs = require("fs"), ids = process.argv[1].split(",").map(Number);
+  const buf = fs.readFileSync(process.argv[2]), V = 128256;
+  const f = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+  let nll = 0, n = 0;
+  for (let j = 40; j < 79; j++) {
+    const row = f.subarray(j * V, (j + 1) * V);
+    let max = -Infinity; for (const x of row) if (x > max) max = x;
+    let sum = 0; for (const x of row) sum += Math.exp(x - max);
+    nll += Math.log(sum) - (row[ids[j + 1]] - max); n++;
+  }
+  const want = Math.exp(nll / n), got = Number(process.argv[3].replace("PPL = ", ""));
+  if (!(Math.abs(got - want) <= 1e-6 * want)) { console.error("ppl", got, "from eval", want); process.exit(1); }
+' "$ids" $T/ppl.f32 "$ppl" || fail "perplexity does not match eval's logits"
 
 # eval writes positions x vocab floats
 $CTL eval --model $M --ids 128000,9906,1917 --logits-out $T/l.f32 2>/dev/null || fail "eval"
 [ "$(stat -c %s $T/l.f32)" -eq $((3 * 128256 * 4)) ] || fail "eval output size"
+# a position's logits do not depend on what follows it, nor on how rows are grouped for the
+# head (32 at a time): the first 40 of a 70-token eval are a 40-token eval's
+long=$(seq 1 69 | awk '{printf ",%d", ($1 * 7919) % 128000}')
+short=$(seq 1 39 | awk '{printf ",%d", ($1 * 7919) % 128000}')
+$CTL eval --model $M --ids "128000$long" --logits-out $T/l70.f32 2>/dev/null || fail "eval of 70"
+$CTL eval --model $M --ids "128000$short" --logits-out $T/l40.f32 2>/dev/null || fail "eval of 40"
+cmp -s -n $((40 * 128256 * 4)) $T/l70.f32 $T/l40.f32 || fail "eval's first 40 positions differ with 70"
 # with the int8 KV cache: logits of the same shape, not the F32 cache's
 $CTL eval --model $M --ids 128000,9906,1917 --kv-type q8 --logits-out $T/l8.f32 2>/dev/null || fail "eval --kv-type q8"
 [ "$(stat -c %s $T/l8.f32)" -eq $((3 * 128256 * 4)) ] || fail "eval --kv-type q8 output size"
