@@ -535,8 +535,9 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
     } else if (id->user_id[0]) {
         snprintf(why, sizeof why, "worker %s is a local stage that bitnetd starts itself; it "
                  "cannot join over tcp (list it in --remote-workers to run it elsewhere)", w->id);
-    } else if ((int)h->pid == (int)w->pid &&
-               (w->state == WORKER_LOADING || w->state == WORKER_READY)) {
+    } else if ((int)h->pid == (int)w->pid && (w->state == WORKER_LOADING ||
+                                               w->state == WORKER_READY ||
+                                               w->state == WORKER_WAITING)) {
         /* the process already accepted, saying Hello again before our answer reached it
          * (its retry timer, or a connection event): yes again, and nothing changes */
         reply_hello(sock, id, env->request_id, NULL);
