@@ -53,6 +53,18 @@ static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi
     return 0;
 }
 
+/* An interval option in milliseconds, 1..60000, into *out; -1 (reported) when bad. */
+static int parse_ms(const char *name, const char *s, int *out)
+{
+    unsigned long long v;
+    if (parse_u64(s, 1, 60000, &v) < 0) {
+        fprintf(stderr, "bitnet-worker: --%s '%s': expected 1..60000\n", name, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 /* The id is a ZeroMQ routing id and a log prefix: printable, no spaces, 1..255 bytes. */
 static int valid_id(const char *id)
 {
@@ -109,20 +121,12 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
             o->max_bytes = (size_t)v;
             break;
         case 'b':
-            if (parse_u64(optarg, 1, 60000, &v) < 0) {
-                fprintf(stderr, "bitnet-worker: --heartbeat-ms '%s': expected 1..60000\n",
-                        optarg);
+            if (parse_ms("heartbeat-ms", optarg, &o->heartbeat_ms) < 0)
                 return 2;
-            }
-            o->heartbeat_ms = (int)v;
             break;
         case 'r':
-            if (parse_u64(optarg, 1, 60000, &v) < 0) {
-                fprintf(stderr, "bitnet-worker: --hello-retry-ms '%s': expected 1..60000\n",
-                        optarg);
+            if (parse_ms("hello-retry-ms", optarg, &o->hello_retry_ms) < 0)
                 return 2;
-            }
-            o->hello_retry_ms = (int)v;
             break;
         case 's':
             o->server_key = optarg;
