@@ -362,16 +362,15 @@ int bitnet_model_repack(struct bitnet_model *m, uint32_t l0, uint32_t l1, struct
     struct todo {
         struct ternary_matrix *w;
         uint16_t scale; /* F16 bits */
-    } *todo = malloc(sizeof *todo * 7 * (l1 - l0));
+    } *todo = malloc(sizeof *todo * BITNET_LAYER_MATRICES * (l1 - l0));
     if (!todo)
         return err_set(e, "out of memory");
     size_t bytes = 0;
     int n = 0;
     for (uint32_t il = l0; il < l1; il++) {
-        struct bitnet_layer *L = &m->layers[il];
-        struct ternary_matrix *ws[] = {&L->wq,    &L->wk,  &L->wv,   &L->wo,
-                                       &L->wgate, &L->wup, &L->wdown};
-        for (int i = 0; i < 7; i++) {
+        struct ternary_matrix *ws[BITNET_LAYER_MATRICES];
+        bitnet_layer_matrices(&m->layers[il], ws);
+        for (int i = 0; i < BITNET_LAYER_MATRICES; i++) {
             if (ws[i]->type == GGML_TYPE_I2_S)
                 continue;
             if (!one_block_scale(ws[i], &todo[n].scale)) {
@@ -425,10 +424,9 @@ uint64_t bitnet_model_ternary_bytes(const struct bitnet_model *m)
 {
     uint64_t total = 0;
     for (uint32_t il = 0; il < m->hp.n_layer; il++) {
-        const struct bitnet_layer *L = &m->layers[il];
-        const struct ternary_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo,
-                                             &L->wgate, &L->wup, &L->wdown};
-        for (int i = 0; i < 7; i++)
+        struct ternary_matrix *ws[BITNET_LAYER_MATRICES];
+        bitnet_layer_matrices(&m->layers[il], ws);
+        for (int i = 0; i < BITNET_LAYER_MATRICES; i++)
             total += (uint64_t)ws[i]->rows * ws[i]->row_bytes;
     }
     return total;

@@ -34,6 +34,17 @@ struct bitnet_layer {
     struct ternary_matrix wq, wk, wv, wo, wgate, wup, wdown;
 };
 
+/* The ternary matrices of a layer, in one order for whoever walks them all. */
+#define BITNET_LAYER_MATRICES 7
+static inline void bitnet_layer_matrices(struct bitnet_layer *L,
+                                         struct ternary_matrix *out[BITNET_LAYER_MATRICES])
+{
+    struct ternary_matrix *all[BITNET_LAYER_MATRICES] = {&L->wq,    &L->wk,  &L->wv,   &L->wo,
+                                                         &L->wgate, &L->wup, &L->wdown};
+    for (int i = 0; i < BITNET_LAYER_MATRICES; i++)
+        out[i] = all[i];
+}
+
 struct bitnet_model {
     struct gguf_file file;
     struct bitnet_hparams hp;

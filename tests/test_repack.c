@@ -73,7 +73,7 @@ int main(void)
         enum scales sc;
         uint16_t d;
         bool repacked;
-    } plan[7] = {
+    } plan[BITNET_LAYER_MATRICES] = {
         {GGML_TYPE_TQ2_0, ONE_SCALE, 0x3400, true},   /* 0.25 */
         {GGML_TYPE_TQ1_0, ONE_SCALE, 0x2e66, true},   /* about 0.1 */
         {GGML_TYPE_TQ2_0, SOME_ZERO, 0x3c00, true},
@@ -88,15 +88,15 @@ int main(void)
     memset(&m, 0, sizeof m);
     m.hp.n_layer = 2;
     m.layers = layers;
-    static int8_t want[7][ROWS * COLS], other[ROWS * COLS];
-    uint8_t *bufs[8] = {0};
+    static int8_t want[BITNET_LAYER_MATRICES][ROWS * COLS], other[ROWS * COLS];
+    uint8_t *bufs[BITNET_LAYER_MATRICES + 1] = {0}; /* the last: layer 1's matrix */
     for (int il = 0; il < 2; il++) {
-        struct bitnet_layer *L = &layers[il];
-        struct ternary_matrix *ws[] = {&L->wq,    &L->wk,  &L->wv,   &L->wo,
-                                       &L->wgate, &L->wup, &L->wdown};
-        for (int i = 0; i < 7; i++) {
+        struct ternary_matrix *ws[BITNET_LAYER_MATRICES];
+        bitnet_layer_matrices(&layers[il], ws);
+        for (int i = 0; i < BITNET_LAYER_MATRICES; i++) {
             if (il == 1) { /* the layer outside the range: all one TQ2_0 matrix */
-                *ws[i] = i == 0 ? make_tq(GGML_TYPE_TQ2_0, ONE_SCALE, 0x3400, other, &bufs[7])
+                *ws[i] = i == 0 ? make_tq(GGML_TYPE_TQ2_0, ONE_SCALE, 0x3400, other,
+                                          &bufs[BITNET_LAYER_MATRICES])
                                 : layers[1].wq;
                 continue;
             }
@@ -119,9 +119,9 @@ int main(void)
     int kept = -1;
     CHECK(bitnet_model_repack(&m, 0, 1, NULL, &kept, &e) == 0, "repack: %s", e.msg);
     CHECK(kept == 2, "%d matrices kept for their scales, want 2", kept);
-    struct ternary_matrix *ws[] = {&layers[0].wq, &layers[0].wk, &layers[0].wv, &layers[0].wo,
-                                   &layers[0].wgate, &layers[0].wup, &layers[0].wdown};
-    for (int i = 0; i < 7; i++) {
+    struct ternary_matrix *ws[BITNET_LAYER_MATRICES];
+    bitnet_layer_matrices(&layers[0], ws);
+    for (int i = 0; i < BITNET_LAYER_MATRICES; i++) {
         const struct ternary_matrix *w = ws[i];
         if (!plan[i].repacked) {
             CHECK(w->type == plan[i].type, "matrix %d: type %u changed", i, w->type);
@@ -151,7 +151,7 @@ int main(void)
     CHECK(bitnet_model_repack(&m, 1, 1, NULL, &kept, &e) == 0 && kept == 0, "empty range");
 
     free(m.repacked_mem);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i <= BITNET_LAYER_MATRICES; i++)
         free(bufs[i]);
     return check_done("test_repack");
 }
