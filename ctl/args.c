@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/input_file.h"
+
 int arg_int(const char *opt, const char *s, long min, long max, long *out)
 {
     char *end;
@@ -90,9 +92,10 @@ int arg_ids(const char *opt, const char *s, int32_t **ids, size_t *n)
 
 char *read_text_file(const char *path, size_t *len)
 {
-    FILE *fp = fopen(path, "rb");
+    struct errbuf e;
+    FILE *fp = input_fopen(path, 0, &e);
     if (!fp) {
-        fprintf(stderr, "bitnetctl: %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "bitnetctl: %s\n", e.msg);
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;

@@ -399,12 +399,14 @@ int daemon_generate(const struct daemon_generate_args *a)
     return rc;
 }
 
-int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *out)
+int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *out_name,
+                struct output_file *out)
 {
     struct daemon_client c;
     struct errbuf e = {{0}};
     if (daemon_connect(&c, run_dir, &e) < 0) {
         fprintf(stderr, "bitnetctl eval: %s\n", e.msg);
+        output_abort(out);
         return 1;
     }
     Bitnet__EvalRequest req = BITNET__EVAL_REQUEST__INIT;
@@ -426,25 +428,19 @@ int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *o
         err_set(&e, "%u positions of logits for %zu ids", r->eval_reply->n_positions, n);
         rc = -1;
     }
-    if (rc == 0) {
-        FILE *fp = fopen(out, "wb");
-        if (!fp || fwrite(r->eval_reply->logits.data, 1, r->eval_reply->logits.len, fp) !=
+    if (rc == 0 && fwrite(r->eval_reply->logits.data, 1, r->eval_reply->logits.len, out->fp) !=
                        r->eval_reply->logits.len) {
-            err_set(&e, "%s: %s", out, strerror(errno));
-            rc = -1;
-        }
-        if (fp && fclose(fp) != 0 && rc == 0) {
-            err_set(&e, "%s: %s", out, strerror(errno));
-            rc = -1;
-        }
-        if (rc != 0)
-            remove(out);
+        err_set(&e, "%s: write failed: %s", out->path, strerror(errno));
+        rc = -1;
     }
+    if (rc == 0 && output_commit(out, &e) < 0)
+        rc = -1;
+    output_abort(out);
     if (rc != 0)
         fprintf(stderr, "bitnetctl eval: %s\n", e.msg);
     else
         fprintf(stderr, "eval: %zu positions x %u logits -> %s (through the daemon)\n", n,
-                r->eval_reply->n_vocab, out);
+                r->eval_reply->n_vocab, out_name);
     if (r)
         wire_free(r);
     daemon_disconnect(&c);

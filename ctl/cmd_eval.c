@@ -10,6 +10,7 @@
 #include "ctl/commands.h"
 #include "ctl/session.h"
 #include "model/clock.h"
+#include "model/output_file.h"
 
 /* Rows whose logits are computed together: forward_output_rows reads the head's weights
  * once for all of them (656 MB for 2B-4T's F16 head) where a row at a time read them per
@@ -59,27 +60,31 @@ int cmd_eval(int argc, char **argv)
     size_t n;
     if (arg_ids("--ids", ids_arg, &ids, &n) < 0)
         return 2;
+    /* the output path is checked before the model is read: a mistake there should cost
+     * nothing */
+    struct output_file of;
+    struct errbuf e = {{0}};
+    if (output_open(&of, out, 0666, 0, &e) < 0) {
+        fprintf(stderr, "bitnetctl eval: --logits-out %s\n", e.msg);
+        free(ids);
+        return 1;
+    }
     if (!model) {
-        int rc = daemon_eval(run_dir, ids, n, out);
+        int rc = daemon_eval(run_dir, ids, n, out, &of);
         free(ids);
         return rc;
     }
     struct session s;
     if (session_open(&s, model, &so, (int)n) < 0) {
+        output_abort(&of);
         free(ids);
         return 1;
     }
-    FILE *fp = fopen(out, "wb");
     int rc = 0;
-    if (!fp) {
-        fprintf(stderr, "bitnetctl eval: %s: %s\n", out, strerror(errno));
-        rc = 1;
-    }
     double t0 = clock_seconds();
-    struct errbuf e = {{0}};
     uint32_t vocab = s.model.hp.n_vocab;
     float *logits = malloc(sizeof(float) * LOGIT_ROWS * vocab);
-    if (!logits && rc == 0) {
+    if (!logits) {
         fprintf(stderr, "bitnetctl eval: out of memory\n");
         rc = 1;
     }
@@ -92,7 +97,7 @@ int cmd_eval(int argc, char **argv)
         for (int t = 0; rc == 0 && t < chunk; t += LOGIT_ROWS) {
             int g = chunk - t < LOGIT_ROWS ? chunk - t : LOGIT_ROWS;
             batch_logits(&s, t, g, logits);
-            if (fwrite(logits, sizeof(float) * vocab, (size_t)g, fp) != (size_t)g) {
+            if (fwrite(logits, sizeof(float) * vocab, (size_t)g, of.fp) != (size_t)g) {
                 fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
                 rc = 1;
             }
@@ -100,15 +105,14 @@ int cmd_eval(int argc, char **argv)
         done += (size_t)chunk;
     }
     free(logits);
-    if (fp && fclose(fp) != 0 && rc == 0) {
-        fprintf(stderr, "bitnetctl eval: %s: write failed: %s\n", out, strerror(errno));
+    if (rc == 0 && output_commit(&of, &e) < 0) {
+        fprintf(stderr, "bitnetctl eval: %s\n", e.msg);
         rc = 1;
     }
+    output_abort(&of);
     if (rc == 0)
         fprintf(stderr, "eval: %zu positions x %u logits -> %s (%.2fs, kernel %s)\n", n, vocab, out,
                 clock_seconds() - t0, kops.name);
-    else if (fp)
-        remove(out);
     free(ids);
     session_close(&s);
     return rc;

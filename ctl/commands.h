@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/output_file.h"
 #include "model/sample.h"
 
 int cmd_model_synth(int argc, char **argv);
@@ -36,6 +37,8 @@ struct daemon_generate_args {
     int timeout_ms;   /* give up after this long without output */
 };
 int daemon_generate(const struct daemon_generate_args *a);
-int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *out);
+/* Writes the logits to out (opened by the caller, committed or removed here). */
+int daemon_eval(const char *run_dir, const int32_t *ids, size_t n, const char *out_name,
+                struct output_file *out);
 
 #endif

@@ -18,11 +18,11 @@ int daemon_connect(struct daemon_client *c, const char *run_dir, struct errbuf *
     }
     if (run_dir_endpoint(c->endpoint, sizeof c->endpoint, run_dir, CTL_SOCKET_NAME) < 0)
         return err_set(e, "%s: path too long", run_dir);
-    /* ZeroMQ connects lazily and would queue forever: check the socket is there first */
-    struct stat st;
+    /* ZeroMQ connects lazily and would queue forever: check that the socket is there, in a
+     * directory no one else could have planted, and that a daemon listens on it */
     const char *path = c->endpoint + strlen("ipc://");
-    if (stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
-        return err_set(e, "no daemon at %s (is bitnetd running? --run-dir names another)", path);
+    if (run_dir_probe_socket(path, e) < 0)
+        return -1;
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
     if (!c->sock) {

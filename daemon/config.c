@@ -9,7 +9,11 @@
 #include <strings.h>
 
 #include "daemon/placement.h"
+#include "model/input_file.h"
 #include "proto/bitnet.pb-c.h"
+
+/* A config is a page of settings; a larger file is the wrong one. */
+#define CONFIG_MAX_BYTES (1 << 20)
 
 /* One table describes every setting, so that a flag and its INI key can never parse
  * differently. */
@@ -214,9 +218,11 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
 static int load_ini(struct daemon_config *c, const char *path, struct errbuf *e)
 {
     struct ini_ctx x = {c, e, false};
-    int rc = ini_parse(path, on_ini_line, &x);
-    if (rc == -1)
-        return err_set(e, "%s: %s", path, strerror(errno ? errno : ENOENT));
+    FILE *fp = input_fopen(path, CONFIG_MAX_BYTES, e);
+    if (!fp)
+        return -1;
+    int rc = ini_parse_file(fp, on_ini_line, &x);
+    fclose(fp);
     if (rc == -2)
         return err_set(e, "%s: out of memory", path);
     if (rc != 0) {

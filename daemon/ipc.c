@@ -36,16 +36,12 @@ static const char *ep_path(const char *endpoint)
 
 static int make_run_dir(struct ipc *x, struct errbuf *e)
 {
-    if (mkdir(x->run_dir, 0750) == 0) {
+    if (mkdir(x->run_dir, 0750) == 0)
         x->created_dir = true;
-        return 0;
-    }
-    if (errno != EEXIST)
+    else if (errno != EEXIST)
         return err_set(e, "run directory %s: %s", x->run_dir, strerror(errno));
-    struct stat st;
-    if (stat(x->run_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return err_set(e, "run directory %s: exists and is not a directory", x->run_dir);
-    return 0;
+    /* one that was there already may be another user's, planted for us to use */
+    return run_dir_check(x->run_dir, RUN_DIR_DAEMON, e);
 }
 
 /* The lock is what makes unlinking "stale" socket files safe: were they a live daemon's,
@@ -54,9 +50,18 @@ static int take_lock(struct ipc *x, struct errbuf *e)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", x->run_dir, LOCK_NAME);
-    x->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    /* never through a symlink: it would truncate whatever file it points at */
+    x->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
     if (x->lock_fd < 0)
-        return err_set(e, "%s: %s", path, strerror(errno));
+        return err_set(e, "%s: %s", path,
+                       errno == ELOOP ? "is a symbolic link; remove it" : strerror(errno));
+    struct stat st;
+    if (fstat(x->lock_fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+        st.st_nlink != 1) {
+        close(x->lock_fd);
+        x->lock_fd = -1;
+        return err_set(e, "%s: not a regular file of yours with one name; remove it", path);
+    }
     if (flock(x->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
         char pid[32] = "";
@@ -195,9 +200,10 @@ int ipc_open(struct ipc *x, const char *run_dir, const struct ipc_tcp *tcp, stru
     char abs[PATH_MAX];
     if (!realpath(x->run_dir, abs))
         return err_set(e, "run directory %s: %s", x->run_dir, strerror(errno));
-    if (strlen(abs) >= sizeof x->run_dir)
+    size_t abs_len = strlen(abs);
+    if (abs_len >= sizeof x->run_dir)
         return err_set(e, "run directory %s: path too long for unix sockets", abs);
-    snprintf(x->run_dir, sizeof x->run_dir, "%s", abs);
+    memcpy(x->run_dir, abs, abs_len + 1);
     if (take_lock(x, e) < 0)
         return -1;
     if (ipc_endpoint(x, CTL_SOCKET_NAME, x->ctl_ep, sizeof x->ctl_ep, e) < 0 ||

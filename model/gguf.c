@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "model/ggml_types.h"
+#include "model/input_file.h"
 
 /* Real files nest arrays at most once or twice; the limit only stops a hostile file
  * from driving the recursion into the stack. */
@@ -614,19 +615,10 @@ int gguf_open_mem(struct gguf_file *f, const void *data, size_t size, const char
 int gguf_open(struct gguf_file *f, const char *path, struct errbuf *e)
 {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return err_set(e, "%s: cannot stat: %s", path, strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return err_set(e, "%s: not a regular file", path);
-    }
+    int fd = input_open(path, 0, &st, e);
+    if (fd < 0)
+        return -1;
     if ((uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
         return err_set(e, "%s: file of %lld bytes is too large to map", path, (long long)st.st_size);

@@ -12,6 +12,7 @@
 #include "model/bitnet_model.h"
 #include "model/ggml_types.h"
 #include "model/gguf_write.h"
+#include "model/output_file.h"
 #include "model/tokenizer.h"
 
 int synth_preset(struct synth_params *p, const char *shape, struct errbuf *e)
@@ -325,10 +326,8 @@ int bitnet_synth(const struct synth_params *p, const char *out_path, synth_progr
     if (tok_source_from_hf_json(&tok, p->tokenizer_json, e) < 0)
         return -1;
 
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out_path, (int)getpid());
     struct gguf_writer *w = gguf_writer_new();
-    FILE *fp = NULL;
+    struct output_file of = {0};
     int rc = -1;
     if (!w) {
         err_set(e, "out of memory");
@@ -337,39 +336,19 @@ int bitnet_synth(const struct synth_params *p, const char *out_path, synth_progr
     write_metadata(w, p, &tok.src);
     if (declare_tensors(w, p, tok.src.n_tokens, e) < 0)
         goto out;
-    fp = fopen(tmp, "wb");
-    if (!fp) {
-        err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+    if (output_open(&of, out_path, 0666, 0, e) < 0)
         goto out;
-    }
-    struct synth_writer sw = {.p = p, .w = w, .fp = fp, .rng = p->seed ^ 0x5eedb17e7ull,
+    struct synth_writer sw = {.p = p, .w = w, .fp = of.fp, .rng = p->seed ^ 0x5eedb17e7ull,
                               .progress = progress, .progress_ctx = progress_ctx, .e = e};
     int n_tensors = 2 + 11 * (int)p->n_layer + (p->untied ? 1 : 0);
     for (int i = 0; i < n_tensors; i++)
         sw.total += gguf_w_tensor_nbytes(w, i);
-    if (gguf_w_begin(w, fp, e) < 0 || write_tensors(&sw, tok.src.n_tokens) < 0 ||
-        gguf_w_end(w, fp, e) < 0)
+    if (gguf_w_begin(w, of.fp, e) < 0 || write_tensors(&sw, tok.src.n_tokens) < 0 ||
+        gguf_w_end(w, of.fp, e) < 0 || output_commit(&of, e) < 0)
         goto out;
-    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || ferror(fp)) {
-        err_set(e, "%s: write failed: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (fclose(fp) != 0) {
-        fp = NULL;
-        err_set(e, "%s: write failed: %s", tmp, strerror(errno));
-        goto out;
-    }
-    fp = NULL;
-    if (rename(tmp, out_path) != 0) {
-        err_set(e, "%s: cannot rename into place: %s", out_path, strerror(errno));
-        goto out;
-    }
     rc = 0;
 out:
-    if (fp)
-        fclose(fp);
-    if (rc != 0)
-        unlink(tmp);
+    output_abort(&of);
     gguf_writer_free(w);
     tok_source_owned_free(&tok);
     return rc;

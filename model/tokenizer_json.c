@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/input_file.h"
+
 /* Far above any real vocabulary; it stops a stray huge id from becoming a huge array. */
 #define MAX_TOKEN_ID (1 << 24)
 
@@ -17,11 +19,9 @@
 
 static char *read_file(const char *path, size_t *len, struct errbuf *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        err_set(e, "%s: %s", path, strerror(errno));
+    FILE *f = input_fopen(path, 0, e);
+    if (!f)
         return NULL;
-    }
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap);
     const char *fail = buf ? NULL : "out of memory";

@@ -10,6 +10,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "model/input_file.h"
+#include "model/output_file.h"
+
+/* A key file is a few lines; anything larger is the wrong file. */
+#define KEY_FILE_MAX_BYTES (64 * 1024)
+
 #define SPACE " \t\r\n"
 
 bool curve_z85_decode(const char *s, size_t len, uint8_t key[32])
@@ -65,17 +71,13 @@ static int labelled(const char *p, const char *label, const char **key, size_t *
 static int read_keys(const char *path, enum want want, struct found *f, struct errbuf *e)
 {
     memset(f, 0, sizeof *f);
-    FILE *fp = fopen(path, "r");
+    FILE *fp = input_fopen(path, KEY_FILE_MAX_BYTES, e);
     if (!fp)
-        return err_set(e, "%s: %s", path, strerror(errno));
+        return -1;
     struct stat st;
     if (fstat(fileno(fp), &st) != 0) {
         fclose(fp);
         return err_set(e, "%s: %s", path, strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return err_set(e, "%s: not a regular file", path);
     }
     f->mode = st.st_mode & 07777;
     char *line = NULL;
@@ -166,40 +168,15 @@ int curve_read_secret(const char *path, char pub[CURVE_Z85_LEN + 1],
     return 0;
 }
 
-static int write_all(int fd, const char *s)
+/* Opens path for a new copy with exactly mode and writes text to it; committed by the
+ * caller, so that both files of a pair are checked and written before either lands. */
+static int stage_file(struct output_file *of, const char *path, const char *text, mode_t mode,
+                      bool overwrite, struct errbuf *e)
 {
-    size_t n = strlen(s);
-    while (n) {
-        ssize_t k = write(fd, s, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        s += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* Creates path with text and mode; -1 with e. *created says whether a file now exists
- * that this call made (to remove it if a later step fails). */
-static int write_file(const char *path, const char *text, mode_t mode, bool overwrite,
-                      bool *created, struct errbuf *e)
-{
-    *created = false;
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL), mode);
-    if (fd < 0)
-        return err_set(e, "%s: %s%s", path, strerror(errno),
-                       errno == EEXIST ? " (give --force to replace it)" : "");
-    *created = true;
-    /* an existing file keeps its mode through O_TRUNC: a secret must not stay readable */
-    if (fchmod(fd, mode) != 0 || write_all(fd, text) != 0) {
-        int err = errno;
-        close(fd);
-        return err_set(e, "%s: %s", path, strerror(err));
-    }
-    if (close(fd) != 0)
+    if (output_open(of, path, mode, OUTPUT_EXACT_MODE | (overwrite ? 0 : OUTPUT_NO_REPLACE),
+                    e) < 0)
+        return -1;
+    if (fputs(text, of->fp) == EOF)
         return err_set(e, "%s: %s", path, strerror(errno));
     return 0;
 }
@@ -228,17 +205,20 @@ int curve_write_pair(const char *prefix, bool overwrite, char pub[CURVE_Z85_LEN 
              "public-key = %s\nsecret-key = %s\n", pub, sec);
     /* the name after the key tells allow-list entries apart; zap.c ignores it */
     snprintf(pub_text, sizeof pub_text, "%s %.4000s\n", pub, base);
-    bool made_key = false, made_pub = false;
-    int rc = write_file(key_path, key_text, 0600, overwrite, &made_key, e);
+    struct output_file key_out = {0}, pub_out = {0};
+    int rc = stage_file(&key_out, key_path, key_text, 0600, overwrite, e);
     if (rc == 0)
-        rc = write_file(pub_path, pub_text, 0644, overwrite, &made_pub, e);
-    if (rc != 0) {
-        /* half a pair is worse than none: the next run would refuse to overwrite it */
-        if (made_key)
+        rc = stage_file(&pub_out, pub_path, pub_text, 0644, overwrite, e);
+    if (rc == 0)
+        rc = output_commit(&key_out, e);
+    if (rc == 0 && output_commit(&pub_out, e) != 0) {
+        /* half a new pair is worse than none: the next run would refuse to overwrite it */
+        if (!overwrite)
             unlink(key_path);
-        if (made_pub)
-            unlink(pub_path);
+        rc = -1;
     }
+    output_abort(&key_out);
+    output_abort(&pub_out);
     memset(sec, 0, sizeof sec);
     memset(key_text, 0, sizeof key_text);
     free(key_path);
