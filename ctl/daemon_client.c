@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
+#include "model/clock.h"
 #include "proto/endpoints.h"
 
 int daemon_connect(struct daemon_client *c, const char *run_dir, struct errbuf *e)
@@ -31,6 +32,15 @@ int daemon_connect(struct daemon_client *c, const char *run_dir, struct errbuf *
     }
     int linger = 0;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://bitnetctl-monitor-%p", (void *)c);
+    if (zmq_socket_monitor(c->sock, mon_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) || zmq_connect(c->monitor, mon_ep) != 0) {
+        int err = errno;
+        daemon_disconnect(c);
+        return err_set(e, "zmq monitor: %s", zmq_strerror(err));
+    }
+    zmq_setsockopt(c->monitor, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(c->sock, c->endpoint) != 0) {
         int err = errno;
         daemon_disconnect(c);
@@ -43,11 +53,13 @@ int daemon_connect(struct daemon_client *c, const char *run_dir, struct errbuf *
 
 void daemon_disconnect(struct daemon_client *c)
 {
+    if (c->monitor)
+        zmq_close(c->monitor);
     if (c->sock)
         zmq_close(c->sock);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
-    c->sock = c->ctx = NULL;
+    c->sock = c->ctx = c->monitor = NULL;
 }
 
 uint64_t daemon_send(struct daemon_client *c, Bitnet__Envelope *env, struct errbuf *e)
@@ -60,14 +72,48 @@ uint64_t daemon_send(struct daemon_client *c, Bitnet__Envelope *env, struct errb
     return env->request_id;
 }
 
+/* Reads the monitor's pending events; true once the daemon's end has closed. */
+static bool daemon_gone(struct daemon_client *c)
+{
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, c->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return false;
+        }
+        /* an event is two frames: 16-bit event and 32-bit value, then the endpoint */
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= sizeof event)
+            memcpy(&event, zmq_msg_data(&ev), sizeof event);
+        zmq_msg_close(&ev);
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, c->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&addr);
+        if (event == ZMQ_EVENT_CONNECTED)
+            c->connected = true;
+        else if (event == ZMQ_EVENT_DISCONNECTED && c->connected)
+            return true;
+    }
+}
+
 int daemon_recv(struct daemon_client *c, uint64_t id, int timeout_ms, Bitnet__Envelope **out,
                 struct errbuf *e)
 {
+    /* in slices, so that a daemon that died is noticed while waiting for a long reply */
+    const int slice_ms = 200;
+    double deadline = clock_ms() + timeout_ms;
     for (;;) {
-        Bitnet__Envelope *env = NULL;
-        int rc = wire_recv(c->sock, &c->rx, &env, timeout_ms, e);
-        if (rc == WIRE_AGAIN)
+        if (daemon_gone(c))
+            return err_set(e, "the daemon at %s closed the connection (it exited or was "
+                              "killed)", c->endpoint + strlen("ipc://"));
+        double left = timeout_ms < 0 ? slice_ms : deadline - clock_ms();
+        if (left <= 0)
             return 1;
+        Bitnet__Envelope *env = NULL;
+        int rc = wire_recv(c->sock, &c->rx, &env, left < slice_ms ? (int)left : slice_ms, e);
+        if (rc == WIRE_AGAIN)
+            continue;
         if (rc != WIRE_OK)
             return -1;
         if (env->request_id != id) {

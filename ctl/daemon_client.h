@@ -3,6 +3,7 @@
 #ifndef BITNET_CTL_DAEMON_CLIENT_H
 #define BITNET_CTL_DAEMON_CLIENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "model/errbuf.h"
@@ -12,6 +13,8 @@
 struct daemon_client {
     void *ctx;
     void *sock;
+    void *monitor;      /* the socket's connection events: a daemon that died closes it */
+    bool connected;     /* a connection was made (so a disconnect means the daemon went) */
     struct wire_rx rx;
     uint64_t next_id;
     char endpoint[512];
@@ -26,8 +29,9 @@ void daemon_disconnect(struct daemon_client *c);
 uint64_t daemon_send(struct daemon_client *c, Bitnet__Envelope *env, struct errbuf *e);
 
 /* Waits up to timeout_ms for the next reply to request id; replies to other ids are
- * dropped. An Error reply is turned into -1 with its message in e. Returns 0 with *out
- * set (free with wire_free), 1 on timeout, -1 on error. */
+ * dropped. An Error reply is turned into -1 with its message in e, and so is the daemon
+ * closing the connection (it exited or was killed), noticed within a fraction of a
+ * second. Returns 0 with *out set (free with wire_free), 1 on timeout, -1 on error. */
 int daemon_recv(struct daemon_client *c, uint64_t id, int timeout_ms, Bitnet__Envelope **out,
                 struct errbuf *e);
 

@@ -214,6 +214,17 @@ static void start_job(struct daemon *d, const struct wire_identity *from, uint64
         clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_BAD_REQUEST, e->msg);
         return;
     }
+    int mine = 0;
+    for (const struct job *o = d->sched.jobs; o; o = o->next)
+        mine += wire_identity_equal(&o->client, from);
+    if (mine >= d->cfg.max_jobs_per_client) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "this client has %d jobs already (--max-jobs-per-client %d)",
+                 mine, d->cfg.max_jobs_per_client);
+        clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_BUSY, msg);
+        job_free(j);
+        return;
+    }
     j->client = *from;
     j->request_id = rid;
     j->t_received = clock_ms();
@@ -379,9 +390,44 @@ void clients_on_idle(struct daemon *d)
         answer_waiter(d, 0, d->clients.waiters[0].shutdown ? "drained; shutting down" : "drained");
 }
 
+/* Each job's client gets a message with request id 0, which clients skip: with the
+ * socket's ROUTER_MANDATORY, a client that has closed its connection makes the send fail,
+ * and its job is cancelled. Without this a non-streaming job, or one in a long prompt,
+ * would run to its end for no one and hold its slot. */
+static void probe_clients(struct daemon *d)
+{
+    uint64_t gone[64];
+    int n_gone = 0;
+    Bitnet__Ack ack = BITNET__ACK__INIT;
+    ack.detail = "alive?";
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, 0);
+    env.body_case = BITNET__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    for (struct job *j = d->sched.jobs; j && n_gone < 64; j = j->next) {
+        struct errbuf e = {{0}};
+        if (wire_send_to(d->ipc.ctl, &j->client, &env, 0, &e) == WIRE_UNREACHABLE)
+            gone[n_gone++] = j->id;
+    }
+    for (int i = 0; i < n_gone; i++) {
+        struct job *j = scheduler_find(d, gone[i]);
+        if (!j)
+            continue;
+        dlog("job %llu: its client went away; cancelled after %zu of its tokens",
+             (unsigned long long)j->id, job_n_generated(j));
+        scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_CANCELLED, NULL);
+    }
+    if (n_gone)
+        scheduler_kick(d);
+}
+
 double clients_cron(struct daemon *d, double now)
 {
     struct clients *c = &d->clients;
+    if (now >= c->next_probe_ms) {
+        probe_clients(d);
+        c->next_probe_ms = now + CLIENTS_PROBE_MS;
+    }
     for (int i = 0; i < c->n_waiters; i++) {
         if (!c->waiters[i].deadline_ms || now < c->waiters[i].deadline_ms)
             continue;

@@ -25,7 +25,12 @@ struct clients {
     struct drain_waiter waiters[CLIENTS_MAX_WAITERS];
     int n_waiters;
     bool draining;
+    double next_probe_ms;   /* when the clients of running jobs are next probed */
 };
+
+/* How often a job's client is probed: one that went away has its job cancelled within
+ * about this long, streaming or not. */
+#define CLIENTS_PROBE_MS 1000
 
 /* The client socket is readable. */
 void clients_on_request(struct daemon *d);
@@ -44,7 +49,7 @@ int clients_send_eval(struct daemon *d, struct job *j);
 
 /* No job is left: answers Drain requests (and carries out a drained Shutdown). */
 void clients_on_idle(struct daemon *d);
-/* Drain deadlines; returns ms until it next needs a call. */
+/* Drain deadlines and client probes; returns ms until it next needs a call. */
 double clients_cron(struct daemon *d, double now_ms);
 
 #endif

@@ -37,6 +37,7 @@ static const struct opt opts[] = {
     {"split-cpus", OPT_BOOL, OFF(split_cpus), 0, 0, false},
     {"run-dir", OPT_STR, OFF(run_dir), 0, 0, false},
     {"max-sequences", OPT_INT, OFF(max_sequences), 1, 256, false},
+    {"max-jobs-per-client", OPT_INT, OFF(max_jobs_per_client), 1, 4096, false},
     {"ctx", OPT_INT, OFF(ctx), 1, 1 << 20, false},
     {"kv-type", OPT_KV_TYPE, OFF(kv_type), 0, 0, false},
     {"lm-head", OPT_LM_HEAD, OFF(lm_head_q8), 0, 0, false},
@@ -70,6 +71,7 @@ void config_usage(FILE *f)
             "  --run-dir DIR            sockets (default $XDG_RUNTIME_DIR/bitnetd or\n"
             "                           /tmp/bitnetd-$UID)\n"
             "  --max-sequences N        jobs running at once (8)\n"
+            "  --max-jobs-per-client N  jobs one client connection may have running or queued (8)\n"
             "  --ctx N                  positions per sequence (2048, at most the model's)\n"
             "  --kv-type f32|f16|q8     KV cache element type (f32; q8: int8 with a scale\n"
             "                           per position and KV head, about a quarter of f32)\n"
@@ -102,6 +104,7 @@ static void set_defaults(struct daemon_config *c)
 {
     memset(c, 0, sizeof *c);
     c->max_sequences = 8;
+    c->max_jobs_per_client = 8;
     c->ctx = 2048;
     c->act_type = BITNET__ELEM_TYPE__ELEM_TYPE_F32;
     c->prefill_chunk = 64;

@@ -18,6 +18,7 @@ struct daemon_config {
     bool split_cpus;          /* workers on one node split its CPUs (default: share them) */
     char *run_dir;            /* NULL: proto/endpoints.h's default */
     int max_sequences;        /* KV slots, i.e. jobs running at once */
+    int max_jobs_per_client;  /* running + queued jobs of one client connection */
     int ctx;                  /* KV positions per sequence, capped at the model's */
     enum kv_type kv_type;     /* KV cache element */
     bool lm_head_q8;          /* the last stage multiplies through an int8 head */

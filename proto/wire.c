@@ -638,10 +638,16 @@ static int recv_envelope(void *sock, struct wire_rx *rx, struct wire_identity *i
         const char *addr = zmq_msg_gets(&m, "Peer-Address");
         if (addr)
             snprintf(id->peer_address, sizeof id->peer_address, "%s", addr);
+        id->conn_fd = zmq_msg_get(&m, ZMQ_SRCFD);
     }
     rc = wire_decode(zmq_msg_data(&m), zmq_msg_size(&m), rx, out, e);
     zmq_msg_close(&m);
     return rc;
+}
+
+bool wire_identity_equal(const struct wire_identity *a, const struct wire_identity *b)
+{
+    return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
 }
 
 int wire_recv(void *sock, struct wire_rx *rx, Bitnet__Envelope **out, int timeout_ms,

@@ -14,6 +14,7 @@
 #ifndef BITNET_PROTO_WIRE_H
 #define BITNET_PROTO_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,7 +97,13 @@ struct wire_identity {
     char user_id[64];
     /* the peer's IP address on tcp (libzmq's Peer-Address), for logs; "" on ipc */
     char peer_address[64];
+    /* the descriptor of the connection the message came on (libzmq's ZMQ_SRCFD), -1 if
+     * unknown: a routing id is whatever the peer says, the connection is not */
+    int conn_fd;
 };
+
+/* Same routing id (the connection is not compared). */
+bool wire_identity_equal(const struct wire_identity *a, const struct wire_identity *b);
 
 /* Socket helpers. One envelope is one frame; ROUTER sockets add the identity frame in
  * front. timeout_ms: -1 blocks, 0 never waits (for use after zmq_poll said the socket is

@@ -166,5 +166,27 @@ else
     echo "t_hardening: not root: the checks that need a second user did not run"
 fi
 
+# --- a client whose daemon dies learns it within seconds, not after a 60 s silence ---
+setsid build/bitnetd --model $M --workers 1 --run-dir "$R" 2>$T/bitnetd-kill.log & pid=$!
+for _ in $(seq 1 200); do
+    $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break; sleep 0.05
+done
+$CTL generate --run-dir "$R" --prompt "Once upon a time" -n 100000 --temp 0.8 --seed 1 \
+    >$T/gen.out 2>$T/gen.err & gpid=$!
+for _ in $(seq 1 100); do [ -s $T/gen.out ] && break; sleep 0.05; done
+[ -s $T/gen.out ] || fail "generate streamed nothing before the daemon was killed"
+kill -9 $pid
+t0=$EPOCHREALTIME
+for _ in $(seq 1 100); do kill -0 $gpid 2>/dev/null || break; sleep 0.05; done
+secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
+if kill -0 $gpid 2>/dev/null; then
+    fail "generate still waits 5 s after its daemon was killed"; kill $gpid
+else
+    wait $gpid && fail "generate exited 0 when its daemon was killed"
+    grep -q "closed the connection" $T/gen.err || fail "generate after the daemon died said: $(cat $T/gen.err)"
+    echo "generate noticed the daemon's death in $secs s"
+fi
+kill -9 -- -$pid 2>/dev/null; wait $pid 2>/dev/null; pid=
+
 echo "t_hardening: $fails failures"
 [ $fails -eq 0 ]

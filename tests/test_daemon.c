@@ -698,6 +698,52 @@ static void check_cancel(struct client *c, struct ref *r)
     wire_free(env);
 }
 
+/* running + queued jobs, or -1 without an answer */
+static int jobs_in_daemon(struct client *c)
+{
+    Bitnet__Envelope *r = status(c);
+    int n = -1;
+    if (r && r->body_case == BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY)
+        n = (int)(r->daemon_status_reply->jobs_running + r->daemon_status_reply->jobs_queued);
+    wire_free(r);
+    return n;
+}
+
+/* Clients that leave without a word: their jobs end and free their slots within seconds,
+ * streaming or not (a non-streaming job would otherwise run to the end of the context for
+ * no one). One connection may hold only --max-jobs-per-client (8) jobs. */
+static void check_abandoned(struct client *c, struct ref *r, const char *run_dir)
+{
+    struct client many, quiet[4];
+    client_open(&many, run_dir);
+    uint64_t rid[9];
+    for (int i = 0; i < 9; i++)
+        rid[i] = send_generate_opts(&many, prompts[i % N_PROMPTS], 1000000, false, NULL);
+    Bitnet__Envelope *env = client_recv(&many, rid[8], 5000);
+    CHECK(env && env->body_case == BITNET__ENVELOPE__BODY_ERROR &&
+              env->error->code == BITNET__ERROR_CODE__ERROR_CODE_BUSY &&
+              strstr(env->error->message, "has 8 jobs already"),
+          "9th job of one client: %s %s", env ? wire_body_name(env->body_case) : "no reply",
+          env && env->body_case == BITNET__ENVELOPE__BODY_ERROR ? env->error->message : "");
+    wire_free(env);
+    for (int i = 0; i < 4; i++) {
+        client_open(&quiet[i], run_dir);
+        send_generate_opts(&quiet[i], prompts[i], 1000000, true, NULL);
+    }
+    sleep_ms(300);
+    int n = jobs_in_daemon(c);
+    CHECK(n == 12, "8 + 4 abandoned jobs: the daemon has %d", n);
+    client_close(&many);
+    for (int i = 0; i < 4; i++)
+        client_close(&quiet[i]);
+    double t0 = clock_ms();
+    while ((n = jobs_in_daemon(c)) != 0 && clock_ms() - t0 < 5000)
+        sleep_ms(50);
+    CHECK(n == 0, "abandoned jobs: %d still in the daemon 5 s after their clients left", n);
+    printf("abandoned jobs: freed %.0f ms after their clients left\n", clock_ms() - t0);
+    check_greedy(c, r, 1, "after abandoned clients");
+}
+
 static void check_version(struct client *c)
 {
     Bitnet__StatusRequest sr = BITNET__STATUS_REQUEST__INIT;
@@ -1023,6 +1069,7 @@ int main(void)
                 check_stop_string(&c, &r);
                 check_concurrent(&c, &r);
                 check_cancel(&c, &r);
+                check_abandoned(&c, &r, run_dir);
                 check_version(&c);
                 check_sigkill(&c, &r, pid);
                 check_sigstop(&c, &r, pid);

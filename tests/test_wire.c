@@ -1107,11 +1107,11 @@ static void test_dealer_router(void *ctx, const struct samples *s)
     CHECK(rx.counts.malformed == 2, "router counts");
 
     /* ROUTER_MANDATORY turns a vanished peer into an answer instead of a silent drop */
-    struct wire_identity ghost = {5, "ghost", "", ""};
+    struct wire_identity ghost = {5, "ghost", "", "", -1};
     CHECK(wire_send_to(router, &ghost, &s->env[0], 100, &e) == WIRE_UNREACHABLE &&
               strstr(e.msg, "not connected"),
           "ghost: %s", e.msg);
-    struct wire_identity none = {0, "", "", ""};
+    struct wire_identity none = {0, "", "", "", -1};
     CHECK(wire_send_to(router, &none, &s->env[0], 100, &e) == WIRE_ERROR, "empty identity");
     /* and the socket still works after all that */
     CHECK(wire_send(dealer, &s->env[2], 1000, &e) == WIRE_OK &&
