@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "daemon/daemon.h"
@@ -513,6 +514,18 @@ static void remote_hello_problem(const struct worker *w, const struct wire_ident
                  sizeof w->data_endpoint - 1);
 }
 
+/* The process at the other end of a local connection, from the kernel (SO_PEERCRED):
+ * unlike a routing id or a pid written in a message, no other process can claim it.
+ * -1 when unknown. */
+static pid_t conn_pid(const struct wire_identity *id)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (id->conn_fd < 0 || getsockopt(id->conn_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return -1;
+    return cred.pid;
+}
+
 static void on_hello(struct daemon *d, void *sock, struct worker *w,
                      const struct wire_identity *id, const Bitnet__Envelope *env)
 {
@@ -535,6 +548,10 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
     } else if (id->user_id[0]) {
         snprintf(why, sizeof why, "worker %s is a local stage that bitnetd starts itself; it "
                  "cannot join over tcp (list it in --remote-workers to run it elsewhere)", w->id);
+    } else if (w->pid <= 0 || conn_pid(id) != w->pid) {
+        /* another process using the worker's id (any process of this user can connect) */
+        snprintf(why, sizeof why, "the connection is process %d's, not the %s process bitnetd "
+                 "started (pid %d)", (int)conn_pid(id), w->id, (int)w->pid);
     } else if ((int)h->pid == (int)w->pid && (w->state == WORKER_LOADING ||
                                                w->state == WORKER_READY ||
                                                w->state == WORKER_WAITING)) {
@@ -734,6 +751,18 @@ static bool on_message(struct daemon *d, void *sock, struct worker *w,
     /* what a killed process sent before it died may still be queued: ignore it */
     if (w->state == WORKER_STOPPED || w->state == WORKER_DEAD || w->state == WORKER_CONNECTING)
         return false;
+    /* and a local one's only from the process bitnetd started: a routing id is whatever
+     * the peer says, so another process could otherwise send an Error or a bad
+     * LoadShardReply under the id and have the real worker killed */
+    if (!w->remote && (w->pid <= 0 || conn_pid(id) != w->pid)) {
+        /* logged at the 1st, 2nd, 4th, 8th... so that a flood cannot fill the log */
+        uint64_t n = ++w->n_foreign;
+        if ((n & (n - 1)) == 0)
+            dlog("worker %s: %s from process %d, not the worker's (pid %d): ignored (%llu so "
+                 "far)", w->id, wire_body_name(env->body_case), (int)conn_pid(id), (int)w->pid,
+                 (unsigned long long)n);
+        return false;
+    }
     w->t_heartbeat_ms = clock_ms();
     switch (env->body_case) {
     case BITNET__ENVELOPE__BODY_HEARTBEAT:

@@ -56,6 +56,7 @@ struct worker {
     double load_seconds;
     int resident_node;
     Bitnet__Envelope *status;     /* its last StatusReply, or NULL */
+    uint64_t n_foreign;           /* messages under its id from other processes, ignored */
 };
 
 #define WORKERS_MAX_QUERIES 16

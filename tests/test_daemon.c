@@ -843,6 +843,63 @@ static void check_drain(struct client *c, struct ref *r)
     wire_free(s);
 }
 
+/* Another process of the same user connects to the workers' socket under w1's routing id
+ * and sends Errors for every step id a long generation may use, and a Hello claiming w1's
+ * pid: none of it may count (the daemon admits w1's messages only from w1's process), so
+ * the job ends as if undisturbed and w1 is never restarted. */
+static void check_impostor(struct client *c, struct ref *r, pid_t dpid, const char *run_dir)
+{
+    int pi = 4;
+    pid_t real = worker_pid(dpid, "w1");
+    struct gen g = {0};
+    g.request_id = send_generate(c, prompts[pi], r->n_predict[pi]);
+    void *ctx = zmq_ctx_new(), *imp = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(imp, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(imp, ZMQ_ROUTING_ID, "w1", 2);
+    char ep[300];
+    snprintf(ep, sizeof ep, "ipc://%s/workers.sock", run_dir);
+    zmq_connect(imp, ep);
+    Bitnet__Hello h = BITNET__HELLO__INIT;
+    h.role = BITNET__ROLE__ROLE_WORKER;
+    h.protocol_version = BITNET_PROTOCOL_VERSION;
+    h.worker_id = "w1";
+    h.pid = (uint32_t)real;
+    Bitnet__Envelope env;
+    wire_envelope_init(&env, 1);
+    env.body_case = BITNET__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    struct errbuf e;
+    wire_send(imp, &env, 1000, &e);
+    Bitnet__Error err = BITNET__ERROR__INIT;
+    err.code = BITNET__ERROR_CODE__ERROR_CODE_INTERNAL;
+    err.message = "impostor";
+    double end = clock_ms() + 30000;
+    uint64_t next_id = 1;
+    while (!g.done && clock_ms() < end) {
+        for (int k = 0; k < 50 && next_id < 5000; k++) {
+            wire_envelope_init(&env, next_id++);
+            env.body_case = BITNET__ENVELOPE__BODY_ERROR;
+            env.error = &err;
+            wire_send(imp, &env, 100, &e);
+        }
+        Bitnet__Envelope *got = client_recv(c, g.request_id, 20);
+        if (got)
+            gen_take(&g, got);
+        wire_free(got);
+    }
+    zmq_close(imp);
+    zmq_ctx_term(ctx);
+    CHECK(next_id > 200, "impostor: only %llu messages sent", (unsigned long long)next_id);
+    CHECK(g.done && g.stop_reason == BITNET__STOP_REASON__STOP_REASON_LENGTH &&
+              same_ids(g.ids, g.n, r->ids[pi], r->n_ids[pi]),
+          "impostor: the job ended with stop %d '%s' after %d tokens (want %d undisturbed)",
+          g.stop_reason, g.error, g.n, r->n_ids[pi]);
+    CHECK(worker_pid(dpid, "w1") == real, "impostor: w1 was restarted (pid %d, was %d)",
+          (int)worker_pid(dpid, "w1"), (int)real);
+    check_greedy(c, r, 2, "after an impostor");
+}
+
 /* Kills w1 after a few tokens of a long greedy generation; the tokens must not change. */
 static void check_sigkill(struct client *c, struct ref *r, pid_t dpid)
 {
@@ -1070,6 +1127,7 @@ int main(void)
                 check_concurrent(&c, &r);
                 check_cancel(&c, &r);
                 check_abandoned(&c, &r, run_dir);
+                check_impostor(&c, &r, pid, run_dir);
                 check_version(&c);
                 check_sigkill(&c, &r, pid);
                 check_sigstop(&c, &r, pid);
