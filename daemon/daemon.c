@@ -63,6 +63,28 @@ static void on_zap_decision(void *arg, const struct zap_decision *z)
              z->address, z->text);
 }
 
+/* A remote worker maps its own copy of the model: it is sent every tensor's digest to
+ * check that copy's weights, not only its header. Local workers map our file, so a
+ * daemon without remote workers hashes nothing. */
+static int hash_for_remote_workers(struct daemon *d, struct errbuf *e)
+{
+    bool any = false;
+    for (int i = 0; i < d->workers.n; i++)
+        any |= d->workers.w[i].remote;
+    if (!any)
+        return 0;
+    if (tensor_digests_get(&d->model.file, d->model_sha256, &d->digests, e) < 0)
+        return -1;
+    if (d->digests.seconds > 0)
+        dlog("weights of %s hashed for remote workers' copies in %.2f s (%.0f MB/s)%s%s",
+             d->model_path, d->digests.seconds, d->model.file.size / 1e6 / d->digests.seconds,
+             d->digests.cache_path[0] ? "; kept in " : "; no cache directory (set HOME or "
+             "XDG_CACHE_HOME)", d->digests.cache_path);
+    else
+        dlog("weights' digests of %s read from %s", d->model_path, d->digests.cache_path);
+    return 0;
+}
+
 int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e)
 {
     memset(d, 0, sizeof *d);
@@ -104,6 +126,8 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     }
     if (workers_init(d, e) < 0 || scheduler_init(d, e) < 0)
         return -1;
+    if (hash_for_remote_workers(d, e) < 0)
+        return -1;
     return workers_start_all(d, e);
 }
 
@@ -124,6 +148,7 @@ void daemon_close(struct daemon *d)
     topology_free(&d->topo);
     tokenizer_free(d->tok);
     d->tok = NULL;
+    tensor_digests_free(&d->digests);
     if (d->have_model)
         bitnet_model_free(&d->model);
     d->have_model = false;

@@ -27,6 +27,7 @@
 #include "daemon/workers.h"
 #include "model/bitnet_model.h"
 #include "model/clock.h"
+#include "model/tensor_digest.h"
 #include "model/tokenizer.h"
 #include "proto/wire.h"
 #include "worker/model_id.h"
@@ -46,6 +47,9 @@ struct daemon {
     bool have_model;
     struct tokenizer *tok;
     char model_sha256[MODEL_ID_HEX_LEN + 1];
+    /* every tensor's sha256, for remote workers to check their own copies against; empty
+     * without remote workers (local ones map this very file) */
+    struct tensor_digests digests;
     int n_ctx;
     bool synthetic_topology;        /* plan from a description, not this machine */
     struct topology topo;

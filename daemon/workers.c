@@ -382,6 +382,8 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
     if (w->remote) {
         ls.n_data_sender_keys = 1;
         ls.data_sender_keys = senders;
+        ls.tensor_digests.data = d->digests.sha;
+        ls.tensor_digests.len = d->digests.n * TENSOR_DIGEST_LEN;
     }
     ls.max_sequences = (uint32_t)d->cfg.max_sequences;
     Bitnet__Envelope env;

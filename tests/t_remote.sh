@@ -114,12 +114,14 @@ curve_key = $T/daemon.key
 allow_keys = $T/allow
 worker_timeout = $WT
 EOF
+# digests of the model's tensors are cached here, not in the user's ~/.cache
+export XDG_CACHE_HOME=$T/cache
 setsid build/bitnetd --model "$M" --config "$T/bitnetd.ini" --run-dir "$R" 2>"$T/bitnetd.log" &
 dpid=$!
-start_w1() {
+start_w1() {  # [its own copy of the model]
     ip netns exec "$NS" build/bitnet-worker --id w1 --control "tcp://$HOST:5600" \
         --server-key "$T/daemon.pub" --key "$T/w1.key" --data "tcp://$NSADDR:5601" \
-        2>>"$T/w1.log" & wpid=$!
+        ${1:+--model "$1"} 2>>"$T/w1.log" & wpid=$!
 }
 wait_ready() {
     for _ in $(seq 1 300); do
@@ -218,6 +220,26 @@ wait_ready || fail "not ready again after w1 came back"
 a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
     fail "generate after w1 came back"
 [ "$a" = "$ref" ] || fail "after the comeback '$a' != in-process '$ref'"
+
+# ---- its own copy of the model: the same header with one weight byte changed is refused
+# by name (the daemon sends every tensor's digest), an identical copy serves
+kill -9 "$wpid"; wait "$wpid" 2>/dev/null; wpid=
+cp "$M" "$T/bad.gguf"; cp "$M" "$T/good.gguf"
+size=$(stat -c %s "$M")
+printf '\x7f' | dd of="$T/bad.gguf" bs=1 seek=$((size - 1)) conv=notrunc status=none
+start_w1 "$T/bad.gguf"
+for _ in $(seq 1 100); do grep -q "holds other bytes" "$T/bitnetd.log" && break; sleep 0.05; done
+grep -qE "worker w1.*LoadShard failed: .*bad.gguf: tensor output_norm.weight holds other bytes than the coordinator's copy" \
+    "$T/bitnetd.log" || fail "a copy with other weights was not refused by name: $(grep -i 'w1' "$T/bitnetd.log" | tail -3)"
+$CTL status --run-dir "$R" | grep -q '^workers  *2 ready of 2' && fail "w1 is ready on a copy with other weights"
+kill -9 "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; wpid=
+start_w1 "$T/good.gguf"
+wait_ready || fail "not ready with an identical copy of the model"
+grep -q "weights of $T/good.gguf checked against the coordinator's digests" "$T/w1.log" ||
+    fail "w1 did not log the check of its copy"
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
+    fail "generate with w1 on its own copy"
+[ "$a" = "$ref" ] || fail "with w1 on its own copy '$a' != in-process '$ref'"
 
 # ---- shutdown: the daemon exits 0; the remote worker is not its to stop
 $CTL shutdown --run-dir "$R" >/dev/null || fail shutdown

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "model/clock.h"
+#include "model/tensor_digest.h"
 #include "proto/wire.h"
 #include "worker/log.h"
 #include "worker/numa_bind.h"
@@ -297,6 +298,25 @@ static void release(struct shard *s, const struct shard_origin *origin, const ch
     memset(s, 0, sizeof *s);
 }
 
+/* This copy's weights against the coordinator's digests: the header hash says the files
+ * declare the same model, this that they hold the same bytes. The first load of a file
+ * hashes it all (about a second for 2B-4T); later loads read the cached digests. */
+static int check_weights(struct shard *s, const Bitnet__LoadShard *req,
+                         const struct shard_hooks *hooks, struct errbuf *e)
+{
+    struct tensor_digests dg;
+    if (tensor_digests_get(&s->model.file, s->sha256, &dg, e) < 0)
+        return -1;
+    int rc = tensor_digests_compare(&s->model.file, &dg, req->tensor_digests.data,
+                                    req->tensor_digests.len, e);
+    if (rc == 0 && dg.seconds > 0)
+        worker_log(hooks->log_id, "weights of %s checked against the coordinator's digests in "
+                   "%.2f s%s%s", req->model_path, dg.seconds,
+                   dg.cache_path[0] ? "; digests kept in " : "", dg.cache_path);
+    tensor_digests_free(&dg);
+    return rc;
+}
+
 int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet__LoadShard *req,
                const struct shard_hooks *hooks, struct errbuf *e)
 {
@@ -356,6 +376,9 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
                 req->model_sha256);
         goto fail;
     }
+    /* before any repack releases the mapped pages: the bytes checked are the file's */
+    if (req->tensor_digests.len && check_weights(s, req, hooks, e) < 0)
+        goto fail;
     const struct bitnet_hparams *hp = &s->model.hp;
     uint32_t ctx = req->kv_ctx ? req->kv_ctx
                                : (hp->n_ctx_train ? hp->n_ctx_train : SHARD_DEFAULT_CTX);
