@@ -46,6 +46,10 @@ struct job {
 
     /* CLOCK_MONOTONIC milliseconds */
     double t_received, t_started, t_first_token;
+
+    /* steps of this job lost in a row to a worker that died (reset when one completes):
+     * a job that kills its worker every time is failed rather than replayed forever */
+    int step_losses;
 };
 
 struct job_limits {

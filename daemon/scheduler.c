@@ -8,10 +8,13 @@
 /* The workers' batch: most rows one Forward may carry (docs/runtime.md). */
 #define SCHED_MAX_ROWS 512
 #define SCHED_MAX_QUEUED 1024
-/* A step not answered in this long was lost without any worker dying (a dropped
- * message); it is sent again, and after this many tries in a row its jobs fail. */
+/* A step without a result or any stage saying it computes it (busy heartbeats) for this
+ * long was lost without any worker dying (a dropped message); it is sent again, and after
+ * this many tries in a row its jobs fail. A long step is not lost: its stage says so. */
 #define STEP_TIMEOUT_MS 10000.0
 #define STEP_MAX_TRIES 3
+/* Workers lost in a row while a job's step was in flight before the job is failed. */
+#define JOB_MAX_STEP_LOSSES 3
 /* Retry interval while stage 0 is not connected (just restarted). */
 #define FEED_RETRY_MS 5.0
 
@@ -320,7 +323,7 @@ static void send_step(struct daemon *d, int n_rows)
     }
     s->in_flight = true;
     s->step_id = s->next_step_id++;
-    s->step_sent_ms = clock_ms();
+    s->step_sent_ms = s->step_alive_ms = clock_ms();
     s->steps++;
 }
 
@@ -436,6 +439,7 @@ static void consume_result(struct daemon *d, const Bitnet__ForwardResult *r)
         if (!j || j->slot != (int)p->slot || j->n_fed != p->pos0)
             continue; /* cancelled meanwhile */
         j->n_fed += p->n_rows;
+        j->step_losses = 0;
         if (j->eval) {
             memcpy(j->logits + (size_t)p->pos0 * V, logits + (size_t)first * V,
                    (size_t)p->n_logits * V * sizeof(float));
@@ -477,11 +481,31 @@ void scheduler_on_results(struct daemon *d, void *sock)
     scheduler_kick(d);
 }
 
+/* The jobs of a step that a worker's death cost: each is replayed, unless workers died on
+ * its steps JOB_MAX_STEP_LOSSES times in a row, when the job itself is the likely cause
+ * (or the machine cannot run it) and it fails with the last worker's reason. */
+static void count_step_losses(struct daemon *d)
+{
+    struct scheduler *s = &d->sched;
+    for (int i = 0; i < s->n_parts; i++) {
+        struct job *j = scheduler_find(d, s->parts[i].job_id);
+        if (!j || ++j->step_losses < JOB_MAX_STEP_LOSSES)
+            continue;
+        char why[600];
+        snprintf(why, sizeof why, "its step was lost %d times in a row, each time with a "
+                 "worker (last: %s)", j->step_losses, d->workers.last_loss);
+        dlog("job %llu failed: %s", (unsigned long long)j->id, why);
+        scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_ERROR, why);
+    }
+}
+
 void scheduler_pipeline_lost(struct daemon *d)
 {
     struct scheduler *s = &d->sched;
-    if (s->in_flight)
+    if (s->in_flight) {
         dlog("step %llu abandoned", (unsigned long long)s->step_id);
+        count_step_losses(d);
+    }
     s->in_flight = false;
     s->n_parts = 0;
     s->retry_at_ms = 0;
@@ -505,6 +529,12 @@ void scheduler_pipeline_lost(struct daemon *d)
     }
 }
 
+void scheduler_step_progress(struct daemon *d, uint64_t step_id)
+{
+    if (d->sched.in_flight && step_id == d->sched.step_id)
+        d->sched.step_alive_ms = clock_ms();
+}
+
 void scheduler_step_failed(struct daemon *d, uint64_t step_id, const char *why)
 {
     if (d->sched.in_flight && step_id == d->sched.step_id) {
@@ -520,7 +550,7 @@ double scheduler_cron(struct daemon *d, double now)
         s->retry_at_ms = 0;
         scheduler_kick(d);
     }
-    if (s->in_flight && now - s->step_sent_ms > STEP_TIMEOUT_MS) {
+    if (s->in_flight && now - s->step_alive_ms > STEP_TIMEOUT_MS) {
         if (++s->step_failures >= STEP_MAX_TRIES) {
             fail_step(d, "no result after 3 tries");
         } else {

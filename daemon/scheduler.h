@@ -46,6 +46,8 @@ struct scheduler {
     bool in_flight;
     uint64_t step_id;           /* of the step in flight */
     double step_sent_ms;
+    double step_alive_ms;       /* last sign that a stage computes it (sent, or a busy
+                                 * heartbeat naming it) */
     int step_failures;          /* consecutive timeouts of the same work */
     struct step_part *parts;    /* [n_slots] */
     int n_parts;
@@ -86,6 +88,8 @@ void scheduler_on_results(struct daemon *d, void *sock);
 /* A worker left READY: drop the step in flight; every running job will replay its tokens
  * once all stages are back. */
 void scheduler_pipeline_lost(struct daemon *d);
+/* A worker's heartbeat says it is computing step_id: the step is slow, not lost. */
+void scheduler_step_progress(struct daemon *d, uint64_t step_id);
 /* A worker reported an Error about the step in flight. */
 void scheduler_step_failed(struct daemon *d, uint64_t step_id, const char *why);
 /* A stage answered a control request (Ack or Error): maybe a slot's DROP. */

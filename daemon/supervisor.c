@@ -62,12 +62,17 @@ int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
      * the daemon names in its LoadShard: it sends as the daemon's key pair, the same for
      * every local worker and every restart, so naming it never waits for a worker. (Its
      * control and data sockets stay ipc; the key is used for a tcp next stage only.) */
-    char *argv[10] = {
+    /* four heartbeats per timeout, so one late message is never taken for death */
+    int beat = d->cfg.heartbeat_timeout_ms / 4;
+    char beat_ms[16];
+    snprintf(beat_ms, sizeof beat_ms, "%d", beat < 20 ? 20 : beat > 200 ? 200 : beat);
+    char *argv[12] = {
         d->worker_bin, "--id", w->id, "--control", d->ipc.workers_ep, "--data", w->data_endpoint,
+        "--heartbeat-ms", beat_ms,
     };
     if (d->ipc.curve_sec[0] && d->cfg.curve_key) {
-        argv[7] = "--key";
-        argv[8] = d->cfg.curve_key;
+        argv[9] = "--key";
+        argv[10] = d->cfg.curve_key;
     }
     pid_t parent = getpid();
     pid_t pid = fork();

@@ -22,6 +22,7 @@
  * it cannot load): doubling, so that it cannot spin. One that was READY restarts at once. */
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 10000
+#define READY_STABLE_MS 5000.0
 
 const char *worker_state_name(enum worker_state s)
 {
@@ -215,13 +216,20 @@ static void worker_lost(struct daemon *d, struct worker *w, const char *why)
             return;
         char host[200];
         describe_host(w, host, sizeof host);
+        snprintf(d->workers.last_loss, sizeof d->workers.last_loss,
+                 "worker %s (%s) lost while %s: %s", w->id, host, worker_state_name(w->state),
+                 why);
         dlog("worker %s (%s) lost while %s: %s; waiting for it to join again (jobs fail "
              "after %d s without it)", w->id, host, worker_state_name(w->state), why,
              d->cfg.worker_timeout_s);
         set_state(d, w, WORKER_CONNECTING);
         return;
     }
-    if (w->state == WORKER_READY)
+    snprintf(d->workers.last_loss, sizeof d->workers.last_loss, "worker %s lost while %s: %s",
+             w->id, worker_state_name(w->state), why);
+    /* one that served a while comes back at once; one that dies soon after getting ready
+     * (on the first step it is given, say) backs off as one that never got there */
+    if (w->state == WORKER_READY && clock_ms() - w->t_state_ms > READY_STABLE_MS)
         w->backoff_ms = 0;
     else
         w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -768,6 +776,8 @@ static bool on_message(struct daemon *d, void *sock, struct worker *w,
     w->t_heartbeat_ms = clock_ms();
     switch (env->body_case) {
     case BITNET__ENVELOPE__BODY_HEARTBEAT:
+        if (env->heartbeat->busy_step_id)
+            scheduler_step_progress(d, env->heartbeat->busy_step_id);
         return false;
     case BITNET__ENVELOPE__BODY_ACK:
         scheduler_on_control_answer(d, env->request_id);

@@ -82,6 +82,7 @@ struct workers {
                                    * step id */
     struct workers_query queries[WORKERS_MAX_QUERIES];
     int n_queries;
+    char last_loss[400];          /* why the last worker was lost, for the jobs it cost */
 };
 
 int workers_init(struct daemon *d, struct errbuf *e);

@@ -200,7 +200,7 @@ int worker_open(struct worker *w, struct errbuf *e)
         return err_set(e, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     if (open_data(w, e) < 0 || open_control(w, e) < 0)
         return -1;
-    return 0;
+    return busy_beat_start(&w->beat, w->control, w->opts.id, w->opts.heartbeat_ms, e);
 }
 
 /* Watches data_out for refusals by the next stage's ZAP handler (on_next_monitor). */
@@ -264,6 +264,7 @@ void worker_disconnect_next(struct worker *w)
 
 void worker_close(struct worker *w)
 {
+    busy_beat_stop(&w->beat);
     shard_unload(&w->shard, &w->origin, w->opts.id);
     worker_disconnect_next(w);
     if (w->control)

@@ -348,6 +348,12 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     }
     /* from here on the cache changes: the slots hold what this step wrote */
     memcpy(s->next_pos, s->scratch_pos, (size_t)s->n_slots * sizeof *s->next_pos);
+    busy_beat_begin(&w->beat, fw->step_id);
+    /* fault injection for the tests of the daemon's crash-loop handling: a worker that
+     * dies in every step, as one would on a job that trips a bug */
+    const char *fault = getenv("BITNET_TEST_FAULT");
+    if (fault && strcmp(fault, "abort-in-step") == 0)
+        abort();
     for (uint32_t il = s->layer_begin; il < s->layer_end; il++)
         forward_layer(m, &s->state, il);
     uint64_t t_done = clock_us();
@@ -358,8 +364,10 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     timing.layer_end = s->layer_end;
     timing.queue_us = t_start - t_recv_us;
     timing.compute_us = t_done - t_start;
+    /* the head over many rows (an eval) is long too; sending uses the data socket only */
     rc = s->has_output ? send_result(w, fw, &timing, t_done, &code, &e)
                        : send_hidden(w, fw, &timing, &code, &e);
+    busy_beat_end(&w->beat);
     /* our part of the step is done: the other stages of this node may use our CPUs */
     threadpool_park(s->pool);
     if (rc < 0) {

@@ -12,6 +12,7 @@
 #include "proto/keys.h"
 #include "proto/wire.h"
 #include "proto/zap.h"
+#include "worker/busy_beat.h"
 #include "worker/log.h"
 #include "worker/shard.h"
 
@@ -73,6 +74,7 @@ struct worker {
 
     struct shard_origin origin;
     struct shard shard;
+    struct busy_beat beat;     /* heartbeats during a step (busy_beat.h) */
 
     uint64_t requests_served;  /* Forward steps computed and passed on */
     uint64_t started_ms;
