@@ -390,6 +390,40 @@ static int scan_version(const uint8_t *p, size_t len, uint64_t *version, int *fo
     return 0;
 }
 
+/* protobuf-c takes field number 0 written as a long varint (0x85 0x00) for an unknown field,
+ * and would pack it again as the one-byte tag it refuses: an envelope accepted here that no
+ * receiver could read once relayed (a worker's StatusReply inside bitnetd's WorkersReply).
+ * Field 0 is not protobuf at any depth. */
+static int has_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const char *field = (const char *)m + f->offset;
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *sub = *(ProtobufCMessage *const *const *)field;
+            for (size_t k = 0; k < n; k++)
+                if (has_field_zero(sub[k]))
+                    return 1;
+            continue;
+        }
+        /* the members of a oneof share their storage: only the one set may be read */
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+            continue;
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)field;
+        if (sub && has_field_zero(sub))
+            return 1;
+    }
+    return 0;
+}
+
 /* protobuf-c allocates per element and per sub-message, so a frame of empty sub-messages
  * can ask for ~50x its size. Legitimate envelopes expand at most ~4x (packed varints to
  * 32-bit elements); the budget refuses the rest before it reaches the heap. */
@@ -449,6 +483,10 @@ static int decode(const uint8_t *p, size_t len, size_t max, Bitnet__Envelope **o
                           decode_budget(len));
         return reject(e, WIRE_MALFORMED, "malformed message: protobuf unpack failed (%zu bytes)",
                       len);
+    }
+    if (has_field_zero(&env->base)) {
+        wire_free(env);
+        return reject(e, WIRE_MALFORMED, "malformed message: field number 0 (%zu bytes)", len);
     }
     if (env->body_case == BITNET__ENVELOPE__BODY__NOT_SET) {
         wire_free(env);
