@@ -171,6 +171,8 @@ struct job *job_new_eval(const Bitnet__EvalRequest *r, const struct job_limits *
 
 static int text_append(struct job *j, const char *s, size_t n)
 {
+    if (n == 0) /* j->text may still be NULL: memcpy must not see it */
+        return 0;
     if (j->n_text + n > j->cap_text) {
         size_t cap = j->cap_text ? j->cap_text : 256;
         while (cap < j->n_text + n)
@@ -267,7 +269,8 @@ void job_consume_output(struct job *j, size_t n_bytes)
 {
     if (n_bytes > j->n_text)
         n_bytes = j->n_text;
-    memmove(j->text, j->text + n_bytes, j->n_text - n_bytes);
+    if (n_bytes) /* else nothing moves, and j->text may still be NULL */
+        memmove(j->text, j->text + n_bytes, j->n_text - n_bytes);
     j->n_text -= n_bytes;
     j->n_unsent_ids = 0;
 }

@@ -310,7 +310,7 @@ static bool gen_take(struct gen *g, const Bitnet__Envelope *env)
     const Bitnet__GenerateChunk *ch = env->generate_chunk;
     g->job_id = ch->job_id;
     g->n_chunks++;
-    if (ch->text.len < sizeof g->text - g->n_text) {
+    if (ch->text.len && ch->text.len < sizeof g->text - g->n_text) { /* data NULL when empty */
         memcpy(g->text + g->n_text, ch->text.data, ch->text.len);
         g->n_text += ch->text.len;
     }
