@@ -155,8 +155,12 @@ static const micro_fn micro_table[TOK_BLOCK] = {micro_1, micro_2, micro_3, micro
 /* AVX-VNNI (Alder Lake and later Intel cores, Zen 5): vpdpbusd on ymm does a group's
  * four products and their sum in one instruction, so no int16 stage and more tokens a
  * tile. */
+#ifdef __clang__ /* which ignores gcc's target pragma (the fuzz build, tests/fuzz/fuzz.mk) */
+#pragma clang attribute push(__attribute__((target("avxvnni"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avxvnni")
+#endif
 #define VNNI_TOK_BLOCK 8
 #define VACC_DECL(i) __m256i acc_##i = _mm256_setzero_si256();
 #define VACC_STEP(i)                                                                       \
@@ -185,7 +189,11 @@ static inline __attribute__((always_inline)) void micro_vnni(const uint8_t *pane
         micro_vnni(panel, xr, n_groups, sumx, out, ldo, m, nt);                            \
     }
 VNNI_FN(1) VNNI_FN(2) VNNI_FN(3) VNNI_FN(4) VNNI_FN(5) VNNI_FN(6) VNNI_FN(7) VNNI_FN(8)
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 static const micro_fn vnni_table[VNNI_TOK_BLOCK] = {micro_vnni_1, micro_vnni_2, micro_vnni_3,
                                                     micro_vnni_4, micro_vnni_5, micro_vnni_6,
