@@ -43,6 +43,7 @@ static const struct opt opts[] = {
     {"lm-head", OPT_LM_HEAD, OFF(lm_head_q8), 0, 0, false},
     {"act-type", OPT_ACT_TYPE, OFF(act_type), 0, 0, false},
     {"prefill-chunk", OPT_INT, OFF(prefill_chunk), 1, 512, false},
+    {"pipeline-depth", OPT_INT, OFF(pipeline_depth), 0, 8, false},
     {"worker-bin", OPT_STR, OFF(worker_bin), 0, 0, false},
     {"topology", OPT_STR, OFF(topology), 0, 0, false},
     {"heartbeat-timeout", OPT_INT, OFF(heartbeat_timeout_ms), 200, 3600 * 1000, false},
@@ -78,6 +79,8 @@ void config_usage(FILE *f)
             "  --lm-head f16|q8         output projection as stored, or an int8 copy (f16)\n"
             "  --act-type f32|bf16|f16  hidden states between workers (f32: exact)\n"
             "  --prefill-chunk N        prompt rows per step (64)\n"
+            "  --pipeline-depth N       steps in flight (0 = auto: one per stage when the\n"
+            "                           stages have CPUs of their own, else 1)\n"
             "  --worker-bin PATH        (default: bitnet-worker beside bitnetd)\n"
             "  --topology SRC           synthetic:<hwloc synthetic> or xml:<file>\n"
             "  --heartbeat-timeout MS   a silent worker is dead after this (1500)\n"

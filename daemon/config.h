@@ -19,6 +19,8 @@ struct daemon_config {
     char *run_dir;            /* NULL: proto/endpoints.h's default */
     int max_sequences;        /* KV slots, i.e. jobs running at once */
     int max_jobs_per_client;  /* running + queued jobs of one client connection */
+    int pipeline_depth;       /* steps in flight at most; 0: one per stage when the
+                               * stages have CPUs of their own, else 1 */
     int ctx;                  /* KV positions per sequence, capped at the model's */
     enum kv_type kv_type;     /* KV cache element */
     bool lm_head_q8;          /* the last stage multiplies through an int8 head */

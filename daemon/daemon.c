@@ -63,6 +63,28 @@ static void on_zap_decision(void *arg, const struct zap_decision *z)
              z->address, z->text);
 }
 
+/* Steps in flight at most. Overlapping steps only pays when each stage has CPUs of its
+ * own: stages that take turns on shared cores would contend for them instead (and on a
+ * described topology the workers run unpinned on whatever this machine has). */
+static int pipeline_depth(const struct daemon *d)
+{
+    if (d->cfg.pipeline_depth > 0)
+        return d->cfg.pipeline_depth;
+    if (d->synthetic_topology)
+        return 1;
+    const struct placement *p = &d->plan;
+    for (int a = 0; a < p->n_workers; a++)
+        for (int b = a + 1; b < p->n_workers; b++) {
+            if (d->workers.w[a].remote || d->workers.w[b].remote)
+                continue;
+            for (int i = 0; i < p->w[a].n_pus; i++)
+                for (int k = 0; k < p->w[b].n_pus; k++)
+                    if (p->w[a].pus[i] == p->w[b].pus[k])
+                        return 1;
+        }
+    return p->n_workers < SCHED_MAX_DEPTH ? p->n_workers : SCHED_MAX_DEPTH;
+}
+
 /* A remote worker maps its own copy of the model: it is sent every tensor's digest to
  * check that copy's weights, not only its header. Local workers map our file, so a
  * daemon without remote workers hashes nothing. */
@@ -124,8 +146,11 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
         if (n == 0)
             dlog("warning: %s lists no key: every remote worker will be refused", cfg->allow_keys);
     }
-    if (workers_init(d, e) < 0 || scheduler_init(d, e) < 0)
+    if (workers_init(d, e) < 0 || scheduler_init(d, pipeline_depth(d), e) < 0)
         return -1;
+    if (d->sched.depth > 1)
+        dlog("pipeline depth %d: the running jobs go through in %d micro-batches",
+             d->sched.depth, d->sched.depth);
     if (hash_for_remote_workers(d, e) < 0)
         return -1;
     return workers_start_all(d, e);

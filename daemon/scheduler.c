@@ -18,10 +18,11 @@
 /* Retry interval while stage 0 is not connected (just restarted). */
 #define FEED_RETRY_MS 5.0
 
-int scheduler_init(struct daemon *d, struct errbuf *e)
+int scheduler_init(struct daemon *d, int depth, struct errbuf *e)
 {
     struct scheduler *s = &d->sched;
     memset(s, 0, sizeof *s);
+    s->depth = depth < 1 ? 1 : depth > SCHED_MAX_DEPTH ? SCHED_MAX_DEPTH : depth;
     s->n_slots = d->cfg.max_sequences;
     s->max_queued = SCHED_MAX_QUEUED;
     s->max_rows = SCHED_MAX_ROWS;
@@ -34,7 +35,9 @@ int scheduler_init(struct daemon *d, struct errbuf *e)
     s->next_job_id = 1;
     s->next_step_id = 1;
     s->slot_job = calloc((size_t)s->n_slots, sizeof *s->slot_job);
-    s->parts = calloc((size_t)s->n_slots, sizeof *s->parts);
+    bool parts_ok = true;
+    for (int i = 0; i < SCHED_MAX_DEPTH; i++)
+        parts_ok &= (s->flight[i].parts = calloc((size_t)s->n_slots, sizeof(struct step_part))) != 0;
     s->row_seq = malloc(SCHED_MAX_ROWS * sizeof *s->row_seq);
     s->row_pos = malloc(SCHED_MAX_ROWS * sizeof *s->row_pos);
     s->row_tok = malloc(SCHED_MAX_ROWS * sizeof *s->row_tok);
@@ -42,7 +45,7 @@ int scheduler_init(struct daemon *d, struct errbuf *e)
     s->slot_drop_deferred = calloc((size_t)s->n_slots, sizeof *s->slot_drop_deferred);
     s->slot_drop_id = calloc((size_t)s->n_slots, sizeof *s->slot_drop_id);
     s->slot_drop_acks = calloc((size_t)s->n_slots, sizeof *s->slot_drop_acks);
-    if (!s->slot_job || !s->parts || !s->row_seq || !s->row_pos || !s->row_tok || !s->row_want ||
+    if (!s->slot_job || !parts_ok || !s->row_seq || !s->row_pos || !s->row_tok || !s->row_want ||
         !s->slot_drop_deferred || !s->slot_drop_id || !s->slot_drop_acks)
         return err_set(e, "scheduler: out of memory");
     return 0;
@@ -57,7 +60,8 @@ void scheduler_free(struct daemon *d)
         job_free(j);
     }
     free(s->slot_job);
-    free(s->parts);
+    for (int i = 0; i < SCHED_MAX_DEPTH; i++)
+        free(s->flight[i].parts);
     free(s->row_seq);
     free(s->row_pos);
     free(s->row_tok);
@@ -107,10 +111,21 @@ int scheduler_submit(struct daemon *d, struct job *j, struct errbuf *e)
 
 static bool slot_in_flight(const struct scheduler *s, int slot)
 {
-    for (int i = 0; s->in_flight && i < s->n_parts; i++)
-        if (s->parts[i].slot == (uint32_t)slot)
-            return true;
+    for (int k = 0; k < SCHED_MAX_DEPTH; k++) {
+        const struct step *st = &s->flight[k];
+        for (int i = 0; st->in_flight && i < st->n_parts; i++)
+            if (st->parts[i].slot == (uint32_t)slot)
+                return true;
+    }
     return false;
+}
+
+static struct step *step_by_id(struct scheduler *s, uint64_t id)
+{
+    for (int k = 0; k < SCHED_MAX_DEPTH; k++)
+        if (s->flight[k].in_flight && s->flight[k].id == id)
+            return &s->flight[k];
+    return NULL;
 }
 
 static bool slot_free(const struct scheduler *s, int slot)
@@ -127,13 +142,16 @@ static void send_drop(struct daemon *d, int slot)
     s->slot_drop_acks[slot] = n;
 }
 
-/* The step in flight is over (answered, failed or given up): the DROPs it held back. */
-static void step_ended(struct daemon *d)
+/* A step is over (answered, failed or given up): the DROPs it held back, of slots that
+ * no other step in flight has rows of. */
+static void step_ended(struct daemon *d, struct step *st)
 {
     struct scheduler *s = &d->sched;
-    s->in_flight = false;
+    st->in_flight = false;
+    st->n_parts = 0;
+    s->n_flight--;
     for (int i = 0; i < s->n_slots; i++)
-        if (s->slot_drop_deferred[i]) {
+        if (s->slot_drop_deferred[i] && !slot_in_flight(s, i)) {
             s->slot_drop_deferred[i] = false;
             send_drop(d, i);
         }
@@ -227,10 +245,11 @@ static void admit(struct daemon *d)
     }
 }
 
-/* Adds rows [n_fed, n_fed + k) of j to the step. */
-static void add_rows(struct scheduler *s, struct job *j, int k, int *n_rows, int *n_logits)
+/* Adds rows [n_fed, n_fed + k) of j to step st. */
+static void add_rows(struct scheduler *s, struct step *st, struct job *j, int k, int *n_rows,
+                     int *n_logits)
 {
-    struct step_part *p = &s->parts[s->n_parts++];
+    struct step_part *p = &st->parts[st->n_parts++];
     p->job_id = j->id;
     p->slot = (uint32_t)j->slot;
     p->pos0 = (uint32_t)j->n_fed;
@@ -248,31 +267,48 @@ static void add_rows(struct scheduler *s, struct job *j, int k, int *n_rows, int
         if (want) {
             p->n_logits++;
             if (j->eval || !j->argmax_only)
-                s->argmax_step = false;
+                st->argmax = false;
         }
     }
     *n_logits += (int)p->n_logits;
 }
 
+/* A job may join a step: it runs, and no step in flight has its rows. */
+static bool ready_for_step(const struct scheduler *s, const struct job *j)
+{
+    return j->slot >= 0 && j->n_tokens > j->n_fed && !slot_in_flight(s, j->slot);
+}
+
+/* How many jobs one step takes: all of them with one step in flight; else the running
+ * jobs split evenly over the pipeline's depth, so that every stage has a micro-batch. */
+static int jobs_per_step(const struct scheduler *s)
+{
+    if (s->depth <= 1)
+        return s->n_slots;
+    return s->n_running <= s->depth ? 1 : (s->n_running + s->depth - 1) / s->depth;
+}
+
 /* Decoding jobs (one pending token each) first: they are what a user watches; then
  * prompts and replays share prefill_chunk rows in arrival order, which caps the step's
- * length and so keeps every worker's heartbeats flowing. */
-static int build_step(struct daemon *d)
+ * length. */
+static int build_step(struct daemon *d, struct step *st)
 {
     struct scheduler *s = &d->sched;
-    int n = 0, n_logits = 0, prefill_left = s->prefill_chunk;
-    s->n_parts = 0;
-    s->argmax_step = true;
-    for (struct job *j = s->jobs; j; j = j->next) {
-        if (j->slot < 0 || j->n_tokens - j->n_fed != 1)
+    int n = 0, n_logits = 0, prefill_left = s->prefill_chunk, jobs_left = jobs_per_step(s);
+    st->n_parts = 0;
+    st->argmax = true;
+    for (struct job *j = s->jobs; j && jobs_left > 0; j = j->next) {
+        if (!ready_for_step(s, j) || j->n_tokens - j->n_fed != 1)
             continue;
         if (n == s->max_rows || n_logits == s->max_logit_rows)
             break;
-        add_rows(s, j, 1, &n, &n_logits);
+        add_rows(s, st, j, 1, &n, &n_logits);
+        jobs_left--;
     }
-    for (struct job *j = s->jobs; j && prefill_left > 0 && n < s->max_rows; j = j->next) {
+    for (struct job *j = s->jobs; j && prefill_left > 0 && n < s->max_rows && jobs_left > 0;
+         j = j->next) {
         size_t pending = j->n_tokens - j->n_fed;
-        if (j->slot < 0 || pending <= 1)
+        if (!ready_for_step(s, j) || pending <= 1)
             continue;
         size_t k = pending;
         if (k > (size_t)prefill_left)
@@ -286,13 +322,15 @@ static int build_step(struct daemon *d)
             k = pending - 1;
         if (k == 0)
             continue;
-        add_rows(s, j, (int)k, &n, &n_logits);
+        add_rows(s, st, j, (int)k, &n, &n_logits);
         prefill_left -= (int)k;
+        jobs_left--;
     }
     return n;
 }
 
-static void send_step(struct daemon *d, int n_rows)
+/* Sends st (built); false when stage 0 cannot take it now. */
+static bool send_step(struct daemon *d, struct step *st, int n_rows)
 {
     struct scheduler *s = &d->sched;
     Bitnet__Forward fw = BITNET__FORWARD__INIT;
@@ -304,7 +342,7 @@ static void send_step(struct daemon *d, int n_rows)
     fw.token_ids = s->row_tok;
     fw.want_logits = s->row_want;
     /* greedy jobs need only the argmax, which saves n_vocab floats per row */
-    fw.top_k = s->argmax_step ? 1 : 0;
+    fw.top_k = st->argmax ? 1 : 0;
     Bitnet__Envelope env;
     wire_envelope_init(&env, 0);
     env.body_case = BITNET__ENVELOPE__BODY_FORWARD;
@@ -314,46 +352,57 @@ static void send_step(struct daemon *d, int n_rows)
     if (rc == WIRE_AGAIN) {
         /* IMMEDIATE: stage 0 is not connected yet (restarted moments ago) */
         s->retry_at_ms = clock_ms() + FEED_RETRY_MS;
-        return;
+        st->n_parts = 0;
+        return false;
     }
     if (rc != WIRE_OK) {
         dlog("step %llu: %s", (unsigned long long)fw.step_id, e.msg);
         s->retry_at_ms = clock_ms() + 100;
-        return;
+        st->n_parts = 0;
+        return false;
     }
-    s->in_flight = true;
-    s->step_id = s->next_step_id++;
-    s->step_sent_ms = s->step_alive_ms = clock_ms();
+    st->in_flight = true;
+    st->id = s->next_step_id++;
+    st->sent_ms = st->alive_ms = clock_ms();
+    s->n_flight++;
     s->steps++;
+    return true;
 }
 
 void scheduler_kick(struct daemon *d)
 {
     struct scheduler *s = &d->sched;
     admit(d);
-    if (!d->workers.pipeline_ready || s->in_flight || s->retry_at_ms > 0 ||
-        d->phase == PHASE_STOPPING)
-        return;
-    int n = build_step(d);
-    if (n > 0)
-        send_step(d, n);
+    while (d->workers.pipeline_ready && s->n_flight < s->depth && s->retry_at_ms <= 0 &&
+           d->phase != PHASE_STOPPING) {
+        struct step *st = NULL;
+        for (int k = 0; k < SCHED_MAX_DEPTH && !st; k++)
+            if (!s->flight[k].in_flight)
+                st = &s->flight[k];
+        int n = build_step(d, st);
+        if (n == 0 || !send_step(d, st, n))
+            break;
+    }
 }
 
 /* ---- consuming a result ---- */
 
-/* Ends every job of the step in flight with an error. */
-static void fail_step(struct daemon *d, const char *why)
+/* Ends every job of a step in flight with an error. */
+static void fail_step(struct daemon *d, struct step *st, const char *why)
 {
     struct scheduler *s = &d->sched;
-    step_ended(d);
+    uint64_t jobs[SCHED_MAX_ROWS];
+    int n = 0;
+    for (int i = 0; i < st->n_parts && n < SCHED_MAX_ROWS; i++)
+        jobs[n++] = st->parts[i].job_id;
+    dlog("step %llu failed: %s", (unsigned long long)st->id, why);
+    step_ended(d, st);
     s->step_failures = 0;
-    dlog("step %llu failed: %s", (unsigned long long)s->step_id, why);
-    for (int i = 0; i < s->n_parts; i++) {
-        struct job *j = scheduler_find(d, s->parts[i].job_id);
+    for (int i = 0; i < n; i++) {
+        struct job *j = scheduler_find(d, jobs[i]);
         if (j)
             scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_ERROR, why);
     }
-    s->n_parts = 0;
 }
 
 static void on_token(struct daemon *d, struct job *j, int32_t id)
@@ -383,10 +432,9 @@ static void on_token(struct daemon *d, struct job *j, int32_t id)
 }
 
 /* Checks a result against the step it answers; NULL if it fits, else why not. */
-static const char *check_result(const struct daemon *d, const Bitnet__ForwardResult *r,
-                                char *why, size_t cap)
+static const char *check_result(const struct daemon *d, const struct step *s,
+                                const Bitnet__ForwardResult *r, char *why, size_t cap)
 {
-    const struct scheduler *s = &d->sched;
     uint32_t want = 0;
     for (int i = 0; i < s->n_parts; i++)
         want += s->parts[i].n_logits;
@@ -399,7 +447,7 @@ static const char *check_result(const struct daemon *d, const Bitnet__ForwardRes
                  d->model.hp.n_vocab);
         return why;
     }
-    if (!s->argmax_step && r->logits.len != (size_t)want * d->model.hp.n_vocab * sizeof(float)) {
+    if (!s->argmax && r->logits.len != (size_t)want * d->model.hp.n_vocab * sizeof(float)) {
         snprintf(why, cap, "result has %zu bytes of logits for %u rows", r->logits.len, want);
         return why;
     }
@@ -418,21 +466,26 @@ static const char *check_result(const struct daemon *d, const Bitnet__ForwardRes
     return NULL;
 }
 
-static void consume_result(struct daemon *d, const Bitnet__ForwardResult *r)
+static void consume_result(struct daemon *d, struct step *st, const Bitnet__ForwardResult *r)
 {
     struct scheduler *s = &d->sched;
     char why[256];
-    if (check_result(d, r, why, sizeof why)) {
-        fail_step(d, why);
+    if (check_result(d, st, r, why, sizeof why)) {
+        fail_step(d, st, why);
         return;
     }
-    step_ended(d);
+    /* the parts outlive the step's end, which may let its slots' DROPs go */
+    struct step done = *st;
+    struct step_part parts[SCHED_MAX_ROWS];
+    int n_parts = st->n_parts < SCHED_MAX_ROWS ? st->n_parts : SCHED_MAX_ROWS;
+    memcpy(parts, st->parts, (size_t)n_parts * sizeof *parts);
+    step_ended(d, st);
     s->step_failures = 0;
     size_t V = d->model.hp.n_vocab;
     const float *logits = (const float *)r->logits.data;
     uint32_t row = 0;
-    for (int i = 0; i < s->n_parts; i++) {
-        const struct step_part *p = &s->parts[i];
+    for (int i = 0; i < n_parts; i++) {
+        const struct step_part *p = &parts[i];
         struct job *j = scheduler_find(d, p->job_id);
         uint32_t first = row;
         row += p->n_logits;
@@ -448,12 +501,11 @@ static void consume_result(struct daemon *d, const Bitnet__ForwardResult *r)
                 release(d, j);
             }
         } else if (p->n_logits) {
-            int32_t id = s->argmax_step ? r->argmax[first]
+            int32_t id = done.argmax ? r->argmax[first]
                                         : sampler_sample(&j->smp, logits + (size_t)first * V);
             on_token(d, j, id);
         }
     }
-    s->n_parts = 0;
 }
 
 void scheduler_on_results(struct daemon *d, void *sock)
@@ -473,8 +525,8 @@ void scheduler_on_results(struct daemon *d, void *sock)
         }
         if (env->body_case != BITNET__ENVELOPE__BODY_FORWARD_RESULT)
             dlog("results socket: unexpected %s, dropped", wire_body_name(env->body_case));
-        else if (s->in_flight && env->forward_result->step_id == s->step_id)
-            consume_result(d, env->forward_result);
+        else if (step_by_id(s, env->forward_result->step_id))
+            consume_result(d, step_by_id(s, env->forward_result->step_id), env->forward_result);
         /* else: a step abandoned when a worker was lost; its jobs are replaying */
         wire_free(env);
     }
@@ -484,11 +536,10 @@ void scheduler_on_results(struct daemon *d, void *sock)
 /* The jobs of a step that a worker's death cost: each is replayed, unless workers died on
  * its steps JOB_MAX_STEP_LOSSES times in a row, when the job itself is the likely cause
  * (or the machine cannot run it) and it fails with the last worker's reason. */
-static void count_step_losses(struct daemon *d)
+static void count_step_losses(struct daemon *d, const uint64_t *jobs, int n)
 {
-    struct scheduler *s = &d->sched;
-    for (int i = 0; i < s->n_parts; i++) {
-        struct job *j = scheduler_find(d, s->parts[i].job_id);
+    for (int i = 0; i < n; i++) {
+        struct job *j = scheduler_find(d, jobs[i]);
         if (!j || ++j->step_losses < JOB_MAX_STEP_LOSSES)
             continue;
         char why[600];
@@ -502,12 +553,20 @@ static void count_step_losses(struct daemon *d)
 void scheduler_pipeline_lost(struct daemon *d)
 {
     struct scheduler *s = &d->sched;
-    if (s->in_flight) {
-        dlog("step %llu abandoned", (unsigned long long)s->step_id);
-        count_step_losses(d);
+    uint64_t jobs[SCHED_MAX_ROWS];
+    int n_jobs = 0;
+    for (int k = 0; k < SCHED_MAX_DEPTH; k++) {
+        struct step *st = &s->flight[k];
+        if (!st->in_flight)
+            continue;
+        dlog("step %llu abandoned", (unsigned long long)st->id);
+        for (int i = 0; i < st->n_parts && n_jobs < SCHED_MAX_ROWS; i++)
+            jobs[n_jobs++] = st->parts[i].job_id;
+        st->in_flight = false;
+        st->n_parts = 0;
     }
-    s->in_flight = false;
-    s->n_parts = 0;
+    s->n_flight = 0;
+    count_step_losses(d, jobs, n_jobs);
     s->retry_at_ms = 0;
     /* DROPs are bookkeeping: a restarted stage holds nothing, and a slot's stale count
      * in the others is overwritten from position 0 by its next job */
@@ -531,14 +590,16 @@ void scheduler_pipeline_lost(struct daemon *d)
 
 void scheduler_step_progress(struct daemon *d, uint64_t step_id)
 {
-    if (d->sched.in_flight && step_id == d->sched.step_id)
-        d->sched.step_alive_ms = clock_ms();
+    struct step *st = step_by_id(&d->sched, step_id);
+    if (st)
+        st->alive_ms = clock_ms();
 }
 
 void scheduler_step_failed(struct daemon *d, uint64_t step_id, const char *why)
 {
-    if (d->sched.in_flight && step_id == d->sched.step_id) {
-        fail_step(d, why);
+    struct step *st = step_by_id(&d->sched, step_id);
+    if (st) {
+        fail_step(d, st, why);
         scheduler_kick(d);
     }
 }
@@ -550,14 +611,16 @@ double scheduler_cron(struct daemon *d, double now)
         s->retry_at_ms = 0;
         scheduler_kick(d);
     }
-    if (s->in_flight && now - s->step_alive_ms > STEP_TIMEOUT_MS) {
+    for (int k = 0; k < SCHED_MAX_DEPTH; k++) {
+        struct step *st = &s->flight[k];
+        if (!st->in_flight || now - st->alive_ms <= STEP_TIMEOUT_MS)
+            continue;
         if (++s->step_failures >= STEP_MAX_TRIES) {
-            fail_step(d, "no result after 3 tries");
+            fail_step(d, st, "no result after 3 tries");
         } else {
             dlog("step %llu: no result after %.0f s; sending it again",
-                 (unsigned long long)s->step_id, STEP_TIMEOUT_MS / 1000);
-            step_ended(d);
-            s->n_parts = 0;
+                 (unsigned long long)st->id, STEP_TIMEOUT_MS / 1000);
+            step_ended(d, st);
         }
         scheduler_kick(d);
     }

@@ -1,8 +1,14 @@
 /* Continuous batching: every job owns a KV slot; each step takes the pending tokens of
- * every running job (one for a decoding job, up to a chunk of a prompt or a replay) into
- * one Forward, and the ForwardResult's logits rows decide each job's next token. Only
- * one step is in flight; a step whose workers changed under it is abandoned, and its
- * late results are recognised by their step id and dropped. */
+ * running jobs (one for a decoding job, up to a chunk of a prompt or a replay) into one
+ * Forward, and the ForwardResult's logits rows decide each job's next token.
+ *
+ * Several steps are in flight at once, up to the pipeline's depth (one per stage when the
+ * stages have CPUs of their own): the running jobs are split into that many micro-batches,
+ * so that while the last stage computes one, the first computes the next. A job is in at
+ * most one step at a time, so its tokens, its KV positions and its sampler see exactly
+ * the order they would with one step in flight: the output does not change. A step whose
+ * workers changed under it is abandoned, and its late results are recognised by their
+ * step id and dropped. */
 #ifndef BITNET_DAEMON_SCHEDULER_H
 #define BITNET_DAEMON_SCHEDULER_H
 
@@ -22,6 +28,21 @@ struct step_part {
     uint32_t n_rows;
     uint32_t n_logits;   /* its rows with want_logits: all (eval), the last one, or none */
 };
+
+/* A Forward sent and not yet answered. */
+struct step {
+    bool in_flight;
+    uint64_t id;
+    double sent_ms;
+    double alive_ms;            /* last sign that a stage computes it (sent, or a busy
+                                 * heartbeat naming it) */
+    struct step_part *parts;    /* [n_slots] */
+    int n_parts;
+    bool argmax;                /* it asked only for argmax (top_k = 1) */
+};
+
+/* Most steps in flight: deeper pipelines than this gain nothing on one host's stages. */
+#define SCHED_MAX_DEPTH 8
 
 struct scheduler {
     int n_slots;
@@ -43,15 +64,10 @@ struct scheduler {
     int max_logit_rows;         /* so that a ForwardResult fits the wire limit */
 
     uint64_t next_step_id;
-    bool in_flight;
-    uint64_t step_id;           /* of the step in flight */
-    double step_sent_ms;
-    double step_alive_ms;       /* last sign that a stage computes it (sent, or a busy
-                                 * heartbeat naming it) */
-    int step_failures;          /* consecutive timeouts of the same work */
-    struct step_part *parts;    /* [n_slots] */
-    int n_parts;
-    bool argmax_step;           /* the step asked only for argmax (top_k = 1) */
+    int depth;                  /* steps in flight at most (1..SCHED_MAX_DEPTH) */
+    struct step flight[SCHED_MAX_DEPTH];
+    int n_flight;               /* of them in flight */
+    int step_failures;          /* consecutive timeouts, reset by any result */
     /* the rows of the Forward being built, [max_rows] each */
     uint32_t *row_seq, *row_pos;
     int32_t *row_tok;
@@ -65,7 +81,8 @@ struct scheduler {
     uint64_t replays;
 };
 
-int scheduler_init(struct daemon *d, struct errbuf *e);
+/* depth: steps in flight at most (scheduler_depth's answer, or --pipeline-depth). */
+int scheduler_init(struct daemon *d, int depth, struct errbuf *e);
 void scheduler_free(struct daemon *d);
 
 /* Takes ownership of j: queues it and starts it as soon as a slot and the pipeline are

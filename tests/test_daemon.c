@@ -1085,6 +1085,9 @@ int main(void)
         {"1 worker (INI file + flag)", 1, {"--config", TDIR "/ok.ini", "--workers", "1", NULL},
          false},
         {"2 workers", 2, {"--workers", "2", NULL}, true},
+        /* a core each: two steps in flight, the jobs in two micro-batches */
+        {"2 workers, split cpus, 2 steps in flight", 2, {"--workers", "2", "--split-cpus", NULL},
+         true},
         {"2 workers, synthetic 2 nodes", 2,
          {"--workers", "2", "--topology", "synthetic:pack:2 [numa(memory=8GB)] core:2 pu:1",
           "--prefill-chunk", "4", NULL}, false},
