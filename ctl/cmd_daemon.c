@@ -16,13 +16,15 @@
 struct daemon_opts {
     const char *run_dir;
     bool json;
+    bool timing;    /* workers --timing; refused by the other commands */
 };
 
 static int parse_daemon_opts(int argc, char **argv, struct daemon_opts *o, int want_args,
                              const char *usage)
 {
     static const struct option opts[] = {
-        {"run-dir", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0},
+        {"run-dir", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'},
+        {"timing", no_argument, 0, 't'}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     int c;
@@ -32,6 +34,8 @@ static int parse_daemon_opts(int argc, char **argv, struct daemon_opts *o, int w
             o->run_dir = optarg;
         else if (c == 'j')
             o->json = true;
+        else if (c == 't' && strstr(usage, "--timing"))
+            o->timing = true;
         else
             return -1;
     }
@@ -148,10 +152,62 @@ int cmd_status(int argc, char **argv)
     return 0;
 }
 
+static json_object *timing_json(const Bitnet__StageTimingStats *t)
+{
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "steps", json_object_new_int64((int64_t)t->steps));
+    const char *names[] = {"queue_us", "compute_us", "send_us", "hop_in_us", "hop_out_us",
+                           "step_us"};
+    double v[] = {t->queue_us, t->compute_us, t->send_us, t->hop_in_us, t->hop_out_us,
+                  t->step_us};
+    for (int i = 0; i < 6; i++)
+        json_object_object_add(j, names[i], json_object_new_double(v[i]));
+    return j;
+}
+
+/* A hop between hosts has no comparable clocks: shown as "-". */
+static void print_us(double us)
+{
+    if (us < 0)
+        printf(" %10s", "-");
+    else
+        printf(" %10.1f", us / 1000.0);
+}
+
+/* Per stage: where its steps' time goes, in ms, averaged over the steps since it became
+ * ready; the hops are the transfers into each stage (and out of the last). */
+static void print_timing(const Bitnet__WorkersReply *w)
+{
+    printf("%-8s %8s %10s %10s %10s %10s %10s %10s\n", "worker", "steps", "hop in", "queue",
+           "compute", "send", "hop out", "step");
+    for (size_t i = 0; i < w->n_workers; i++) {
+        const Bitnet__WorkerInfo *wi = w->workers[i];
+        const Bitnet__StageTimingStats *t = wi->timing;
+        const char *id = wi->status ? wi->status->worker_id : "?";
+        if (!t || !t->steps) {
+            printf("%-8s %8s\n", id, "0");
+            continue;
+        }
+        bool last = i + 1 == w->n_workers;
+        printf("%-8s %8llu", id, (unsigned long long)t->steps);
+        print_us(t->hop_in_us);
+        print_us(t->queue_us);
+        print_us(t->compute_us);
+        print_us(t->send_us);
+        if (last) {
+            print_us(t->hop_out_us);
+            print_us(t->step_us);
+        }
+        putchar('\n');
+    }
+    printf("(ms per step, averaged since each stage became ready; queue: waiting for the stage "
+           "to finish an earlier step)\n");
+}
+
 int cmd_workers(int argc, char **argv)
 {
     struct daemon_opts o;
-    if (parse_daemon_opts(argc, argv, &o, 0, "workers [--run-dir DIR] [--json]") < 0)
+    if (parse_daemon_opts(argc, argv, &o, 0, "workers [--run-dir DIR] [--json] [--timing]") < 0)
         return 2;
     Bitnet__WorkersRequest req = BITNET__WORKERS_REQUEST__INIT;
     Bitnet__Envelope *r = request(&o, BITNET__ENVELOPE__BODY_WORKERS_REQUEST, &req,
@@ -159,6 +215,11 @@ int cmd_workers(int argc, char **argv)
     if (!r)
         return 1;
     const Bitnet__WorkersReply *w = r->workers_reply;
+    if (o.timing && !o.json) {
+        print_timing(w);
+        wire_free(r);
+        return 0;
+    }
     json_object *arr = o.json ? json_object_new_array() : NULL;
     if (!o.json)
         printf("%-10s %-10s %-8s %-7s %-6s %-10s %-10s %-8s %s\n", "worker", "state", "layers",
@@ -182,6 +243,8 @@ int cmd_workers(int argc, char **argv)
                 json_object_object_add(j, "malformed_rejected", json_object_new_int64((int64_t)st->malformed_rejected));
                 json_object_object_add(j, "keys_refused", json_object_new_int64((int64_t)st->keys_refused));
             }
+            if (wi->timing)
+                json_object_object_add(j, "timing", timing_json(wi->timing));
             json_object_array_add(arr, j);
         } else {
             char layers[32] = "-";

@@ -481,6 +481,8 @@ static void consume_result(struct daemon *d, struct step *st, const Bitnet__Forw
     memcpy(parts, st->parts, (size_t)n_parts * sizeof *parts);
     step_ended(d, st);
     s->step_failures = 0;
+    workers_add_timings(d, r->timings, r->n_timings, (uint64_t)(done.sent_ms * 1000.0),
+                        clock_us());
     size_t V = d->model.hp.n_vocab;
     const float *logits = (const float *)r->logits.data;
     uint32_t row = 0;

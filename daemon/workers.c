@@ -126,8 +126,10 @@ int workers_n_ready(const struct daemon *d)
 static void set_state(struct daemon *d, struct worker *w, enum worker_state s)
 {
     w->state = s;
-    if (s == WORKER_READY)
+    if (s == WORKER_READY) {
         w->outage_logged = false;
+        memset(&w->tsum, 0, sizeof w->tsum);
+    }
     w->t_state_ms = clock_ms();
     bool ready = workers_n_ready(d) == d->workers.n;
     if (ready != d->workers.pipeline_ready) {
@@ -645,6 +647,54 @@ static void on_loaded(struct daemon *d, struct worker *w, uint64_t request_id,
     set_state(d, w, WORKER_READY);
 }
 
+/* ---- stage timings ---- */
+
+static void stage_stats(const struct worker *w, Bitnet__StageTimingStats *t)
+{
+    bitnet__stage_timing_stats__init(t);
+    uint64_t n = w->tsum.steps;
+    t->steps = n;
+    if (!n)
+        return;
+    t->queue_us = w->tsum.queue_us / (double)n;
+    t->compute_us = w->tsum.compute_us / (double)n;
+    t->send_us = w->tsum.send_us / (double)n;
+    t->hop_in_us = w->tsum.hop_in_n ? w->tsum.hop_in_us / (double)w->tsum.hop_in_n : -1;
+    t->hop_out_us = w->tsum.hop_out_n ? w->tsum.hop_out_us / (double)w->tsum.hop_out_n : -1;
+    t->step_us = w->tsum.step_us / (double)n;
+}
+
+void workers_add_timings(struct daemon *d, Bitnet__StageTiming *const *t, size_t n,
+                         uint64_t sent_us, uint64_t got_us)
+{
+    struct workers *ws = &d->workers;
+    if (n != (size_t)ws->n)
+        return; /* a step from before the pipeline changed */
+    for (size_t i = 0; i < n; i++) {
+        struct worker *w = &ws->w[i];
+        if (!t[i]->worker_id || strcmp(t[i]->worker_id, w->id) != 0)
+            return;
+        w->tsum.steps++;
+        w->tsum.queue_us += (double)t[i]->queue_us;
+        w->tsum.compute_us += (double)t[i]->compute_us;
+        w->tsum.send_us += (double)t[i]->send_us;
+        /* the hop's two ends read one clock only when both are on this host */
+        bool prev_local = i == 0 || !ws->w[i - 1].remote;
+        uint64_t from = i == 0 ? sent_us : t[i - 1]->sent_mono_us;
+        if (!w->remote && prev_local && t[i]->recv_mono_us >= from && from) {
+            w->tsum.hop_in_us += (double)(t[i]->recv_mono_us - from);
+            w->tsum.hop_in_n++;
+        }
+        if (i + 1 == n) {
+            w->tsum.step_us += (double)(got_us - sent_us);
+            if (!w->remote && got_us >= t[i]->sent_mono_us && t[i]->sent_mono_us) {
+                w->tsum.hop_out_us += (double)(got_us - t[i]->sent_mono_us);
+                w->tsum.hop_out_n++;
+            }
+        }
+    }
+}
+
 /* ---- WorkersRequest ---- */
 
 static void answer_query(struct daemon *d, int qi)
@@ -653,9 +703,10 @@ static void answer_query(struct daemon *d, int qi)
     struct workers_query q = ws->queries[qi];
     ws->queries[qi] = ws->queries[--ws->n_queries];
     Bitnet__WorkerInfo *info = calloc((size_t)ws->n, sizeof *info);
+    Bitnet__StageTimingStats *ts = calloc((size_t)ws->n, sizeof *ts);
     Bitnet__WorkerInfo **ptrs = calloc((size_t)ws->n, sizeof *ptrs);
-    if (!info || !ptrs) {
-        free(info), free(ptrs);
+    if (!info || !ptrs || !ts) {
+        free(info), free(ptrs), free(ts);
         clients_send_error(d, &q.client, q.request_id, BITNET__ERROR_CODE__ERROR_CODE_OUT_OF_MEMORY,
                            "workers: out of memory");
         return;
@@ -670,6 +721,8 @@ static void answer_query(struct daemon *d, int qi)
         info[i].last_heartbeat_ms_ago =
             w->t_heartbeat_ms > 0 ? (uint64_t)(now - w->t_heartbeat_ms) : 0;
         info[i].status = w->status ? w->status->status_reply : NULL;
+        stage_stats(w, &ts[i]);
+        info[i].timing = &ts[i];
         ptrs[i] = &info[i];
     }
     Bitnet__WorkersReply wr = BITNET__WORKERS_REPLY__INIT;
@@ -680,6 +733,7 @@ static void answer_query(struct daemon *d, int qi)
     env.body_case = BITNET__ENVELOPE__BODY_WORKERS_REPLY;
     env.workers_reply = &wr;
     clients_send(d, &q.client, &env);
+    free(ts);
     free(info);
     free(ptrs);
 }

@@ -57,6 +57,12 @@ struct worker {
     int resident_node;
     Bitnet__Envelope *status;     /* its last StatusReply, or NULL */
     uint64_t n_foreign;           /* messages under its id from other processes, ignored */
+    /* sums of its StageTimings since it became ready (averaged for --timing); hops are
+     * summed only where both ends share this host's clock */
+    struct {
+        uint64_t steps, hop_in_n, hop_out_n;
+        double queue_us, compute_us, send_us, hop_in_us, hop_out_us, step_us;
+    } tsum;
 };
 
 #define WORKERS_MAX_QUERIES 16
@@ -105,6 +111,10 @@ int workers_kv_drop(struct daemon *d, uint32_t slot, uint64_t *request_id);
 void workers_query(struct daemon *d, const struct wire_identity *client, uint64_t request_id);
 
 int workers_n_ready(const struct daemon *d);
+/* Adds a step's timings (as the last stage returned them) to the stages' sums. sent_us
+ * and got_us: when the daemon sent the step and received its result (CLOCK_MONOTONIC). */
+void workers_add_timings(struct daemon *d, Bitnet__StageTiming *const *t, size_t n,
+                         uint64_t sent_us, uint64_t got_us);
 /* True when a remote stage has been gone longer than --worker-timeout: why says which,
  * from where and for how long ("worker w1 (host b, 198.18.7.2) lost: no heartbeat for
  * 30.0 s"). Jobs cannot run until it joins again. */

@@ -44,6 +44,19 @@ cmp -s $T/d.f32 $T/p.f32 || fail "eval logits through 2 workers differ from in-p
 t=$($CTL generate --run-dir "$R" --chat "Hi" -n 5 --temp 0.7 --seed 3 2>$T/gen.err) || fail "chat via daemon"
 grep -q "generated" $T/gen.err || fail "no stats line: $(cat $T/gen.err)"
 
+# where the steps' time went, per stage: every stage saw every step; the hops on this host
+# are measured; a whole step takes at least its stages' compute and the hops between them
+tj=$($CTL workers --run-dir "$R" --json) || fail "workers --json after jobs"
+node -e 'const w=JSON.parse(require("fs").readFileSync(0)); const t=w.map(x=>x.timing);
+  if (t.some(x=>!x||!(x.steps>0)||!(x.compute_us>0)||!(x.hop_in_us>=0)||!(x.queue_us>=0))) process.exit(1);
+  if (t[0].steps!==t[1].steps) process.exit(2);
+  const sum=t.reduce((a,x)=>a+x.compute_us+x.hop_in_us,0)+t[1].hop_out_us;
+  if (!(t[1].step_us>=t[0].compute_us+t[1].compute_us) || !(t[1].step_us*1.05+50>=sum)) process.exit(3)' <<<"$tj" ||
+    fail "workers --json timing: $tj"
+tt=$($CTL workers --run-dir "$R" --timing) || fail "workers --timing"
+grep -qE "^w1 +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$" <<<"$tt" || fail "workers --timing table: $tt"
+$CTL status --run-dir "$R" --timing >/dev/null 2>&1 && fail "status accepted --timing"
+
 $CTL cancel 987654 --run-dir "$R" >/dev/null 2>&1 && fail "cancel of an unknown job exited 0"
 $CTL shutdown --run-dir "$R" || fail "shutdown"
 for _ in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done

@@ -252,6 +252,7 @@ static int send_result(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
     env.body_case = BITNET__ENVELOPE__BODY_FORWARD_RESULT;
     env.forward_result = &r;
     timing->send_us = clock_us() - t_out;
+    timing->sent_mono_us = clock_us();
     int sent = wire_send(w->data_out, &env, WORKER_SEND_TIMEOUT_MS, e);
     if (sent != WIRE_OK) {
         *code = BITNET__ERROR_CODE__ERROR_CODE_TIMEOUT;
@@ -297,6 +298,7 @@ static int send_hidden(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
         env.body_case = BITNET__ENVELOPE__BODY_FORWARD;
         env.forward = &out;
         timing->send_us = clock_us() - t0;
+        timing->sent_mono_us = clock_us();
         int sent = wire_send(w->data_out, &env, WORKER_SEND_TIMEOUT_MS, e);
         if (sent != WIRE_OK) {
             *code = BITNET__ERROR_CODE__ERROR_CODE_TIMEOUT;
@@ -363,6 +365,7 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
     timing.layer_begin = s->layer_begin;
     timing.layer_end = s->layer_end;
     timing.queue_us = t_start - t_recv_us;
+    timing.recv_mono_us = t_recv_us;
     timing.compute_us = t_done - t_start;
     /* the head over many rows (an eval) is long too; sending uses the data socket only */
     rc = s->has_output ? send_result(w, fw, &timing, t_done, &code, &e)
