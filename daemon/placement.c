@@ -230,7 +230,7 @@ static int choose_nodes(const struct topology *t, int k, int *node_of, struct er
 struct stage_model {
     int n_layer, k;
     const uint64_t *prefix;   /* [n_layer + 1] cumulative layer bytes */
-    uint64_t kv, embd, output;
+    uint64_t kv, embd, embd_row, output;
     bool tied;
     const double *cores;      /* [k] */
     const uint64_t *mem_cap;  /* [k] memory a stage may use; 0 = unconstrained */
@@ -246,12 +246,27 @@ static uint64_t stage_weights(const struct stage_model *m, int i, int a, int b)
     return w;
 }
 
+/* The bytes a decode step streams through stage i: its layers, one row of the embedding
+ * (not the table: a token reads its own row), the whole head, and the KV cache as far as
+ * the sequences have filled it, counted at a quarter of its capacity (a cache is read up
+ * to its current length; full caches of every slot at once are the exception). Stages
+ * with the same streamed bytes per core take the same time per token, which is what a
+ * pipeline's throughput waits for. */
+static double streamed_bytes(const struct stage_model *m, int i, int a, int b)
+{
+    uint64_t w = stage_weights(m, i, a, b);
+    if (i == 0 && m->embd_row && m->embd_row < m->embd)
+        w -= m->embd - m->embd_row;
+    return (double)w + (double)m->kv * (double)(b - a) / 4.0;
+}
+
 static double stage_cost(const struct stage_model *m, int i, int a, int b)
 {
-    uint64_t bytes = stage_weights(m, i, a, b) + m->kv * (uint64_t)(b - a);
-    if (m->mem_cap[i] && bytes > m->mem_cap[i])
+    /* memory holds all of it: the whole table, a full cache */
+    uint64_t resident = stage_weights(m, i, a, b) + m->kv * (uint64_t)(b - a);
+    if (m->mem_cap[i] && resident > m->mem_cap[i])
         return INFINITY;
-    return (double)bytes / m->cores[i];
+    return streamed_bytes(m, i, a, b) / m->cores[i];
 }
 
 /* Exact DP over split points: best[i][j] is the smallest possible slowest stage when
@@ -434,7 +449,8 @@ int placement_plan(struct placement *p, const struct topology *t,
         prefix[l + 1] = prefix[l] + req->layer_bytes[l];
     struct stage_model sm = {
         .n_layer = n, .k = k, .prefix = prefix, .kv = req->kv_bytes_per_layer,
-        .embd = req->embd_bytes, .output = req->output_bytes, .tied = req->output_tied,
+        .embd = req->embd_bytes, .embd_row = req->embd_row_bytes, .output = req->output_bytes,
+        .tied = req->output_tied,
         .cores = cores, .mem_cap = mem_cap,
     };
     int split[PLACEMENT_MAX_WORKERS + 1];
@@ -462,6 +478,7 @@ int placement_plan(struct placement *p, const struct topology *t,
         pw->has_output = w == k - 1;
         pw->weight_bytes = stage_weights(&sm, w, pw->l0, pw->l1);
         pw->kv_bytes = req->kv_bytes_per_layer * (uint64_t)(pw->l1 - pw->l0);
+        pw->streamed_bytes = streamed_bytes(&sm, w, pw->l0, pw->l1);
     }
     free(prefix);
     if (rc == 0)
@@ -481,7 +498,7 @@ void placement_free(struct placement *p)
 
 double placement_stage_cost(const struct placement_worker *w)
 {
-    return (double)(w->weight_bytes + w->kv_bytes) / w->cores;
+    return w->streamed_bytes / w->cores;
 }
 
 void placement_describe(const struct placement *p, FILE *f)

@@ -23,6 +23,8 @@ struct placement_request {
     int n_layer;
     const uint64_t *layer_bytes;  /* [n_layer] ternary weights and norms of each layer */
     uint64_t embd_bytes;          /* token embedding, held by the first stage */
+    uint64_t embd_row_bytes;      /* one row of it: all that a decode step reads (0: the
+                                   * whole table is counted, as before it was known) */
     uint64_t output_bytes;        /* output projection, held by the last stage */
     bool output_tied;             /* output is the embedding: counted once when the
                                    * first stage is also the last */
@@ -46,6 +48,7 @@ struct placement_worker {
     bool has_output;
     uint64_t weight_bytes;
     uint64_t kv_bytes;
+    double streamed_bytes;  /* what one decode step reads here (placement.c) */
 };
 
 struct placement {
@@ -58,7 +61,8 @@ int placement_plan(struct placement *p, const struct topology *t,
                    const struct placement_request *req, struct errbuf *e);
 void placement_free(struct placement *p);
 
-/* The balance objective of worker i: (weight + KV bytes) / cores. */
+/* The balance objective of worker i: the bytes a decode step streams through it (its
+ * layers, one embedding row, the head, a quarter of its KV cache) per core. */
 double placement_stage_cost(const struct placement_worker *w);
 
 /* A table: worker, node, cpus, threads, layers, MiB of weights and KV, embedding/output. */

@@ -24,14 +24,16 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
     uint64_t *layer_bytes = calloc(hp->n_layer ? hp->n_layer : 1, sizeof *layer_bytes);
     if (!layer_bytes)
         return err_set(e, "placement: out of memory");
-    uint64_t embd = 0, output = 0;
+    uint64_t embd = 0, embd_row = 0, output = 0;
     for (uint64_t i = 0; i < m->file.n_tensors; i++) {
         const struct gguf_tensor *tn = &m->file.tensors[i];
         long l = block_of(tn->name);
         if (l >= 0 && l < (long)hp->n_layer)
             layer_bytes[l] += tn->nbytes;
-        else if (strview_eq(tn->name, "token_embd.weight"))
+        else if (strview_eq(tn->name, "token_embd.weight")) {
             embd += tn->nbytes;
+            embd_row = tn->ne[1] ? tn->nbytes / tn->ne[1] : tn->nbytes;
+        }
         else if (strview_eq(tn->name, "output.weight") || strview_eq(tn->name, "output_norm.weight"))
             output += tn->nbytes;
     }
@@ -42,6 +44,7 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
         .n_layer = (int)hp->n_layer,
         .layer_bytes = layer_bytes,
         .embd_bytes = embd,
+        .embd_row_bytes = embd_row,
         .output_bytes = output,
         .output_tied = m->tied_output,
         .kv_bytes_per_layer = (uint64_t)kv_bytes_per_position(hp, cfg->kv_type) *

@@ -135,11 +135,11 @@ static double plan_max_cost(const struct placement *p)
 static double brute_cost(const struct placement_request *r, const struct placement *p, int i,
                          int a, int b)
 {
-    uint64_t bytes = 0;
+    double bytes = 0;
     for (int l = a; l < b; l++)
-        bytes += r->layer_bytes[l] + r->kv_bytes_per_layer;
+        bytes += (double)r->layer_bytes[l] + (double)r->kv_bytes_per_layer / 4;
     if (i == 0)
-        bytes += r->embd_bytes;
+        bytes += (double)(r->embd_row_bytes ? r->embd_row_bytes : r->embd_bytes);
     if (i == p->n_workers - 1 && !(p->n_workers == 1 && r->output_tied))
         bytes += r->output_bytes;
     return (double)bytes / p->w[i].cores;
@@ -258,9 +258,34 @@ static void test_two_nodes(void)
         placement_free(&p);
     }
 
+    /* a decode step reads one row of the embedding but the whole head: counting the row,
+     * the first stage takes the layers the head costs the last one (2B-4T: a 656 MB head
+     * against 17.3 MB layers puts nearly all of them first); the whole table still counts
+     * as memory */
+    r = req_2b4t();
+    r.embd_row_bytes = 2560 * 2;
+    rc = placement_plan(&p, &t, &r, &e);
+    CHECK(rc == 0, "plan: %s", e.msg);
+    if (rc == 0) {
+        check_cover(&p, N_LAYER);
+        CHECK(p.n_workers == 2 && p.w[0].l1 == N_LAYER - 1,
+              "streamed bytes: stage 0 ends at %d (want %d: the head alone outweighs the "
+              "other layers)", p.w[0].l1, N_LAYER - 1);
+        double bf = brute_optimum(&r, &p);
+        CHECK(fabs(plan_max_cost(&p) - bf) <= 1e-9 * bf, "plan %.3f, brute force %.3f",
+              plan_max_cost(&p), bf);
+        uint64_t want = EMBD;
+        for (int l = 0; l < N_LAYER - 1; l++)
+            want += layer_bytes[l];
+        CHECK(p.w[0].weight_bytes == want, "stage 0 holds the whole table: %llu, want %llu",
+              (unsigned long long)p.w[0].weight_bytes, (unsigned long long)want);
+        placement_free(&p);
+    }
+
     /* KV cache counts in the balance and in the memory fit */
     r.kv_bytes_per_layer = 21 * MB;
     r.embd_bytes = 900 * MB; /* a heavier first stage moves layers to the second */
+    r.embd_row_bytes = 0;    /* (as when all of it is read) */
     r.output_bytes = 0;
     r.output_tied = false;
     rc = placement_plan(&p, &t, &r, &e);
