@@ -269,6 +269,10 @@ int cmd_workers(int argc, char **argv)
 
 int cmd_placement(int argc, char **argv)
 {
+    /* with a model named, the plan is computed here, no daemon asked */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--model") == 0 || strncmp(argv[i], "--model=", 8) == 0)
+            return cmd_placement_offline(argc, argv);
     struct daemon_opts o;
     if (parse_daemon_opts(argc, argv, &o, 0, "placement [--run-dir DIR] [--json]") < 0)
         return 2;

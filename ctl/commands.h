@@ -19,6 +19,8 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+/* bitnetctl placement --model FILE ...: the plan without a daemon (cmd_placement.c) */
+int cmd_placement_offline(int argc, char **argv);
 
 /* Talking to a running bitnetd (ctl/cmd_daemon.c). */
 int cmd_status(int argc, char **argv);

@@ -180,6 +180,10 @@ int topology_load(struct topology *t, const char *source, struct errbuf *e)
                      strerror(errno));
     if (rc == 0)
         rc = copy_out(t, topo, e);
+    t->memory_known = !source || strncmp(source, "synthetic:", 10) != 0 ||
+                      strstr(source, "memory") != NULL;
+    for (int i = 0; rc == 0 && !t->memory_known && i < t->n_nodes; i++)
+        t->nodes[i].memory = UINT64_MAX;
     hwloc_topology_destroy(topo);
     if (rc < 0)
         topology_free(t);

@@ -27,6 +27,10 @@ struct topology {
     int n_nodes;
     struct topo_node *nodes; /* ascending OS index */
     int n_pus;               /* PUs over all nodes */
+    /* false for a synthetic description that gives no memory: hwloc then invents 1 GiB a
+     * node, which would refuse plans for a machine the user only sketched; memory is then
+     * not checked: each node's memory reads as UINT64_MAX */
+    bool memory_known;
 };
 
 /* source: NULL for this machine (only the CPUs and nodes this process is allowed),

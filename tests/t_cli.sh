@@ -168,5 +168,30 @@ expect_error "q8 head dim" "KV type q8: head dimension 6 is not a multiple of 4"
 $CTL eval --model $T/hd6.gguf --ids 1 --kv-type f16 --logits-out $T/x.f32 2>/dev/null || fail "head dim 6 with f16"
 expect_error "bad kernel" "BITNET_KERNEL=bogus" env BITNET_KERNEL=bogus $CTL eval --model $M --ids 1 --logits-out $T/x.f32
 
+# placement without a daemon: bitnetd's own planner for described machines
+P30=$T/p30.gguf
+$CTL model synth --out $P30 --shape tiny --layers 30 --seed 2 2>/dev/null || fail "synth 30 layers"
+check_plan() {  # SPEC WORKERS THREADS: the JSON plan's shape
+    local js; js=$($CTL placement --model $P30 --topology "synthetic:$1" --json) ||
+        { fail "placement for '$1'"; return; }
+    node -e 'const j=JSON.parse(require("fs").readFileSync(0)), k=+process.argv[1], th=+process.argv[2];
+      const w=j.workers; let next=0;
+      if (w.length!==k) throw "workers "+w.length;
+      w.forEach((x,i)=>{ if (x.node!==i||x.threads!==th||x.layers[0]!==next||x.layers[1]<=next) throw "worker "+i+" "+JSON.stringify(x); next=x.layers[1]; });
+      if (next!==30||!w[0].embedding||!w[k-1].output) throw "layers end at "+next;
+      if (j.nodes.length!==k||j.nodes.some(n=>n.threads!==th||!(n.weight_bytes>0))) throw "nodes";
+      if (j.links.length!==k+1||j.links[1]&&!(j.links[1].crosses_nodes&&j.links[1].bytes_per_token===256*4)) throw "links "+JSON.stringify(j.links);
+      if (!(j.links[k].bytes_per_token_sampled>128256*4)) throw "last link"' \
+        "$2" "$3" <<<"$js" || fail "placement for '$1': $js"
+}
+check_plan "package:2 numa:1 core:16 pu:2" 2 32
+check_plan "package:4 numa:2 core:8 pu:1" 8 8
+out=$($CTL placement --model $P30 --topology "synthetic:package:2 numa:1 core:16 pu:2") || fail "placement text"
+grep -q "w0     -> w1     1024 bytes (between nodes)" <<<"$out" || fail "placement text: $out"
+expect_error "placement on a bad topology" "rejected by hwloc" \
+    $CTL placement --model $P30 --topology "synthetic:bogus:3"
+expect_error "placement without a model file" "nope.gguf" \
+    $CTL placement --model $T/nope.gguf --topology "synthetic:package:2 core:2 pu:1"
+
 echo "t_cli: $fails failures"
 [ $fails -eq 0 ]
