@@ -15,6 +15,8 @@
 #define STEP_MAX_TRIES 3
 /* Workers lost in a row while a job's step was in flight before the job is failed. */
 #define JOB_MAX_STEP_LOSSES 3
+/* Sampled jobs whose top-k is at most this get the best logits of each row, not the row. */
+#define SCHED_MAX_TOP_K 64
 /* Retry interval while stage 0 is not connected (just restarted). */
 #define FEED_RETRY_MS 5.0
 
@@ -245,6 +247,18 @@ static void admit(struct daemon *d)
     }
 }
 
+/* What a job's next token needs of its row: 1 the argmax, k the k best logits, 0 all. */
+static uint32_t logits_needed(const struct job *j)
+{
+    if (j->eval)
+        return 0;
+    if (j->argmax_only)
+        return 1;
+    if (sampler_top_k_suffices(&j->smp, SCHED_MAX_TOP_K))
+        return (uint32_t)j->smp.params.top_k;
+    return 0;
+}
+
 /* Adds rows [n_fed, n_fed + k) of j to step st. */
 static void add_rows(struct scheduler *s, struct step *st, struct job *j, int k, int *n_rows,
                      int *n_logits)
@@ -266,8 +280,11 @@ static void add_rows(struct scheduler *s, struct step *st, struct job *j, int k,
         s->row_want[r] = want;
         if (want) {
             p->n_logits++;
-            if (j->eval || !j->argmax_only)
-                st->argmax = false;
+            uint32_t need = logits_needed(j);
+            if (need == 0)
+                st->full = true;
+            else if (need > st->top_k)
+                st->top_k = need;
         }
     }
     *n_logits += (int)p->n_logits;
@@ -296,7 +313,8 @@ static int build_step(struct daemon *d, struct step *st)
     struct scheduler *s = &d->sched;
     int n = 0, n_logits = 0, prefill_left = s->prefill_chunk, jobs_left = jobs_per_step(s);
     st->n_parts = 0;
-    st->argmax = true;
+    st->full = false;
+    st->top_k = 1;
     for (struct job *j = s->jobs; j && jobs_left > 0; j = j->next) {
         if (!ready_for_step(s, j) || j->n_tokens - j->n_fed != 1)
             continue;
@@ -341,8 +359,14 @@ static bool send_step(struct daemon *d, struct step *st, int n_rows)
     fw.positions = s->row_pos;
     fw.token_ids = s->row_tok;
     fw.want_logits = s->row_want;
-    /* greedy jobs need only the argmax, which saves n_vocab floats per row */
-    fw.top_k = st->argmax ? 1 : 0;
+    /* greedy jobs need only the argmax and top-k samplers the k best: n_vocab floats a row
+     * less (500 KB for a 128k vocabulary) */
+    fw.top_k = st->full ? 0 : st->top_k;
+    if (st->top_k > 1 && !st->full && !s->said_top_k) {
+        dlog("sampled jobs get the best %u logits of each row: %zu bytes a row instead of %zu",
+             st->top_k, (size_t)st->top_k * 8, (size_t)d->model.hp.n_vocab * 4);
+        s->said_top_k = true;
+    }
     Bitnet__Envelope env;
     wire_envelope_init(&env, 0);
     env.body_case = BITNET__ENVELOPE__BODY_FORWARD;
@@ -447,7 +471,19 @@ static const char *check_result(const struct daemon *d, const struct step *s,
                  d->model.hp.n_vocab);
         return why;
     }
-    if (!s->argmax && r->logits.len != (size_t)want * d->model.hp.n_vocab * sizeof(float)) {
+    if (r->n_argmax != want || r->n_seq_ids != want || r->n_positions != want) {
+        snprintf(why, cap, "result has %zu argmax, %zu slots, %zu positions for %u rows",
+                 r->n_argmax, r->n_seq_ids, r->n_positions, want);
+        return why;
+    }
+    if (!s->full && s->top_k > 1 &&
+        (r->top_k != s->top_k || r->n_top_ids != (size_t)want * s->top_k ||
+         r->n_top_logits != (size_t)want * s->top_k)) {
+        snprintf(why, cap, "result has top %u (%zu ids) for %u rows of top %u", r->top_k,
+                 r->n_top_ids, want, s->top_k);
+        return why;
+    }
+    if (s->full && r->logits.len != (size_t)want * d->model.hp.n_vocab * sizeof(float)) {
         snprintf(why, cap, "result has %zu bytes of logits for %u rows", r->logits.len, want);
         return why;
     }
@@ -503,8 +539,14 @@ static void consume_result(struct daemon *d, struct step *st, const Bitnet__Forw
                 release(d, j);
             }
         } else if (p->n_logits) {
-            int32_t id = done.argmax ? r->argmax[first]
-                                        : sampler_sample(&j->smp, logits + (size_t)first * V);
+            int32_t id;
+            if (done.full)
+                id = sampler_sample(&j->smp, logits + (size_t)first * V);
+            else if (j->argmax_only)
+                id = r->argmax[first];
+            else
+                id = sampler_sample_top(&j->smp, r->top_ids + (size_t)first * done.top_k,
+                                        r->top_logits + (size_t)first * done.top_k);
             on_token(d, j, id);
         }
     }

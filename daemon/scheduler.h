@@ -38,7 +38,8 @@ struct step {
                                  * heartbeat naming it) */
     struct step_part *parts;    /* [n_slots] */
     int n_parts;
-    bool argmax;                /* it asked only for argmax (top_k = 1) */
+    bool full;                  /* it asked for whole rows of logits (top_k = 0) */
+    uint32_t top_k;             /* else the best this many of each row (1: the argmax) */
 };
 
 /* Most steps in flight: deeper pipelines than this gain nothing on one host's stages. */
@@ -68,6 +69,7 @@ struct scheduler {
     struct step flight[SCHED_MAX_DEPTH];
     int n_flight;               /* of them in flight */
     int step_failures;          /* consecutive timeouts, reset by any result */
+    bool said_top_k;            /* the first step of sampled jobs on top-k rows was logged */
     /* the rows of the Forward being built, [max_rows] each */
     uint32_t *row_seq, *row_pos;
     int32_t *row_tok;

@@ -113,6 +113,58 @@ static void apply_repeat_penalty(struct sampler *s)
     }
 }
 
+/* top-p, min-p, temperature and the seeded draw over the first keep candidates, sorted
+ * best first: what follows top-k, shared by both entry points so that they give the same
+ * token from the same candidates. */
+static int32_t draw(struct sampler *s, size_t keep)
+{
+    const struct sampler_params *p = &s->params;
+    cand_softmax(s->cand, keep, 1.0f);
+    if (p->top_p < 1.0f) {
+        double cum = 0.0;
+        for (size_t i = 0; i < keep; i++) {
+            cum += s->cand[i].p;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    if (p->min_p > 0.0f) {
+        float floor_p = s->cand[0].p * p->min_p;
+        size_t i = 1;
+        while (i < keep && s->cand[i].p >= floor_p)
+            i++;
+        keep = i;
+    }
+    cand_softmax(s->cand, keep, p->temp);
+
+    double r = next_unit(&s->rng), cum = 0.0;
+    for (size_t i = 0; i < keep; i++) {
+        cum += s->cand[i].p;
+        if (r < cum)
+            return s->cand[i].id;
+    }
+    return s->cand[keep - 1].id;
+}
+
+bool sampler_top_k_suffices(const struct sampler *s, size_t k)
+{
+    const struct sampler_params *p = &s->params;
+    return p->temp > 0.0f && p->top_k > 0 && (size_t)p->top_k <= k &&
+           (size_t)p->top_k < s->n_vocab && (p->repeat_penalty == 1.0f || p->repeat_last_n <= 0);
+}
+
+int32_t sampler_sample_top(struct sampler *s, const int32_t *ids, const float *logits)
+{
+    size_t keep = (size_t)s->params.top_k;
+    for (size_t i = 0; i < keep; i++) {
+        s->cand[i].id = ids[i];
+        s->cand[i].logit = logits[i];
+    }
+    return draw(s, keep);
+}
+
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     const struct sampler_params *p = &s->params;
@@ -150,31 +202,5 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
             keep = (size_t)p->top_k;
     }
 
-    cand_softmax(s->cand, keep, 1.0f);
-    if (p->top_p < 1.0f) {
-        double cum = 0.0;
-        for (size_t i = 0; i < keep; i++) {
-            cum += s->cand[i].p;
-            if (cum >= p->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    if (p->min_p > 0.0f) {
-        float floor_p = s->cand[0].p * p->min_p;
-        size_t i = 1;
-        while (i < keep && s->cand[i].p >= floor_p)
-            i++;
-        keep = i;
-    }
-    cand_softmax(s->cand, keep, p->temp);
-
-    double r = next_unit(&s->rng), cum = 0.0;
-    for (size_t i = 0; i < keep; i++) {
-        cum += s->cand[i].p;
-        if (r < cum)
-            return s->cand[i].id;
-    }
-    return s->cand[keep - 1].id;
+    return draw(s, keep);
 }

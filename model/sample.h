@@ -3,6 +3,7 @@
 #ifndef BITNET_SAMPLE_H
 #define BITNET_SAMPLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,14 @@ void sampler_free(struct sampler *s);
 void sampler_accept(struct sampler *s, int32_t id);
 /* Picks the next token from logits (not modified). */
 int32_t sampler_sample(struct sampler *s, const float *logits);
+
+/* Whether the k best logits of a row, best first, decide this sampler's token: top-k on
+ * (at most k), no repetition penalty (it could lift a token from below them), temp > 0.
+ * Then sampler_sample_top on them gives the token sampler_sample would on the whole row,
+ * with the same draw, so a remote last stage need not send 128k floats a token. */
+bool sampler_top_k_suffices(const struct sampler *s, size_t k);
+/* ids/logits: at least params.top_k candidates, best first (ties: lower id first). */
+int32_t sampler_sample_top(struct sampler *s, const int32_t *ids, const float *logits);
 
 /* Index of the largest logit (ties: lowest id). */
 int32_t argmax_f32(const float *x, size_t n);

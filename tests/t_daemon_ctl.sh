@@ -41,6 +41,17 @@ b=$($CTL generate --model $M --prompt "Once upon a time" -n 12 --temp 0 --ids 2>
 $CTL eval --run-dir "$R" --ids 128000,9906,1917,0 --logits-out $T/d.f32 2>/dev/null || fail "eval via daemon"
 $CTL eval --model $M --ids 128000,9906,1917,0 --logits-out $T/p.f32 2>/dev/null
 cmp -s $T/d.f32 $T/p.f32 || fail "eval logits through 2 workers differ from in-process"
+# sampled: a top-k job gets only the best logits of each row from the last stage, a job
+# without top-k whole rows; both must draw what the in-process sampler draws
+for k in 40 0; do
+    a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 24 --temp 0.9 --top-k $k \
+        --top-p 0.95 --seed 5 --ids 2>/dev/null) || fail "sampled generate via daemon (top-k $k)"
+    b=$($CTL generate --model $M --prompt "Once upon a time" -n 24 --temp 0.9 --top-k $k \
+        --top-p 0.95 --seed 5 --ids 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "sampled top-k $k: daemon '$a' != in-process '$b'"
+done
+grep -q "sampled jobs get the best 40 logits of each row: 320 bytes a row instead of 513024" \
+    $T/bitnetd.log || fail "the top-k job did not take the top-k path: $(grep sampled $T/bitnetd.log)"
 t=$($CTL generate --run-dir "$R" --chat "Hi" -n 5 --temp 0.7 --seed 3 2>$T/gen.err) || fail "chat via daemon"
 grep -q "generated" $T/gen.err || fail "no stats line: $(cat $T/gen.err)"
 
