@@ -118,10 +118,11 @@ EOF
 export XDG_CACHE_HOME=$T/cache
 setsid build/bitnetd --model "$M" --config "$T/bitnetd.ini" --run-dir "$R" 2>"$T/bitnetd.log" &
 dpid=$!
-start_w1() {  # [its own copy of the model]
+start_w1() {  # [its own copy of the model [more flags]]
+    local model=${1:-}; shift || true
     ip netns exec "$NS" build/bitnet-worker --id w1 --control "tcp://$HOST:5600" \
         --server-key "$T/daemon.pub" --key "$T/w1.key" --data "tcp://$NSADDR:5601" \
-        ${1:+--model "$1"} 2>>"$T/w1.log" & wpid=$!
+        ${model:+--model "$model"} "$@" 2>>"$T/w1.log" & wpid=$!
 }
 wait_ready() {
     for _ in $(seq 1 300); do
@@ -233,8 +234,11 @@ grep -qE "worker w1.*LoadShard failed: .*bad.gguf: tensor output_norm.weight hol
     "$T/bitnetd.log" || fail "a copy with other weights was not refused by name: $(grep -i 'w1' "$T/bitnetd.log" | tail -3)"
 $CTL status --run-dir "$R" | grep -q '^workers  *2 ready of 2' && fail "w1 is ready on a copy with other weights"
 kill -9 "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; wpid=
-start_w1 "$T/good.gguf"
+# placed by its own flags, as a worker on another host would be
+start_w1 "$T/good.gguf" --threads 1 --numa-node 0
 wait_ready || fail "not ready with an identical copy of the model"
+grep -qE "w1: loaded .* on node 0 in .* 1 threads" "$T/w1.log" ||
+    fail "w1 --threads 1 --numa-node 0 did not place itself: $(grep 'w1: loaded' "$T/w1.log" | tail -1)"
 grep -q "weights of $T/good.gguf checked against the coordinator's digests" "$T/w1.log" ||
     fail "w1 did not log the check of its copy"
 a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||

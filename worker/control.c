@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "model/clock.h"
+#include "worker/numa_bind.h"
 #include "worker/worker.h"
 
 static int send_control(struct worker *w, Bitnet__Envelope *env)
@@ -175,8 +176,24 @@ static void on_load_shard(struct worker *w, uint64_t request_id, const Bitnet__L
     Bitnet__LoadShard mine = *req;
     if (w->opts.model)
         mine.model_path = (char *)w->opts.model;
+    /* started by hand with a place of its own: that place, not the daemon's guess */
+    int *node_pus = NULL, n_node_pus = 0, rc = 0;
+    uint32_t cpus[1024];
+    if (w->opts.numa_node >= 0) {
+        rc = node_cpus(w->opts.numa_node, &node_pus, &n_node_pus, &e);
+        for (int i = 0; rc == 0 && i < n_node_pus && i < 1024; i++)
+            cpus[i] = (uint32_t)node_pus[i];
+        mine.numa_node = w->opts.numa_node;
+        mine.cpus = cpus;
+        mine.n_cpus = (size_t)(n_node_pus < 1024 ? n_node_pus : 1024);
+        mine.threads = (uint32_t)mine.n_cpus;
+        free(node_pus);
+    }
+    if (w->opts.threads > 0)
+        mine.threads = (uint32_t)w->opts.threads;
     /* the senders first: the previous stage may connect while we load */
-    int rc = set_data_senders(w, req, &e);
+    if (rc == 0)
+        rc = set_data_senders(w, req, &e);
     if (rc == 0)
         rc = shard_load(s, &w->origin, &mine, &hooks, &e);
     if (rc == 0 && worker_connect_next(w, req->next_endpoint, req->next_server_key, &e) < 0) {

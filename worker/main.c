@@ -16,7 +16,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: bitnet-worker --id ID --control ENDPOINT --data ENDPOINT\n"
             "                     [--server-key FILE --key FILE] [--advertise HOST]\n"
-            "                     [--model FILE] [--max-bytes N] [--heartbeat-ms MS]\n"
+            "                     [--model FILE] [--threads N] [--numa-node N]\n"
+            "                     [--max-bytes N] [--heartbeat-ms MS]\n"
             "\n"
             "  --id ID            worker id (the daemon's name for this stage, e.g. w1)\n"
             "  --control ENDPOINT the daemon's worker-control socket, e.g. ipc:///run/bitnetd/workers.sock\n"
@@ -30,6 +31,10 @@ static void usage(FILE *out)
             "                     (default: this host's name)\n"
             "  --model FILE       this host's copy of the model (default: the daemon's path);\n"
             "                     its sha256 must be the daemon's\n"
+            "  --threads N        threads to compute with (default: as the daemon says; for a\n"
+            "                     remote worker, every CPU it may use)\n"
+            "  --numa-node N      run on node N's CPUs with the weights in its memory\n"
+            "                     (default: as the daemon says; a remote worker: unbound)\n"
             "  --max-bytes N      largest message accepted or sent (default %zu)\n"
             "  --heartbeat-ms MS  heartbeat interval (default 200)\n"
             "  --hello-retry-ms MS  how long a Hello waits for the daemon's answer before it\n"
@@ -90,6 +95,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         {"key", required_argument, NULL, 'k'},
         {"advertise", required_argument, NULL, 'a'},
         {"model", required_argument, NULL, 'M'},
+        {"threads", required_argument, NULL, 't'},
+        {"numa-node", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -97,6 +104,7 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     o->max_bytes = WIRE_DEFAULT_MAX_BYTES;
     o->heartbeat_ms = 200;
     o->hello_retry_ms = WORKER_HELLO_RETRY_MS;
+    o->numa_node = -1;
     opterr = 0;
     for (;;) {
         int c = getopt_long(argc, argv, "", longs, NULL);
@@ -139,6 +147,19 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
             break;
         case 'M':
             o->model = optarg;
+            break;
+        case 't':
+        case 'n':
+            if (parse_u64(optarg, c == 't' ? 1 : 0, c == 't' ? 1024 : 4095, &v) < 0) {
+                fprintf(stderr, "bitnet-worker: --%s '%s': expected %s\n",
+                        c == 't' ? "threads" : "numa-node", optarg,
+                        c == 't' ? "1 to 1024" : "a NUMA node number");
+                return 2;
+            }
+            if (c == 't')
+                o->threads = (int)v;
+            else
+                o->numa_node = (int)v;
             break;
         case 'h':
             usage(stdout);

@@ -43,6 +43,31 @@ static void cpu_list(char *out, size_t cap, const int *pus, int n)
         memcpy(out + cap - 4, "...", 4);
 }
 
+int node_cpus(int node_os_index, int **pus, int *n, struct errbuf *e)
+{
+    *pus = NULL;
+    *n = 0;
+    if (numa_available() < 0 || node_os_index < 0 || node_os_index > numa_max_node())
+        return err_set(e, "no NUMA node %d on this machine", node_os_index);
+    struct bitmask *m = numa_allocate_cpumask();
+    if (!m)
+        return err_set(e, "out of memory");
+    int rc = numa_node_to_cpus(node_os_index, m);
+    int count = rc == 0 ? (int)numa_bitmask_weight(m) : 0;
+    if (rc == 0 && count > 0 && (*pus = malloc((size_t)count * sizeof **pus))) {
+        for (unsigned i = 0; i < m->size && *n < count; i++)
+            if (numa_bitmask_isbitset(m, i))
+                (*pus)[(*n)++] = (int)i;
+    }
+    numa_free_cpumask(m);
+    if (*n == 0) {
+        free(*pus);
+        *pus = NULL;
+        return err_set(e, "NUMA node %d has no CPUs here", node_os_index);
+    }
+    return 0;
+}
+
 int bind_cpus(const int *pus, int n, struct errbuf *e)
 {
     char list[128];

@@ -24,6 +24,10 @@
 
 #include "model/errbuf.h"
 
+/* The CPU OS indexes of a NUMA node (malloc'd into *pus, *n of them); -1 with e when the
+ * node does not exist here or has no CPUs. */
+int node_cpus(int node_os_index, int **pus, int *n, struct errbuf *e);
+
 /* Binds every thread of this process to the given CPU OS indexes. */
 int bind_cpus(const int *pus, int n, struct errbuf *e);
 

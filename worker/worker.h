@@ -38,6 +38,10 @@ struct worker_opts {
     const char *key;        /* file with our key pair (bitnetctl keygen's .key) */
     const char *advertise;  /* host put in our data endpoint when bound to a wildcard */
     const char *model;      /* our copy of the model, instead of the daemon's path */
+    /* a worker started by hand (on another host) places itself: these replace what its
+     * LoadShard says (0 / -1: as LoadShard says) */
+    int threads;
+    int numa_node;
 };
 
 struct worker {
