@@ -66,13 +66,22 @@ int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
     int beat = d->cfg.heartbeat_timeout_ms / 4;
     char beat_ms[16];
     snprintf(beat_ms, sizeof beat_ms, "%d", beat < 20 ? 20 : beat > 200 ? 200 : beat);
-    char *argv[12] = {
+    char *argv[14] = {
         d->worker_bin, "--id", w->id, "--control", d->ipc.workers_ep, "--data", w->data_endpoint,
         "--heartbeat-ms", beat_ms,
     };
     if (d->ipc.curve_sec[0] && d->cfg.curve_key) {
         argv[9] = "--key";
         argv[10] = d->cfg.curve_key;
+    }
+    /* after a remote stage: data on tcp, where that stage can reach it */
+    char adv[160];
+    if (w->tcp_data) {
+        argv[6] = w->data_bind;
+        const char *host = w->data_endpoint + 6, *colon = strrchr(host, ':');
+        snprintf(adv, sizeof adv, "%.*s", (int)(colon - host), host);
+        argv[11] = "--advertise";
+        argv[12] = adv;
     }
     pid_t parent = getpid();
     pid_t pid = fork();

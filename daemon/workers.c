@@ -68,12 +68,27 @@ static int mark_remote(struct daemon *d, struct errbuf *e)
         ws->w[i].remote = true;
         p += len;
     }
-    /* a local worker listens on ipc only, which a stage on another host cannot reach */
-    for (int i = 1; i < ws->n; i++)
-        if (ws->w[i - 1].remote && !ws->w[i].remote)
-            return err_set(e, "--remote-workers: local w%d cannot follow remote w%d (local "
-                              "workers listen on ipc:// only); make the remote stages the "
-                              "last ones", i, i - 1);
+    return 0;
+}
+
+/* A local stage after a remote one takes its data on tcp, on the --listen interface at
+ * port PORT + 2 + its stage (PORT: control, PORT + 1: results), under the host name the
+ * remote workers are told for results. */
+static int tcp_data_endpoint(struct daemon *d, struct worker *w, struct errbuf *e)
+{
+    const char *listen = d->cfg.listen + 6, *colon = strrchr(listen, ':');
+    long port = strtol(colon + 1, NULL, 10) + 2 + w->stage;
+    if (port > 65535)
+        return err_set(e, "w%d: data port %ld is beyond 65535 (--listen a lower port)", w->stage,
+                       port);
+    const char *adv = d->ipc.tcp_results_ep + 6, *adv_colon = strrchr(adv, ':');
+    if ((size_t)snprintf(w->data_bind, sizeof w->data_bind, "tcp://%.*s:%ld",
+                         (int)(colon - listen), listen, port) >= sizeof w->data_bind ||
+        (size_t)snprintf(w->data_endpoint, sizeof w->data_endpoint, "tcp://%.*s:%ld",
+                         (int)(adv_colon - adv), adv, port) >= sizeof w->data_endpoint)
+        return err_set(e, "w%d: data endpoint too long", w->stage);
+    snprintf(w->data_key, sizeof w->data_key, "%s", d->ipc.curve_pub);
+    w->tcp_data = true;
     return 0;
 }
 
@@ -99,6 +114,8 @@ int workers_init(struct daemon *d, struct errbuf *e)
         w->pw = &d->plan.w[i];
         w->state = WORKER_STOPPED;
         w->resident_node = -1;
+        if (i > 0 && !w->remote && ws->w[i - 1].remote && tcp_data_endpoint(d, w, e) < 0)
+            return -1;
     }
     ws->next_request_id = WORKERS_REQUEST_ID0;
     /* connected once: ZeroMQ reconnects by itself when stage 0 restarts at the same
@@ -338,7 +355,7 @@ static bool next_target(const struct daemon *d, const struct worker *w, const ch
 /* The CURVE public key that pushes Forward into w: the previous stage's own when that one
  * is remote; else the daemon's, which both its stage-0 feed and its local workers (started
  * with --key of the daemon's key file) send as. "" while a remote previous stage has not
- * joined yet. Only a remote w asks: an ipc data socket has no allow-list. */
+ * joined yet. Only a w with a tcp data socket asks: an ipc one has no allow-list. */
 static const char *sender_key(const struct daemon *d, const struct worker *w)
 {
     const struct worker *p = w->stage > 0 ? &d->workers.w[w->stage - 1] : NULL;
@@ -389,9 +406,11 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
     ls.next_server_key = (char *)next_key;
     /* a remote stage's tcp data socket admits only this key (its ZAP allow-list) */
     char *senders[1] = {(char *)sender_key(d, w)};
-    if (w->remote) {
+    if (w->remote || w->tcp_data) {
         ls.n_data_sender_keys = 1;
         ls.data_sender_keys = senders;
+    }
+    if (w->remote) {
         ls.tensor_digests.data = d->digests.sha;
         ls.tensor_digests.len = d->digests.n * TENSOR_DIGEST_LEN;
     }
@@ -413,7 +432,7 @@ static void load_or_wait(struct daemon *d, struct worker *w)
 {
     const char *ep, *key;
     bool have_next = next_target(d, w, &ep, &key);
-    if (!have_next || (w->remote && !*sender_key(d, w))) {
+    if (!have_next || ((w->remote || w->tcp_data) && !*sender_key(d, w))) {
         if (w->state != WORKER_WAITING)
             dlog("worker %s: waiting for w%d to join before loading (%s is not known yet)",
                  w->id, have_next ? w->stage - 1 : w->stage + 1,

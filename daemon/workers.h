@@ -36,6 +36,10 @@ struct worker {
     char data_endpoint[160];      /* ipc://RUN/wN.data; a remote one's from its Hello */
     bool remote;                  /* started by hand elsewhere; joins over CURVE */
     bool joined;                  /* a remote one: has been accepted at least once */
+    /* a local stage after a remote one: its data socket is tcp (a CURVE server with the
+     * daemon's key pair), bound at data_bind, so that the remote stage can reach it */
+    bool tcp_data;
+    char data_bind[160];
     bool outage_logged;           /* its absence past --worker-timeout was logged */
     char data_key[41];            /* CURVE server key of data_endpoint; "" on ipc */
     char addr[64];                /* a remote one's IP address, for logs and errors */

@@ -96,7 +96,6 @@ bad 1 "--allow-keys: zap: $T/nowhere: No such file" --listen "$L" \
     --curve-key "$T/daemon.key" --allow-keys "$T/nowhere"
 bad 1 "'w5' is not a stage of this placement (w0..w1)" --listen "$L" "${K[@]}" \
     --workers 2 --remote-workers w5
-bad 1 "local w1 cannot follow remote w0" --listen "$L" "${K[@]}" --workers 2 --remote-workers w0
 out=$(build/bitnet-worker --id w1 --control "$L" --data "tcp://$NSADDR:5601" 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -qF "tcp needs --server-key FILE" <<<"$out" ||
     fail "worker without keys: $rc $out"
@@ -124,9 +123,10 @@ start_w1() {  # [its own copy of the model [more flags]]
         --server-key "$T/daemon.pub" --key "$T/w1.key" --data "tcp://$NSADDR:5601" \
         ${model:+--model "$model"} "$@" 2>>"$T/w1.log" & wpid=$!
 }
-wait_ready() {
+wait_ready() {  # [number of workers, 2]
+    local n=${1:-2}
     for _ in $(seq 1 300); do
-        $CTL status --run-dir "$R" 2>/dev/null | grep -q '^workers  *2 ready of 2' && return 0
+        $CTL status --run-dir "$R" 2>/dev/null | grep -q "^workers  *$n ready of $n" && return 0
         kill -0 "$dpid" 2>/dev/null || return 1
         sleep 0.05
     done
@@ -252,6 +252,21 @@ wait "$dpid"; rc=$?; dpid=
 [ $rc -eq 0 ] || fail "bitnetd exit status $rc"
 kill "$wpid"; wait "$wpid"; rc=$?; wpid=
 [ $rc -eq 0 ] || fail "w1 exit status $rc after SIGTERM"
+
+# ---- a remote stage in the middle: local w0, remote w1, local w2, which takes its data on
+# tcp (CURVE, admitting w1's key only) since w1 cannot reach an ipc socket
+setsid build/bitnetd --model "$M" --config "$T/bitnetd.ini" --workers 3 --run-dir "$R" \
+    2>"$T/bitnetd3.log" & dpid=$!
+start_w1
+wait_ready 3 || { fail "not ready with a remote stage in the middle"; cat "$T/bitnetd3.log"; }
+grep -qF "w2: data: admitting sender key $W1_PUB" "$T/bitnetd3.log" ||
+    fail "local w2 after remote w1 does not admit w1's key: $(grep 'w2' "$T/bitnetd3.log" | head -5)"
+a=$($CTL generate --run-dir "$R" --prompt "Once upon a time" -n 16 --temp 0 --ids 2>/dev/null) ||
+    fail "generate through local, remote, local"
+[ "$a" = "$ref" ] || fail "local, remote, local '$a' != in-process '$ref'"
+$CTL shutdown --run-dir "$R" >/dev/null || fail "shutdown (3 stages)"
+wait "$dpid"; dpid=
+kill "$wpid"; wait "$wpid"; wpid=
 
 [ $fails -eq 0 ] || { echo "--- bitnetd log"; cat "$T/bitnetd.log"; echo "--- w1 log"; cat "$T/w1.log"; }
 echo "t_remote: $fails failures"
