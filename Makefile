@@ -132,3 +132,4 @@ clean:
 	rm -rf $(B)/obj $(B)/tests $(B)/bitnetctl $(B)/libbitnet.a
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+include bench/soak.mk
