@@ -475,7 +475,7 @@ fi
     echo "bitnetd soak: $DUR s of load ($((DUR / 60)) min), $NCLI clients, seed $SOAK_SEED, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
     echo "model: $M ($("$CTL" model inspect "$M" 2>/dev/null | awk -F': *' '$1 ~ /^(layers|embedding|heads|ffn|vocabulary)$/ { printf "%s%s %s", n++ ? ", " : "", $1, $2 }'))"
-    echo "${SOAK_DAEMON_ENV:+$SOAK_DAEMON_ENV }bitnetd --workers 2 --run-dir $R ${SOAK_DAEMON_ARGS:-}; git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- daemon worker proto model kernels 2>/dev/null || echo ' (with uncommitted changes to the runtime)')"
+    echo "${SOAK_DAEMON_ENV:+$SOAK_DAEMON_ENV }bitnetd --workers 2 --run-dir $R${SOAK_DAEMON_ARGS:+ $SOAK_DAEMON_ARGS}; git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- daemon worker proto model kernels 2>/dev/null || echo ' (with uncommitted changes to the runtime)')"
     echo "clients: greedy -n $N_SHORT, sampled ${SAMPLING[*]} -n $N_SHORT (seeded), eval of $(tr ',' '\n' <"$REF/eval.ids" | wc -l) ids, greedy -n $N_LONG cancelled (SIGINT) or SIGKILLed after 2-61 tokens"
     echo "warm-up $WARM s; baseline and end taken with every client paused and no job in the daemon"
     echo "daemon: $done_delta jobs done for $n_req client requests, $tok_delta tokens generated during the load"
