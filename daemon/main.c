@@ -1,13 +1,23 @@
 /* bitnetd: the coordinator. Reads its settings, starts the workers of the placement and
  * serves clients until Shutdown, SIGTERM or SIGINT; see docs/runtime.md. */
+#include <malloc.h>
 #include <stdio.h>
 
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/loop.h"
 
+/* Each job allocates a sampler's candidate table (12 bytes a vocabulary entry, 1.5 MB on
+ * 2B-4T) and an eval its logits (MBs). glibc raises its mmap threshold past such blocks
+ * once one is freed, after which they come from the heap and stay in the process when
+ * freed: a soak saw the daemon's RSS wander by -8% to +17% over two minutes with nothing
+ * leaked (malloc_trim gave it all back). A fixed threshold keeps them mmapped, returned to
+ * the system when the job ends. */
+#define DAEMON_MMAP_THRESHOLD (1 << 20)
+
 int main(int argc, char **argv)
 {
+    mallopt(M_MMAP_THRESHOLD, DAEMON_MMAP_THRESHOLD);
     struct daemon_config cfg;
     struct errbuf e = {{0}};
     int rc = config_load(&cfg, argc, argv, &e);

@@ -451,8 +451,11 @@ static void on_token(struct daemon *d, struct job *j, int32_t id)
     else if (j->n_tokens >= (size_t)d->n_ctx)
         /* as bitnetctl generate: the token that fills the context is the last */
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_CONTEXT_FULL, NULL);
-    else if (j->stream && clients_send_chunk(d, j, BITNET__STOP_REASON__STOP_REASON_NONE, NULL) < 0)
+    else if (j->stream && clients_send_chunk(d, j, BITNET__STOP_REASON__STOP_REASON_NONE, NULL) < 0) {
+        dlog("job %llu: its client went away; freed after %zu of its tokens",
+             (unsigned long long)j->id, job_n_generated(j));
         release(d, j); /* the client is gone: nobody to tell */
+    }
 }
 
 /* Checks a result against the step it answers; NULL if it fits, else why not. */

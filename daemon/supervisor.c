@@ -48,6 +48,9 @@ static void exec_child(char *const argv[], pid_t parent)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(127);
+    /* descriptors the daemon inherited (a shell's pipe, make's jobserver) or opened without
+     * close-on-exec are nothing a worker should hold */
+    close_range(3, ~0U, 0);
     execv(argv[0], argv);
     const char *msg = "bitnetd: exec of the worker program failed: ";
     const char *why = strerror(errno); /* not async-signal-safe in theory; glibc's is */
