@@ -132,4 +132,5 @@ clean:
 	rm -rf $(B)/obj $(B)/tests $(B)/bitnetctl $(B)/libbitnet.a
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+include tests/fuzz/fuzz.mk
 include bench/soak.mk
