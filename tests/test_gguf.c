@@ -388,6 +388,11 @@ static void test_writer_misuse(struct ctx *c)
 static void test_tiny(void)
 {
     const char *path = SHARED_DATA("xval/tiny.gguf");
+    if (shared_data_missing()) {
+        check_not_run("reading a GGUF file written by a third-party writer (tiny.gguf's "
+                      "metadata, tokens and tensor table)", "xval/tiny.gguf");
+        return;
+    }
     struct gguf_file f;
     struct errbuf e = {{0}};
     int rc = gguf_open(&f, path, &e);

@@ -25,13 +25,21 @@
 #include "model/forward.h"
 #include "model/gguf.h"
 #include "model/sample.h"
+#include "model/tokenizer.h"
+#include "model/vocab_gguf.h"
 #include "proto/wire.h"
 #include "tests/check.h"
 #include "tests/util.h"
 
-#define MODEL SHARED_DATA("xval/tiny.gguf")
+/* tiny.gguf and its two sequences are just a convenient model and input here: without
+ * ../shared, a model of its shape (tiny_model_path) and two texts of about the same length
+ * tokenized by that model's tokenizer */
 #define SEQ1 SHARED_DATA("xval/tiny-seq1.ids")
 #define SEQ2 SHARED_DATA("xval/tiny-seq2.ids")
+#define TEXT1 "The capital of France is Paris, a city on the Seine known for its museums."
+#define TEXT2 "Once upon a time, in a small village, there lived an old baker who rose " \
+              "before dawn every day."
+static const char *model_file; /* set by main */
 /* TEST_WORKER_BIN runs the test against another build, e.g. one with sanitizers */
 #define WORKER_BIN (getenv("TEST_WORKER_BIN") ? getenv("TEST_WORKER_BIN") : "build/bitnet-worker")
 #define KV_CTX 64
@@ -68,12 +76,31 @@ static int read_ids(const char *path, struct ref *r)
     return r->n > 0 ? 0 : -1;
 }
 
-static int make_ref(const struct bitnet_model *m, const char *path, struct ref *r)
+/* The ids of text with BOS, by the model's own tokenizer. */
+static int tokenize_ids(const struct bitnet_model *m, const char *text, struct ref *r)
+{
+    struct errbuf e;
+    struct tokenizer *t = tokenizer_from_gguf(&m->file, &e);
+    size_t n = 0;
+    if (!t || tokenizer_encode(t, text, strlen(text), true, false, &r->ids, &n, &e) != 0) {
+        fprintf(stderr, "tokenizing \"%s\": %s\n", text, e.msg);
+        tokenizer_free(t);
+        return -1;
+    }
+    tokenizer_free(t);
+    r->n = (int)n;
+    return r->n > 0 ? 0 : -1;
+}
+
+/* The ids from path, or if path is NULL those of text; then their logits. */
+static int make_ref(const struct bitnet_model *m, const char *path, const char *text,
+                    struct ref *r)
 {
     struct errbuf e;
     struct forward_state s;
     struct forward_config cfg = {.n_ctx = KV_CTX, .n_batch = 1};
-    if (read_ids(path, r) < 0 || forward_state_init(&s, m, &cfg, &e) < 0)
+    if ((path ? read_ids(path, r) : tokenize_ids(m, text, r)) < 0 ||
+        forward_state_init(&s, m, &cfg, &e) < 0)
         return -1;
     size_t V = m->hp.n_vocab;
     r->logits = malloc((size_t)r->n * V * sizeof(float));
@@ -100,11 +127,11 @@ static int model_sha256(char out[65])
 {
     struct gguf_file f;
     struct errbuf e;
-    if (gguf_open(&f, MODEL, &e) < 0)
+    if (gguf_open(&f, model_file, &e) < 0)
         return -1;
     char cmd[512];
     snprintf(cmd, sizeof cmd, "head -c %llu %s | sha256sum",
-             (unsigned long long)f.data_offset, MODEL);
+             (unsigned long long)f.data_offset, model_file);
     gguf_close(&f);
     FILE *p = popen(cmd, "r");
     if (!p)
@@ -389,7 +416,7 @@ static Bitnet__Envelope *load_shard(struct coord *c, const struct stage *st, con
     Bitnet__LoadShard l = BITNET__LOAD_SHARD__INIT;
     uint64_t req = ++c->next_req;
     wire_envelope_init(&env, req);
-    l.model_path = MODEL;
+    l.model_path = (char *)model_file;
     l.model_sha256 = (char *)sha;
     l.layer_begin = st->l0;
     l.layer_end = st->l1;
@@ -1025,6 +1052,8 @@ static void teardown(struct coord *c)
 
 int main(void)
 {
+    bool shared = !shared_data_missing();
+    model_file = tiny_model_path("test_worker");
     /* a hung worker must not hang CI; the children die with us (PDEATHSIG) */
     alarm(60);
     kernels_init();
@@ -1032,13 +1061,21 @@ int main(void)
 
     struct bitnet_model m;
     struct errbuf e;
-    if (bitnet_model_load(&m, MODEL, &e) < 0) {
+    CHECK(model_file, "no model");
+    if (!model_file)
+        return check_done("test_worker");
+    if (bitnet_model_load(&m, model_file, &e) < 0) {
         CHECK(0, "%s", e.msg);
         return check_done("test_worker");
     }
     uint32_t V = m.hp.n_vocab;
     struct ref s1 = {0}, s2 = {0};
-    CHECK(make_ref(&m, SEQ1, &s1) == 0 && make_ref(&m, SEQ2, &s2) == 0, "references");
+    CHECK(make_ref(&m, shared ? SEQ1 : NULL, TEXT1, &s1) == 0 &&
+              make_ref(&m, shared ? SEQ2 : NULL, TEXT2, &s2) == 0,
+          "references");
+    if (!shared)
+        printf("sequences of %d and %d tokens from the texts \"%s\" and \"%s\"\n", s1.n, s2.n,
+               TEXT1, TEXT2);
     struct coord c;
     if (!setup(&c) || model_sha256(c.sha) < 0 || s1.n < 12 || s2.n < 12) {
         CHECK(0, "setup (%s)", c.dir);
