@@ -372,6 +372,9 @@ static bool send_step(struct daemon *d, struct step *st, int n_rows)
     env.body_case = BITNET__ENVELOPE__BODY_FORWARD;
     env.forward = &fw;
     struct errbuf e = {{0}};
+    /* stamped before the send: stage 0 may take the step before wire_send returns, and
+     * the hop into it (workers --timing) is measured from here */
+    double t_sent = clock_ms();
     int rc = wire_send(d->ipc.feed, &env, 0, &e);
     if (rc == WIRE_AGAIN) {
         /* IMMEDIATE: stage 0 is not connected yet (restarted moments ago) */
@@ -387,7 +390,7 @@ static bool send_step(struct daemon *d, struct step *st, int n_rows)
     }
     st->in_flight = true;
     st->id = s->next_step_id++;
-    st->sent_ms = st->alive_ms = clock_ms();
+    st->sent_ms = st->alive_ms = t_sent;
     s->n_flight++;
     s->steps++;
     return true;
