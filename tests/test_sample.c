@@ -79,6 +79,41 @@ int main(void)
         sampler_free(&top);
     }
     /* where the best logits do not decide: not offered */
+    struct { const char *why; float temp, penalty; int top_k; } refused[] = {
+        {"a repetition penalty", 0.8f, 1.1f, 40}, {"no top-k", 0.8f, 1.0f, 0},
+        {"top-k above k", 0.8f, 1.0f, 65}, {"greedy (the argmax is enough there)", 0.0f, 1.0f, 40},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        struct sampler s;
+        struct sampler_params p;
+        struct errbuf e;
+        sampler_params_default(&p);
+        p.temp = refused[i].temp, p.top_k = refused[i].top_k;
+        p.repeat_penalty = refused[i].penalty, p.repeat_last_n = 64;
+        if (sampler_init(&s, &p, V, &e) < 0) {
+            CHECK(0, "sampler_init: %s", e.msg);
+            continue;
+        }
+        CHECK(!sampler_top_k_suffices(&s, K), "offered with %s", refused[i].why);
+        sampler_free(&s);
+    }
+    return check_done("test_sample");
+        }
+        CHECK(sampler_top_k_suffices(&top, K), "case %zu: top-k %d not offered", c, p.top_k);
+        int differ = 0;
+        for (int draw = 0; draw < 300; draw++) {
+            for (int i = 0; i < V; i++)
+                row[i] = next_logit();
+            top_list(row, ids, vals);
+            int32_t a = sampler_sample(&whole, row), b = sampler_sample_top(&top, ids, vals);
+            differ += a != b;
+        }
+        CHECK(differ == 0, "case %zu: %d of 300 draws differ between the row and its top %d", c,
+              differ, K);
+        sampler_free(&whole);
+        sampler_free(&top);
+    }
+    /* where the best logits do not decide: not offered */
     struct sampler s;
     struct sampler_params p;
     struct errbuf e;
