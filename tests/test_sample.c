@@ -98,41 +98,4 @@ int main(void)
         sampler_free(&s);
     }
     return check_done("test_sample");
-        }
-        CHECK(sampler_top_k_suffices(&top, K), "case %zu: top-k %d not offered", c, p.top_k);
-        int differ = 0;
-        for (int draw = 0; draw < 300; draw++) {
-            for (int i = 0; i < V; i++)
-                row[i] = next_logit();
-            top_list(row, ids, vals);
-            int32_t a = sampler_sample(&whole, row), b = sampler_sample_top(&top, ids, vals);
-            differ += a != b;
-        }
-        CHECK(differ == 0, "case %zu: %d of 300 draws differ between the row and its top %d", c,
-              differ, K);
-        sampler_free(&whole);
-        sampler_free(&top);
-    }
-    /* where the best logits do not decide: not offered */
-    struct sampler s;
-    struct sampler_params p;
-    struct errbuf e;
-    sampler_params_default(&p);
-    p.temp = 0.8f, p.top_k = 40, p.repeat_penalty = 1.1f, p.repeat_last_n = 64;
-    sampler_init(&s, &p, V, &e);
-    CHECK(!sampler_top_k_suffices(&s, K), "offered with a repetition penalty");
-    sampler_free(&s);
-    p.repeat_penalty = 1.0f, p.top_k = 0;
-    sampler_init(&s, &p, V, &e);
-    CHECK(!sampler_top_k_suffices(&s, K), "offered without top-k");
-    sampler_free(&s);
-    p.top_k = 65;
-    sampler_init(&s, &p, V, &e);
-    CHECK(!sampler_top_k_suffices(&s, K), "offered for top-k above k");
-    sampler_free(&s);
-    p.top_k = 40, p.temp = 0.0f;
-    sampler_init(&s, &p, V, &e);
-    CHECK(!sampler_top_k_suffices(&s, K), "offered for greedy (the argmax is enough there)");
-    sampler_free(&s);
-    return check_done("test_sample");
 }
