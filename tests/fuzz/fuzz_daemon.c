@@ -27,6 +27,7 @@
  * a Hello's pid 0 is replaced by this pid before it is sent, and the SIGKILL bitnetd sends
  * to a local worker it declares lost is recorded instead of delivered (kill() below); the
  * worker then stays DEAD, as it would until reaped. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,7 +252,8 @@ static void deliver(void *to, void *at, const uint8_t *p, size_t n)
     /* ipc and tcp go through libzmq's I/O thread: on a loaded machine that can take a while */
     for (int waited = 0; waited < 10000; waited += 100) {
         zmq_pollitem_t it[2] = {{at, 0, ZMQ_POLLIN, 0}, {zap_socket(D.ipc.zap), 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(it, 2, 100) < 0)
+        /* EINTR: libFuzzer's -timeout alarm */
+        if (zmq_poll(it, 2, 100) < 0 && zmq_errno() != EINTR)
             fuzz_die("poll: %s", zmq_strerror(zmq_errno()));
         struct errbuf e;
         if ((it[1].revents & ZMQ_POLLIN) && zap_serve(D.ipc.zap, &e) < 0)

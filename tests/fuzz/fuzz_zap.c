@@ -3,6 +3,7 @@
  * six frames of RFC 27 with the request's id, and it may say 200 only for the NULL
  * mechanism or for CURVE with the one key of the allow-list, whose Z85 is then the
  * User-Id. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!zap)
         fuzz_die("%s", e.msg);
     client = zmq_socket(ctx, ZMQ_DEALER);
-    int zero = 0, wait = 2000;
+    int zero = 0, wait = 10000;
     zmq_setsockopt(client, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(client, ZMQ_RCVTIMEO, &wait, sizeof wait);
     if (zmq_connect(client, "inproc://zeromq.zap.01") != 0)
@@ -67,8 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     zmq_send(client, "", 0, ZMQ_SNDMORE);
     for (int i = 0; i < nf; i++)
         zmq_send(client, f[i], len[i], i + 1 < nf ? ZMQ_SNDMORE : 0);
+    /* EINTR: libFuzzer's -timeout alarm */
     zmq_pollitem_t it = {zap_socket(zap), 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, 2000) != 1)
+    int ready;
+    while ((ready = zmq_poll(&it, 1, 10000)) < 0 && zmq_errno() == EINTR)
+        ;
+    if (ready != 1)
         fail("request never arrived");
     struct errbuf e;
     if (zap_serve(zap, &e) < 0)
@@ -78,7 +83,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int n = 0, more = 1;
     while (more && n < 8) {
         zmq_msg_init(&rep[n]);
-        if (zmq_msg_recv(&rep[n], client, 0) < 0)
+        int got;
+        while ((got = zmq_msg_recv(&rep[n], client, 0)) < 0 && zmq_errno() == EINTR)
+            ;
+        if (got < 0)
             fail("no reply");
         more = zmq_msg_more(&rep[n]);
         n++;
