@@ -11,9 +11,10 @@
  *
  * Harness limits, because the fuzzer runs in this very process: a LoadShard always loads
  * the tiny model (as --model does for a remote worker, whatever path it names), must send
- * its output to this harness (an inproc:// next_endpoint; ipc:// would connect to any
- * unix socket of the machine) and is skipped when it asks for more than 2 threads or a KV
- * cache of more than 4096 positions. After each input the stage is back as it started. */
+ * its output to this harness (next_endpoint inproc://fuzz-next: ipc:// would connect to
+ * any unix socket of the machine, and an endpoint nobody serves costs every step the 1 s
+ * send timeout) and is skipped when it asks for more than 2 threads or a KV cache of more
+ * than 4096 positions. After each input the stage is back as it started. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .heartbeat_ms = 1000,
         .hello_retry_ms = 1000,
         .model = model,
+        .threads = 0,     /* as main.c leaves them: LoadShard places the stage */
+        .numa_node = -1,
     };
     W.sigfd = -1;
     if (worker_open(&W, &e) < 0)
@@ -109,7 +112,7 @@ static bool load_shard_allowed(const Bitnet__LoadShard *ls)
     uint64_t slots = ls->max_sequences ? ls->max_sequences : 1;
     uint64_t ctx = ls->kv_ctx ? ls->kv_ctx : 256;
     return ls->threads <= 2 && slots * ctx <= 4096 && ls->next_endpoint &&
-           strncmp(ls->next_endpoint, "inproc://", 9) == 0;
+           strcmp(ls->next_endpoint, NEXT_EP) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
