@@ -200,8 +200,9 @@ static void print_timing(const Bitnet__WorkersReply *w)
         }
         putchar('\n');
     }
-    printf("(ms per step, averaged since each stage became ready; queue: waiting for the stage "
-           "to finish an earlier step)\n");
+    printf("(ms per step, averaged since each stage became ready; hop in: from the previous "
+           "stage's hand-off until this stage took the step, which includes any time it was "
+           "still busy with an earlier one)\n");
 }
 
 int cmd_workers(int argc, char **argv)
