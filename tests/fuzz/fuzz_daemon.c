@@ -15,7 +15,8 @@
  *   5 w1 on the ipc socket, 6 w0 over tcp: each where it does not belong
  * Each handler runs once the frame has arrived, as the event loop would run it. Mode bit 0
  * starts with both workers READY (w1 joined with its key), else they are CONNECTING, as
- * just started. Every frame the daemon sends to a peer must decode.
+ * just started. Every frame the daemon sends to a peer must decode, and the scheduler's
+ * counts must agree with its jobs and slots after every handler.
  *
  * What cannot run here, and why:
  *  - workers_cron: it starts a stopped local worker, which is fork and exec of
@@ -227,6 +228,38 @@ static void reset(bool ready)
     }
 }
 
+/* What the scheduler's bookkeeping promises, after every handler: each job counted once,
+ * as running (holding its slot, and the slot it) or queued, never fed past its tokens. */
+static void check_scheduler(void)
+{
+    const struct scheduler *s = &D.sched;
+    int running = 0, queued = 0;
+    const char *broken = NULL;
+    for (const struct job *j = s->jobs; j && !broken; j = j->next) {
+        if (j->slot < 0) {
+            queued++;
+            continue;
+        }
+        running++;
+        if (j->slot >= s->n_slots || s->slot_job[j->slot] != j)
+            broken = "a running job's slot is not its own";
+        else if (j->n_fed > j->n_tokens)
+            broken = "a job fed past its tokens";
+    }
+    for (int i = 0; i < s->n_slots && !broken; i++)
+        if (s->slot_job[i] && s->slot_job[i]->slot != i)
+            broken = "a slot names a job that is not in it";
+    if (!broken && (running != s->n_running || queued != s->n_queued))
+        broken = "n_running or n_queued disagrees with the jobs";
+    if (!broken && (s->n_flight < 0 || s->n_flight > s->depth))
+        broken = "more steps in flight than the depth";
+    if (broken) {
+        fprintf(stderr, "scheduler invariant broken: %s (running %d/%d, queued %d/%d)\n",
+                broken, running, s->n_running, queued, s->n_queued);
+        abort();
+    }
+}
+
 /* A Hello's pid 0 stands for the pid of the worker process, i.e. this one. */
 static bool with_our_pid(const uint8_t *p, size_t n, uint8_t **out, size_t *out_n)
 {
@@ -295,6 +328,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 free(own);
             workers_on_control(&D, at);
         }
+        check_scheduler();
         for (int i = 0; i < N_CHANNELS; i++)
             if (i != RESULTS)
                 check_sent(i);
