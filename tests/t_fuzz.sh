@@ -22,8 +22,9 @@ for dir in tests/fuzz/regress/*/; do
     if ! build/fuzz/fuzz_"$t" -close_fd_mask=2 -rss_limit_mb=2048 "${files[@]}" \
             >"build/fuzz/logs/regress-$t.log" 2>&1; then
         echo "FAIL: a regression input of $t crashes again; log: build/fuzz/logs/regress-$t.log"
-        { grep -a 'Running: ' "build/fuzz/logs/regress-$t.log" | tail -1
-          grep -a -m1 -E 'ERROR: |runtime error' "build/fuzz/logs/regress-$t.log"; } | sed 's/^/    /'
+        log=build/fuzz/logs/regress-$t.log
+        { grep -a 'Running: ' "$log" | tail -1; grep -a -m1 -E 'ERROR: |runtime error' "$log"; } |
+            sed 's/^/    /'
         fails=$((fails + 1))
     else
         echo "regress $t: ${#files[@]} inputs, no crash"

@@ -1,8 +1,9 @@
 # libFuzzer targets (tests/fuzz/fuzz_*.c), included by the Makefile.
 #
-#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf wire"]   each target N s, niced, one at a time
-#   make fuzz-smoke                                           each target a few seconds; fails on a crash
-#   make fuzz-seeds                                           rewrites tests/fuzz/corpus/ (make_seeds.c)
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="gguf wire"]  each target N s, niced, in turn
+#   make fuzz-smoke      each target a few seconds; fails on a crash
+#   make fuzz-seeds      rewrites tests/fuzz/corpus/ (tests/fuzz/make_seeds.c)
+#   make fuzz-clean      removes build/fuzz/ (objects, corpora, logs)
 #
 # Everything is compiled again with clang and the sanitizers into build/fuzz/, apart from the
 # gcc objects of build/obj. A target's new inputs go to build/fuzz/corpus/<target> (never
@@ -14,7 +15,8 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 FZ           := $(B)/fuzz
-FUZZ_NAMES   := $(filter-out common,$(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_NAMES   := $(filter-out common,\
+                $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_TARGETS ?= $(FUZZ_NAMES)
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FZ)/fuzz_%)
 
@@ -28,21 +30,24 @@ FUZZ_LDLIBS  := $(LDLIBS)
 
 # The same per-file CPU features as the Makefile gives the gcc kernels (kept in step by hand).
 $(FZ)/obj/kernels/%_avx2.o:   FUZZ_ARCH := -mavx2 -mfma -mf16c
-$(FZ)/obj/kernels/%_avx512.o: FUZZ_ARCH := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mf16c -mfma -mavx2
-$(FZ)/obj/kernels/%_amx.o:    FUZZ_ARCH := -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mf16c -mfma -mavx2
+$(FZ)/obj/kernels/%_avx512.o: FUZZ_ARCH := -mavx512f -mavx512bw -mavx512vl -mavx512vnni \
+                                           -mavx512dq -mf16c -mfma -mavx2
+$(FZ)/obj/kernels/%_amx.o:    FUZZ_ARCH := -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl \
+                                           -mavx512vnni -mavx512dq -mf16c -mfma -mavx2
 
 # The library, the runtime (daemon and worker without their main) and the generated code.
 FUZZ_LIB_SRC := $(LIB_SRC) $(RT_SRC) $(PROTO_GEN)
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FZ)/obj/%.o,$(FUZZ_LIB_SRC:$(B)/gen/%=gen/%))
 FUZZ_COMMON  := $(FZ)/obj/tests/fuzz/fuzz_common.o
 
-.PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-seeds
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-seeds fuzz-clean
 
 # clang (and its libFuzzer runtime) from Debian, as deps installs the gcc toolchain.
 fuzz-deps:
 	@dpkg-query -W -f='$${Status}' clang 2>/dev/null | grep -q 'install ok installed' || { \
 	  echo "fuzz-deps: installing clang"; SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang; }
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang; }
 
 fuzz-build: deps fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS) $(FZ)/make_seeds
@@ -85,7 +90,7 @@ define fuzz_run
 	nice -n 10 $(FZ)/fuzz_$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(2) -artifact_prefix=$$art \
 	  $(3)/$$t tests/fuzz/corpus/$$t >$$log 2>&1; rc=$$?; \
 	execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log | tail -1); \
-	total=$$(sed -n 's/.*Loaded [0-9]* modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' $$log | head -1); \
+	total=$$(sed -n 's/.*Loaded [0-9]* modules *(\([0-9]*\) inline.*/\1/p' $$log | head -1); \
 	cov=$$(grep -ao 'cov: [0-9]* ft: [0-9]* corp: [0-9/]*[a-zA-Z]*' $$log | tail -1); \
 	crashes=$$(ls $$art 2>/dev/null | wc -l); \
 	printf '%-10s %10s execs  %-44s of %s edges  crashes: %s\n' $$t "$${execs:-?}" "$$cov" \
@@ -107,5 +112,8 @@ fuzz-smoke: fuzz-build
 	@rm -rf $(FZ)/smoke; failed=""; for t in $(FUZZ_TARGETS); do \
 	  { $(call fuzz_run,$$t,$(FUZZ_SMOKE_SECONDS),$(FZ)/smoke); } || failed="$$failed $$t"; \
 	done; [ -z "$$failed" ] || { echo "fuzz-smoke: crashes in$$failed"; exit 1; }
+
+fuzz-clean:
+	rm -rf $(FZ)
 
 -include $(shell find $(FZ)/obj -name '*.d' 2>/dev/null)

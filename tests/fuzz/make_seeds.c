@@ -188,7 +188,8 @@ static void seeds_gguf(void)
     uint8_t arr[12 + sizeof nested] = {9, 0, 0, 0, 2};
     memcpy(arr + 12, nested, sizeof nested);
     gguf_w_raw(w, "arr.nested", 9, arr, sizeof arr);
-    static const uint8_t u16[] = {0x34, 0x12}, i8[] = {0x80}, f64[] = {0, 0, 0, 0, 0, 0, 0xf0, 0x3f};
+    static const uint8_t u16[] = {0x34, 0x12}, i8[] = {0x80};
+    static const uint8_t f64[] = {0, 0, 0, 0, 0, 0, 0xf0, 0x3f};
     gguf_w_raw(w, "u16", 2, u16, 2);
     gguf_w_raw(w, "i8", 1, i8, 1);
     gguf_w_raw(w, "f64", 12, f64, 8);
