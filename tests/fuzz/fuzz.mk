@@ -42,12 +42,19 @@ FUZZ_COMMON  := $(FZ)/obj/tests/fuzz/fuzz_common.o
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-seeds fuzz-clean
 
-# clang (and its libFuzzer runtime) from Debian, as deps installs the gcc toolchain.
+# clang and its libFuzzer runtime from Debian (clang only recommends libclang-rt-dev, which
+# images without recommends lack), as deps installs the gcc toolchain.
+FUZZ_APT_PKGS := clang libclang-rt-dev
 fuzz-deps:
-	@dpkg-query -W -f='$${Status}' clang 2>/dev/null | grep -q 'install ok installed' || { \
-	  echo "fuzz-deps: installing clang"; SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	@missing=""; for p in $(FUZZ_APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	    missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "fuzz-deps: installing$$missing"; SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 fuzz-build: deps fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS) $(FZ)/make_seeds
