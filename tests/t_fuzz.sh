@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 fails=0
 make --no-print-directory fuzz-smoke || fails=$((fails + 1))
+# the replays run fuzz targets too: not beside another run (fuzz.mk's lock)
+mkdir -p build/fuzz/smoke/logs
+exec 9>build/fuzz/.run.lock
+flock 9
 for dir in tests/fuzz/regress/*/; do
     [ -d "$dir" ] || continue
     t=$(basename "$dir")
@@ -17,12 +21,11 @@ for dir in tests/fuzz/regress/*/; do
         fails=$((fails + 1))
         continue
     fi
-    mkdir -p build/fuzz/logs
     # libFuzzer runs the files given as arguments once each and stops at the first crash
     if ! build/fuzz/fuzz_"$t" -close_fd_mask=2 -rss_limit_mb=2048 "${files[@]}" \
-            >"build/fuzz/logs/regress-$t.log" 2>&1; then
-        echo "FAIL: a regression input of $t crashes again; log: build/fuzz/logs/regress-$t.log"
-        log=build/fuzz/logs/regress-$t.log
+            >"build/fuzz/smoke/logs/regress-$t.log" 2>&1; then
+        log=build/fuzz/smoke/logs/regress-$t.log
+        echo "FAIL: a regression input of $t crashes again; log: $log"
         { grep -a 'Running: ' "$log" | tail -1; grep -a -m1 -E 'ERROR: |runtime error' "$log"; } |
             sed 's/^/    /'
         fails=$((fails + 1))

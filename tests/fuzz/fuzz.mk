@@ -6,8 +6,9 @@
 #   make fuzz-clean      removes build/fuzz/ (objects, corpora, logs)
 #
 # Everything is compiled again with clang and the sanitizers into build/fuzz/, apart from the
-# gcc objects of build/obj. A target's new inputs go to build/fuzz/corpus/<target> (never
-# committed); the seeds in tests/fuzz/corpus/<target> are read only. A crash leaves its input
+# gcc objects of build/obj. A target's new inputs go to build/fuzz/corpus/<target> (smoke
+# runs: build/fuzz/smoke/corpus/<target>; never committed); the seeds in
+# tests/fuzz/corpus/<target> are read only. A crash leaves its input
 # in tests/fuzz/crashes/<target>/; once fixed it belongs in tests/fuzz/regress/<target>/,
 # which tests/t_fuzz.sh replays.
 
@@ -56,8 +57,10 @@ fuzz-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# Under a lock: make test (tests/t_fuzz.sh) may build while a make fuzz does.
 fuzz-build: deps fuzz-deps
-	@$(MAKE) --no-print-directory $(FUZZ_BINS) $(FZ)/make_seeds
+	@mkdir -p $(FZ); flock $(FZ)/.build.lock \
+	  $(MAKE) --no-print-directory $(FUZZ_BINS) $(FZ)/make_seeds
 
 $(FZ)/obj/gen/%.o: $(B)/gen/%.c
 	@mkdir -p $(dir $@)
@@ -89,13 +92,19 @@ FUZZ_RUN_FLAGS := -close_fd_mask=2 -rss_limit_mb=2048 -timeout=60 -print_final_s
 export ASAN_OPTIONS ?= detect_leaks=1:allocator_may_return_null=1
 export UBSAN_OPTIONS ?= print_stacktrace=1
 
-# fuzz_run TARGET SECONDS CORPUS: runs one target and prints its executions, coverage and
-# crashes; returns non-zero when it crashed (the input is copied to tests/fuzz/crashes/).
+# One run at a time, the machine having 2 cores: a second one (make test's smoke during a
+# make fuzz, say) waits for the first.
+FUZZ_RUN_LOCK = mkdir -p $(FZ); exec 9>$(FZ)/.run.lock; flock -n 9 || \
+	{ echo "$@: waiting for another fuzz run to end ($(FZ)/.run.lock)"; flock 9; }
+
+# fuzz_run TARGET SECONDS DIR: runs one target over DIR/corpus/TARGET and the seeds, and
+# prints its executions, coverage and crashes (log in DIR/logs, crash inputs in
+# DIR/artifacts); returns non-zero when it crashed (the input copied to tests/fuzz/crashes/).
 define fuzz_run
-	t=$(1); log=$(FZ)/logs/$$t.log; art=$(FZ)/artifacts/$$t/; \
-	mkdir -p $(FZ)/logs $$art $(3)/$$t tests/fuzz/corpus/$$t; rm -f $$art*; \
+	t=$(1); log=$(3)/logs/$$t.log; art=$(3)/artifacts/$$t/; \
+	mkdir -p $(3)/logs $$art $(3)/corpus/$$t tests/fuzz/corpus/$$t; rm -f $$art*; \
 	nice -n 10 $(FZ)/fuzz_$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(2) -artifact_prefix=$$art \
-	  $(3)/$$t tests/fuzz/corpus/$$t >$$log 2>&1; rc=$$?; \
+	  $(3)/corpus/$$t tests/fuzz/corpus/$$t >$$log 2>&1; rc=$$?; \
 	execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log | tail -1); \
 	total=$$(sed -n 's/.*Loaded [0-9]* modules *(\([0-9]*\) inline.*/\1/p' $$log | head -1); \
 	cov=$$(grep -ao 'cov: [0-9]* ft: [0-9]* corp: [0-9/]*[a-zA-Z]*' $$log | tail -1); \
@@ -109,14 +118,16 @@ define fuzz_run
 	fi
 endef
 
+# The corpus it grows stays in build/fuzz/corpus for the next run.
 fuzz: fuzz-build
-	@failed=""; for t in $(FUZZ_TARGETS); do \
-	  { $(call fuzz_run,$$t,$(FUZZ_SECONDS),$(FZ)/corpus); } || failed="$$failed $$t"; \
+	@$(FUZZ_RUN_LOCK); failed=""; for t in $(FUZZ_TARGETS); do \
+	  { $(call fuzz_run,$$t,$(FUZZ_SECONDS),$(FZ)); } || failed="$$failed $$t"; \
 	done; [ -z "$$failed" ] || { echo "fuzz: crashes in$$failed"; exit 1; }
 
-# Seeds plus what this run finds, in a scratch corpus, so that every smoke run starts alike.
+# Seeds plus what this run finds, in a scratch directory, so that every smoke run starts
+# alike.
 fuzz-smoke: fuzz-build
-	@rm -rf $(FZ)/smoke; failed=""; for t in $(FUZZ_TARGETS); do \
+	@$(FUZZ_RUN_LOCK); rm -rf $(FZ)/smoke; failed=""; for t in $(FUZZ_TARGETS); do \
 	  { $(call fuzz_run,$$t,$(FUZZ_SMOKE_SECONDS),$(FZ)/smoke); } || failed="$$failed $$t"; \
 	done; [ -z "$$failed" ] || { echo "fuzz-smoke: crashes in$$failed"; exit 1; }
 
