@@ -134,3 +134,4 @@ clean:
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 include tests/fuzz/fuzz.mk
 include bench/soak.mk
+include tests/sanitize/sanitize.mk
