@@ -32,8 +32,9 @@ void clients_send_error(struct daemon *d, const struct wire_identity *to, uint64
     clients_send(d, to, &env);
 }
 
-static void send_ack(struct daemon *d, const struct wire_identity *to, uint64_t request_id,
-                     const char *detail)
+/* WIRE_OK, or clients_send's reason why not. */
+static int send_ack(struct daemon *d, const struct wire_identity *to, uint64_t request_id,
+                    const char *detail)
 {
     Bitnet__Ack ack = BITNET__ACK__INIT;
     ack.detail = (char *)detail;
@@ -41,7 +42,7 @@ static void send_ack(struct daemon *d, const struct wire_identity *to, uint64_t 
     wire_envelope_init(&env, request_id);
     env.body_case = BITNET__ENVELOPE__BODY_ACK;
     env.ack = &ack;
-    clients_send(d, to, &env);
+    return clients_send(d, to, &env);
 }
 
 /* ---- job output ---- */
@@ -398,17 +399,9 @@ static void probe_clients(struct daemon *d)
 {
     uint64_t gone[64];
     int n_gone = 0;
-    Bitnet__Ack ack = BITNET__ACK__INIT;
-    ack.detail = "alive?";
-    Bitnet__Envelope env;
-    wire_envelope_init(&env, 0);
-    env.body_case = BITNET__ENVELOPE__BODY_ACK;
-    env.ack = &ack;
-    for (struct job *j = d->sched.jobs; j && n_gone < 64; j = j->next) {
-        struct errbuf e = {{0}};
-        if (wire_send_to(d->ipc.ctl, &j->client, &env, 0, &e) == WIRE_UNREACHABLE)
+    for (struct job *j = d->sched.jobs; j && n_gone < 64; j = j->next)
+        if (send_ack(d, &j->client, 0, "alive?") == WIRE_UNREACHABLE)
             gone[n_gone++] = j->id;
-    }
     for (int i = 0; i < n_gone; i++) {
         struct job *j = scheduler_find(d, gone[i]);
         if (!j)
