@@ -220,15 +220,15 @@ int ipc_open(struct ipc *x, const char *run_dir, const struct ipc_tcp *tcp, stru
         !(x->feed = new_socket(x, ZMQ_PUSH, "stage-0 feed", e)))
         return -1;
     /* MANDATORY: a reply to a client or worker that went away is an error we see, not a
-     * silent drop. HANDOVER: a restarted worker reuses its id while the old connection
-     * may not have been noticed closing yet. A streaming client that stops reading may
+     * silent drop. No HANDOVER on the worker socket: every process bitnetd starts has a
+     * routing id of its own, so a second connection under one is an impostor's, and
+     * handing the route over would let it take the worker's messages. A streaming client that stops reading may
      * queue this many chunks before its job is cancelled. IMMEDIATE on the feed: a step
      * is never queued for a stage-0 worker that is not connected (it could be a
      * restarted one that has not loaded). */
     if (set_int(x->ctl, ZMQ_ROUTER_MANDATORY, 1, "client socket", e) < 0 ||
         set_int(x->ctl, ZMQ_SNDHWM, 100000, "client socket", e) < 0 ||
         set_int(x->workers, ZMQ_ROUTER_MANDATORY, 1, "worker socket", e) < 0 ||
-        set_int(x->workers, ZMQ_ROUTER_HANDOVER, 1, "worker socket", e) < 0 ||
         set_int(x->feed, ZMQ_IMMEDIATE, 1, "stage-0 feed", e) < 0 ||
         set_int(x->feed, ZMQ_RECONNECT_IVL, 10, "stage-0 feed", e) < 0)
         return -1;

@@ -5,12 +5,15 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "proto/endpoints.h"
 
 int supervisor_resolve_bin(struct daemon *d, struct errbuf *e)
 {
@@ -38,7 +41,7 @@ int supervisor_resolve_bin(struct daemon *d, struct errbuf *e)
 }
 
 /* Between fork and exec only async-signal-safe calls: the daemon has ZeroMQ's threads. */
-static void exec_child(char *const argv[], pid_t parent)
+static void exec_child(char *const argv[], char *const envp[], pid_t parent)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -51,12 +54,43 @@ static void exec_child(char *const argv[], pid_t parent)
     /* descriptors the daemon inherited (a shell's pipe, make's jobserver) or opened without
      * close-on-exec are nothing a worker should hold */
     close_range(3, ~0U, 0);
-    execv(argv[0], argv);
+    execve(argv[0], argv, envp);
     const char *msg = "bitnetd: exec of the worker program failed: ";
     const char *why = strerror(errno); /* not async-signal-safe in theory; glibc's is */
     if (write(2, msg, strlen(msg)) < 0 || write(2, why, strlen(why)) < 0 || write(2, "\n", 1) < 0)
         _exit(127);
     _exit(127);
+}
+
+/* w's id, a dot and 24 random hex digits: 96 bits no other process can guess */
+static int new_route(const struct worker *w, char *out, size_t cap, struct errbuf *e)
+{
+    unsigned char r[12];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return err_set(e, "worker %s: getrandom: %s", w->id, strerror(errno));
+    int n = snprintf(out, cap, "%s.", w->id);
+    for (size_t i = 0; i < sizeof r && n + 2 < (int)cap; i++)
+        n += snprintf(out + n, cap - (size_t)n, "%02x", r[i]);
+    return 0;
+}
+
+/* The daemon's environment with one variable set (replacing any inherited value), as a
+ * new array of borrowed strings: built before fork, since the child may not allocate. */
+static char **env_with(char *var)
+{
+    size_t name_len = strchr(var, '=') - var + 1, n = 0;
+    while (environ[n])
+        n++;
+    char **envp = malloc((n + 2) * sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], var, name_len) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = var;
+    envp[k] = NULL;
+    return envp;
 }
 
 int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
@@ -86,13 +120,23 @@ int supervisor_spawn(struct daemon *d, struct worker *w, struct errbuf *e)
         argv[11] = "--advertise";
         argv[12] = adv;
     }
+    char route[sizeof w->route], route_env[sizeof w->route + sizeof ROUTING_ID_ENV];
+    if (new_route(w, route, sizeof route, e) < 0)
+        return -1;
+    snprintf(route_env, sizeof route_env, "%s=%s", ROUTING_ID_ENV, route);
+    char **envp = env_with(route_env);
+    if (!envp)
+        return err_set(e, "worker %s: out of memory", w->id);
     pid_t parent = getpid();
     pid_t pid = fork();
-    if (pid < 0)
-        return err_set(e, "worker %s: fork: %s", w->id, strerror(errno));
     if (pid == 0)
-        exec_child(argv, parent);
+        exec_child(argv, envp, parent);
+    int fork_errno = errno;
+    free(envp);
+    if (pid < 0)
+        return err_set(e, "worker %s: fork: %s", w->id, strerror(fork_errno));
     w->pid = pid;
+    memcpy(w->route, route, sizeof route);
     return 0;
 }
 

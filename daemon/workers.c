@@ -273,11 +273,25 @@ static struct worker *by_pid(struct daemon *d, pid_t pid)
     return NULL;
 }
 
-static struct worker *by_identity(struct daemon *d, const struct wire_identity *id)
+static void *sock_of(const struct daemon *d, const struct worker *w)
+{
+    return w->remote ? d->ipc.workers_tcp : d->ipc.workers;
+}
+
+/* The routing id bitnetd addresses w by on its socket: the id a remote worker chose, the
+ * one handed to a local process at its start. */
+static const char *route_of(const struct worker *w)
+{
+    return w->remote ? w->id : w->route;
+}
+
+static struct worker *by_identity(struct daemon *d, void *sock, const struct wire_identity *id)
 {
     for (int i = 0; i < d->workers.n; i++) {
         struct worker *w = &d->workers.w[i];
-        if (strlen(w->id) == id->len && memcmp(w->id, id->bytes, id->len) == 0)
+        const char *route = route_of(w);
+        if (sock == sock_of(d, w) && route[0] && strlen(route) == id->len &&
+            memcmp(route, id->bytes, id->len) == 0)
             return w;
     }
     return NULL;
@@ -317,17 +331,12 @@ void workers_on_exit(struct daemon *d, pid_t pid, int status)
 }
 
 /* The control socket a worker's stage talks on: remote stages only ever on the tcp one. */
-static void *sock_of(const struct daemon *d, const struct worker *w)
-{
-    return w->remote ? d->ipc.workers_tcp : d->ipc.workers;
-}
-
 static int send_to(struct daemon *d, struct worker *w, Bitnet__Envelope *env)
 {
     struct errbuf e = {{0}};
     struct wire_identity id = {0};
-    id.len = strlen(w->id);
-    memcpy(id.bytes, w->id, id.len);
+    id.len = strlen(route_of(w));
+    memcpy(id.bytes, route_of(w), id.len);
     int rc = wire_send_to(sock_of(d, w), &id, env, 0, &e);
     if (rc != WIRE_OK)
         dlog("worker %s: sending %s: %s", w->id, wire_body_name(env->body_case),
@@ -557,6 +566,14 @@ static pid_t conn_pid(const struct wire_identity *id)
     return cred.pid;
 }
 
+static bool named_local(const struct daemon *d, const char *worker_id)
+{
+    for (int i = 0; i < d->workers.n; i++)
+        if (!d->workers.w[i].remote && strcmp(d->workers.w[i].id, worker_id) == 0)
+            return true;
+    return false;
+}
+
 static void on_hello(struct daemon *d, void *sock, struct worker *w,
                      const struct wire_identity *id, const Bitnet__Envelope *env)
 {
@@ -568,6 +585,9 @@ static void on_hello(struct daemon *d, void *sock, struct worker *w,
     } else if (h->protocol_version != BITNET_PROTOCOL_VERSION) {
         snprintf(why, sizeof why, "protocol version mismatch: worker speaks protocol %u, "
                  "bitnetd speaks %d", h->protocol_version, BITNET_PROTOCOL_VERSION);
+    } else if (!w && named_local(d, hid)) {
+        snprintf(why, sizeof why, "worker %.16s is started by bitnetd, and only that process "
+                 "knows the routing id it must connect under", hid);
     } else if (!w) {
         snprintf(why, sizeof why, "unknown worker id '%.64s' (this placement has w0..w%d)",
                  hid, d->workers.n - 1);
@@ -898,7 +918,7 @@ void workers_on_control(struct daemon *d, void *sock)
                 wire_send_error(sock, &id, 0, wire_rc_error_code(rc), e.msg, 0, &e);
             continue;
         }
-        if (!on_message(d, sock, by_identity(d, &id), &id, env))
+        if (!on_message(d, sock, by_identity(d, sock, &id), &id, env))
             wire_free(env);
     }
 }

@@ -30,7 +30,10 @@ enum worker_state {
 };
 
 struct worker {
-    char id[16];                  /* "w0": its DEALER identity and --id */
+    char id[16];                  /* "w0": its --id, and a remote one's DEALER identity */
+    /* a local one's DEALER identity: "w0." and 24 random hex digits, new for every process
+     * started (supervisor_spawn), so that no other process can know it in advance */
+    char route[48];
     int stage;
     const struct placement_worker *pw;
     char data_endpoint[160];      /* ipc://RUN/wN.data; a remote one's from its Hello */

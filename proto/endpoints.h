@@ -16,6 +16,11 @@ int run_dir_endpoint(char *out, size_t cap, const char *run_dir, const char *nam
 
 #define CTL_SOCKET_NAME "ctl.sock"
 
+/* The environment variable in which bitnetd hands a worker it starts the routing id to use
+ * on the worker socket: fresh and random for each process, so that no other process can
+ * take over a worker's route by connecting under its name ("w1"). */
+#define ROUTING_ID_ENV "BITNET_ROUTING_ID"
+
 /* Whether a run directory may be used. Its sockets carry prompts and its lock file is
  * written to, so a directory someone else could have made or can change is refused:
  * - the daemon's must be a real directory (not a symlink), owned by the daemon's user and

@@ -874,20 +874,37 @@ static void check_impostor(struct client *c, struct ref *r, pid_t dpid, const ch
     Bitnet__Error err = BITNET__ERROR__INIT;
     err.code = BITNET__ERROR_CODE__ERROR_CODE_INTERNAL;
     err.message = "impostor";
-    double end = clock_ms() + 30000;
+    /* held past the heartbeat timeout (1.5 s) even when the job ends sooner: a route
+     * handed over to the impostor would starve w1 of messages and get it declared lost */
+    double t_start = clock_ms(), end = t_start + 30000;
     uint64_t next_id = 1;
-    while (!g.done && clock_ms() < end) {
+    while ((!g.done || clock_ms() < t_start + 4000) && clock_ms() < end) {
         for (int k = 0; k < 50 && next_id < 5000; k++) {
             wire_envelope_init(&env, next_id++);
             env.body_case = BITNET__ENVELOPE__BODY_ERROR;
             env.error = &err;
             wire_send(imp, &env, 100, &e);
         }
-        Bitnet__Envelope *got = client_recv(c, g.request_id, 20);
+        Bitnet__Envelope *got = g.done ? NULL : client_recv(c, g.request_id, 20);
         if (got)
             gen_take(&g, got);
         wire_free(got);
+        if (g.done)
+            sleep_ms(20);
     }
+    /* its Hello was answered with a refusal that says why */
+    bool told = false;
+    for (int k = 0; k < 10000 && !told; k++) {
+        Bitnet__Envelope *ans = NULL;
+        struct wire_rx rx = {0};
+        if (wire_recv(imp, &rx, &ans, 0, &e) != WIRE_OK)
+            break;
+        told = ans->request_id == 1 && ans->body_case == BITNET__ENVELOPE__BODY_HELLO_REPLY &&
+               !ans->hello_reply->accepted && ans->hello_reply->reason &&
+               strstr(ans->hello_reply->reason, "routing id");
+        wire_free(ans);
+    }
+    CHECK(told, "impostor: its Hello was not refused with a reason naming the routing id");
     zmq_close(imp);
     zmq_ctx_term(ctx);
     CHECK(next_id > 200, "impostor: only %llu messages sent", (unsigned long long)next_id);

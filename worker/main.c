@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "proto/endpoints.h"
 #include "worker/worker.h"
 
 static void usage(FILE *out)
@@ -203,6 +204,16 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
                         "spaces\n", o->id);
         return 2;
     }
+    /* from the environment, not argv: a command line is public (ps), an environment is
+     * readable only by who could also trace the process */
+    o->routing_id = getenv(ROUTING_ID_ENV);
+    if (o->routing_id && !valid_id(o->routing_id)) {
+        fprintf(stderr, "bitnet-worker: %s '%s': 1 to 255 printable characters without "
+                        "spaces\n", ROUTING_ID_ENV, o->routing_id);
+        return 2;
+    }
+    if (!o->routing_id)
+        o->routing_id = o->id;
     return 0;
 }
 
