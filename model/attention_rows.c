@@ -43,7 +43,7 @@ static int segments_of(const struct forward_state *s, int t)
 static void split_units(const struct attention_job *job, int ith, int nth, int *lo, int *hi)
 {
     const struct forward_state *s = job->s;
-    int group = s->group, n_kv = (int)job->hp->n_head_kv;
+    int group = s->group, n_kv = s->n_kv;
     double total = 0.0;
     for (int t = job->r0; t < job->r1; t++)
         total += (double)n_kv * group * (s->row_pos[t] + 1 + ATTN_UNIT_FIXED * segments_of(s, t));
@@ -83,7 +83,7 @@ static void attend_group(const struct attention_job *job, int ith, int t, int kv
     int hd = (int)hp->head_dim, group = s->group, h = kvh * group + j0, g = j1 - j0;
     int n = s->row_pos[t] + 1, p0 = sg * s->attn_seg;
     int len = n - p0 < s->attn_seg ? n - p0 : s->attn_seg;
-    size_t head = kv_head_index(s, hp, s->row_slot[t], job->il, kvh);
+    size_t head = kv_head_index(s, s->row_slot[t], job->il, kvh);
     /* the segment's own view of the cache: p0 is a multiple of the key tile */
     size_t off = (head * (size_t)s->n_ctx_pad + (size_t)p0) * hd; /* in elements */
     const float *q = s->q + (size_t)t * hp->n_embd + (size_t)h * hd;
@@ -124,11 +124,11 @@ static void attention_task(void *ctx, int ith, int nth)
 {
     const struct attention_job *job = ctx;
     const struct forward_state *s = job->s;
-    int group = s->group, n_kv = (int)job->hp->n_head_kv, lo, hi, u = 0;
+    int group = s->group, kv_end = s->kvh0 + s->n_kv, lo, hi, u = 0;
     split_units(job, ith, nth, &lo, &hi);
     for (int t = job->r0; t < job->r1 && u < hi; t++) {
         int nseg = segments_of(s, t);
-        for (int kvh = 0; kvh < n_kv && u < hi; kvh++)
+        for (int kvh = s->kvh0; kvh < kv_end && u < hi; kvh++)
             for (int sg = 0; sg < nseg && u < hi; sg++, u += group) {
                 int j0 = lo - u > 0 ? lo - u : 0, j1 = hi - u < group ? hi - u : group;
                 if (j0 < j1)
@@ -186,13 +186,14 @@ static void merge_task(void *ctx, int ith, int nth)
 {
     const struct attention_job *job = ctx;
     const struct forward_state *s = job->s;
-    int n_head = (int)job->hp->n_head, lo, hi;
+    /* the query heads of the state's KV heads */
+    int h0 = s->kvh0 * s->group, n_head = s->n_kv * s->group, lo, hi;
     split_range(job->n_long * n_head, 1, ith, nth, &lo, &hi);
     /* the long rows of the pass in order, seg_row 0.. */
     for (int t = job->r0, k = 0; t < job->r1 && k < hi; t++) {
         if (s->seg_row[t] < 0)
             continue;
-        for (int h = 0; h < n_head; h++, k++)
+        for (int h = h0; h < h0 + n_head; h++, k++)
             if (k >= lo && k < hi)
                 merge_head(s, job->hp, t, h);
     }
@@ -217,7 +218,7 @@ void forward_attention(const struct bitnet_hparams *hp, struct forward_state *s,
         job.r1 = r1;
         threadpool_run(s->pool, attention_task, &job);
         if (job.n_long > 0) {
-            if (job.n_long * (int)hp->n_head <= MERGE_ON_CALLER)
+            if (job.n_long * s->n_kv * s->group <= MERGE_ON_CALLER)
                 merge_task(&job, 0, 1);
             else
                 threadpool_run(s->pool, merge_task, &job);

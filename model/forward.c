@@ -71,6 +71,33 @@ size_t kv_bytes_per_position(const struct bitnet_hparams *hp, enum kv_type t)
     }
 }
 
+/* Part rank of n units split in size contiguous pieces, in multiples of align where n
+ * allows (the kernels take rows in sixteens; 64 keeps whole cache lines of floats). */
+static void split_part(int n, int align, int rank, int size, int *lo, int *hi)
+{
+    int units = n / align;
+    *lo = (int)((long long)units * rank / size) * align;
+    *hi = rank == size - 1 ? n : (int)((long long)units * (rank + 1) / size) * align;
+}
+
+int forward_tp_split(const struct bitnet_hparams *hp, int rank, int size, struct forward_tp *tp,
+                     struct errbuf *e)
+{
+    memset(tp, 0, sizeof *tp);
+    if (size < 1 || rank < 0 || rank >= size)
+        return err_set(e, "tensor-parallel rank %d of %d", rank, size);
+    if ((uint32_t)size > hp->n_head_kv)
+        return err_set(e, "tensor parallelism over %d ranks: the model has %u KV heads, and "
+                       "each rank needs at least one", size, hp->n_head_kv);
+    tp->rank = rank;
+    tp->size = size;
+    split_part((int)hp->n_head_kv, 1, rank, size, &tp->kvh0, &tp->kvh1);
+    split_part((int)hp->n_embd, 64, rank, size, &tp->e0, &tp->e1);
+    split_part((int)hp->n_ff, 64, rank, size, &tp->f0, &tp->f1);
+    split_part((int)hp->n_vocab, 64, rank, size, &tp->v0, &tp->v1);
+    return 0;
+}
+
 int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
                        const struct forward_config *cfg, struct errbuf *e)
 {
@@ -102,7 +129,20 @@ int forward_state_init(struct forward_state *s, const struct bitnet_model *m,
     s->n_ctx = cfg->n_ctx;
     s->n_ctx_pad = attn_tiles_len(cfg->n_ctx);
     s->group = (int)(hp->n_head / hp->n_head_kv);
-    size_t heads = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * hp->n_head_kv;
+    s->kv_stride = (int)kv_dim;
+    s->n_kv = (int)hp->n_head_kv;
+    if (cfg->tp) {
+        if (!cfg->tp->gather || cfg->tp->kvh0 < 0 || cfg->tp->kvh1 > (int)hp->n_head_kv ||
+            cfg->tp->kvh0 >= cfg->tp->kvh1)
+            return err_set(e, "tensor-parallel part without a gather or KV heads [%d, %d)",
+                           cfg->tp->kvh0, cfg->tp->kvh1);
+        s->tp_on = true;
+        s->tp = *cfg->tp;
+        s->kvh0 = cfg->tp->kvh0;
+        s->n_kv = cfg->tp->kvh1 - cfg->tp->kvh0;
+    }
+    /* the cache holds the state's own KV heads only */
+    size_t heads = (size_t)s->n_slots * (s->layer_end - s->layer_begin) * (size_t)s->n_kv;
     size_t cache = heads * (size_t)s->n_ctx_pad * hp->head_dim;
     s->n_batch = cfg->n_batch;
     s->pool = cfg->pool;
@@ -237,9 +277,11 @@ struct bitlinear_job {
     int n;        /* positions */
     int n_mats;
     const struct ternary_matrix *w[3];
+    int r0[3], r1[3]; /* the rows computed: all, or a tensor-parallel rank's */
     int32_t *acc[3];
     float *out[3]; /* [n][rows] */
-    int total_rows;  /* of all the matrices, one after another: what decode claims */
+    int total_rows;  /* of all the matrices' rows computed, one after another: what decode
+                      * claims */
     _Atomic int next;
 };
 
@@ -284,44 +326,63 @@ static void bitlinear_task(void *ctx, int ith, int nth)
         /* the matrices of a group read one input, so they share a width and a piece size */
         int min_rows = decode_piece_rows(job->w[0]->row_bytes), lo, hi;
         while (claim_range(&job->next, job->total_rows, 16, min_rows, nth, &lo, &hi)) {
-            for (int i = 0, base = 0; i < job->n_mats && base < hi; base += job->w[i]->rows, i++) {
-                int a = lo - base, b = hi - base;
+            for (int i = 0, base = 0; i < job->n_mats && base < hi; i++) {
+                int len = job->r1[i] - job->r0[i], a = lo - base, b = hi - base;
                 if (a < 0)
                     a = 0;
-                if (b > job->w[i]->rows)
-                    b = job->w[i]->rows;
+                if (b > len)
+                    b = len;
                 if (a < b)
-                    bitlinear_rows(job, i, a, b);
+                    bitlinear_rows(job, i, job->r0[i] + a, job->r0[i] + b);
+                base += len;
             }
         }
         return;
     }
     for (int i = 0; i < job->n_mats; i++) {
         int lo, hi;
-        split_range(job->w[i]->rows, 16, ith, nth, &lo, &hi);
+        split_range(job->r1[i] - job->r0[i], 16, ith, nth, &lo, &hi);
         if (lo < hi)
-            bitlinear_rows(job, i, lo, hi);
+            bitlinear_rows(job, i, job->r0[i] + lo, job->r0[i] + hi);
     }
 }
 
-/* out_i = bitlinear(xq, w_i) for the matrices given (NULL-terminated lists of up to 3). */
+/* One matrix of a bitlinear call: rows [r0, r1) of w into out (row stride w->rows). */
+struct mat_rows {
+    const struct ternary_matrix *w;
+    float *out;
+    int r0, r1;
+};
+
+/* out = bitlinear(xq, w) over the rows given, for up to 3 matrices reading one input. */
+static void bitlinear_parts(struct forward_state *s, int n, const struct mat_rows *m, int n_mats)
+{
+    struct bitlinear_job job = {.s = s, .n = n};
+    for (int i = 0; i < n_mats; i++) {
+        job.w[i] = m[i].w;
+        job.out[i] = m[i].out;
+        job.r0[i] = m[i].r0;
+        job.r1[i] = m[i].r1;
+        /* the integer sums go where their floats will: each is read once, just before
+         * its float is stored over it (allocated memory takes the type last stored) */
+        job.acc[i] = (int32_t *)(void *)m[i].out;
+        job.total_rows += m[i].r1 - m[i].r0;
+        job.n_mats++;
+    }
+    threadpool_run(s->pool, bitlinear_task, &job);
+}
+
+/* out_i = bitlinear(xq, w_i), every row, for the matrices given (NULL-terminated lists
+ * of up to 3). */
 static void bitlinear(struct forward_state *s, int n, const struct ternary_matrix *w0, float *o0,
                       const struct ternary_matrix *w1, float *o1,
                       const struct ternary_matrix *w2, float *o2)
 {
-    struct bitlinear_job job = {.s = s, .n = n};
-    const struct ternary_matrix *ws[3] = {w0, w1, w2};
-    float *os[3] = {o0, o1, o2};
-    for (int i = 0; i < 3 && ws[i]; i++) {
-        job.w[i] = ws[i];
-        job.out[i] = os[i];
-        /* the integer sums go where their floats will: each is read once, just before
-         * its float is stored over it (allocated memory takes the type last stored) */
-        job.acc[i] = (int32_t *)(void *)os[i];
-        job.total_rows += ws[i]->rows;
-        job.n_mats++;
-    }
-    threadpool_run(s->pool, bitlinear_task, &job);
+    struct mat_rows m[3] = {{w0, o0, 0, w0 ? w0->rows : 0},
+                            {w1, o1, 0, w1 ? w1->rows : 0},
+                            {w2, o2, 0, w2 ? w2->rows : 0}};
+    int n_mats = !w1 ? 1 : !w2 ? 2 : 3;
+    bitlinear_parts(s, n, m, n_mats);
 }
 
 static void rope(float *vec, int n_heads, int head_dim, const float *cos_t, const float *sin_t)
@@ -381,9 +442,10 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
 static void kv_store(struct forward_state *s, const struct bitnet_hparams *hp, uint32_t il, int t)
 {
     int hd = (int)hp->head_dim, p = s->row_pos[t];
-    const float *kt = s->k + (size_t)t * hp->n_head_kv * hd, *vt = s->v + (size_t)t * hp->n_head_kv * hd;
-    for (int kvh = 0; kvh < (int)hp->n_head_kv; kvh++, kt += hd, vt += hd) {
-        size_t head = kv_head_index(s, hp, s->row_slot[t], il, kvh);
+    size_t first = (size_t)t * s->kv_stride + (size_t)s->kvh0 * hd;
+    const float *kt = s->k + first, *vt = s->v + first;
+    for (int kvh = s->kvh0; kvh < s->kvh0 + s->n_kv; kvh++, kt += hd, vt += hd) {
+        size_t head = kv_head_index(s, s->row_slot[t], il, kvh);
         size_t off = head * (size_t)s->n_ctx_pad * hd;
         if (s->kv_type == KV_TYPE_Q8) {
             int8_t kq[hd];
@@ -425,18 +487,91 @@ static void rope_store_task(void *ctx, int ith, int nth)
     const struct rope_job *job = ctx;
     const struct bitnet_hparams *hp = job->hp;
     struct forward_state *s = job->s;
-    int hd = (int)hp->head_dim, kv_dim = (int)(hp->n_head_kv * hp->head_dim), lo, hi;
+    int hd = (int)hp->head_dim, lo, hi;
+    /* the state's own heads: its KV heads and their query heads */
+    size_t q0 = (size_t)s->kvh0 * s->group * hd, k0 = (size_t)s->kvh0 * hd;
     split_range(s->n_rows, 1, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
         const float *c = s->rope_cos + (size_t)t * hd / 2, *sn = s->rope_sin + (size_t)t * hd / 2;
-        rope(s->q + (size_t)t * hp->n_embd, (int)hp->n_head, hd, c, sn);
-        rope(s->k + (size_t)t * kv_dim, (int)hp->n_head_kv, hd, c, sn);
+        rope(s->q + (size_t)t * hp->n_embd + q0, s->n_kv * s->group, hd, c, sn);
+        rope(s->k + (size_t)t * s->kv_stride + k0, s->n_kv, hd, c, sn);
         kv_store(s, hp, job->il, t);
     }
 }
 
+/* RoPE and the cache stores of the rows, on the pool for a prompt. */
+static void rope_store(const struct bitnet_hparams *hp, struct forward_state *s, uint32_t il)
+{
+    struct rope_job rj = {.hp = hp, .s = s, .il = il};
+    if (s->n_rows == 1)
+        rope_store_task(&rj, 0, 1);
+    else
+        threadpool_run(s->pool, rope_store_task, &rj);
+}
+
+static void gather(const struct forward_state *s, float *buf, int width, int lo, int hi)
+{
+    s->tp.gather(s->tp.gather_ctx, buf, s->n_rows, width, lo, hi);
+}
+
+/* forward_layer for a tensor-parallel rank: the same steps on its rows of each matrix,
+ * with the pieces gathered wherever the next step reads the whole vector (a norm, or a
+ * product over every column). The squared-ReLU gate is elementwise, so each rank applies
+ * it to its own columns before they are gathered. */
+static void forward_layer_part(const struct bitnet_model *m, struct forward_state *s, uint32_t il)
+{
+    int n = s->n_rows;
+    const struct bitnet_hparams *hp = &m->hp;
+    const struct bitnet_layer *L = &m->layers[il];
+    const struct forward_tp *tp = &s->tp;
+    int embd = (int)hp->n_embd, ff = (int)hp->n_ff, hd = (int)hp->head_dim;
+    int q0 = tp->kvh0 * s->group * hd, q1 = tp->kvh1 * s->group * hd;
+    float eps = hp->norm_eps;
+
+    double t = timing_start(s);
+    norm_and_quantize(s, s->x, PREP_NONE, NULL, L->attn_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
+    struct mat_rows qkv[3] = {{&L->wq, s->q, q0, q1},
+                              {&L->wk, s->k, tp->kvh0 * hd, tp->kvh1 * hd},
+                              {&L->wv, s->v, tp->kvh0 * hd, tp->kvh1 * hd}};
+    bitlinear_parts(s, n, qkv, 3);
+    timing_lap(s, FP_QKV, &t);
+    rope_store(hp, s, il);
+    forward_attention(hp, s, il);
+    gather(s, s->attn_out, embd, q0, q1);
+    timing_lap(s, FP_ATTENTION, &t);
+    norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
+    struct mat_rows o = {&L->wo, s->attn_out, tp->e0, tp->e1};
+    bitlinear_parts(s, n, &o, 1);
+    gather(s, s->attn_out, embd, tp->e0, tp->e1);
+    timing_lap(s, FP_O, &t);
+
+    norm_and_quantize(s, s->x, PREP_ADD, s->attn_out, L->ffn_norm, embd, n, eps);
+    timing_lap(s, FP_NORMS, &t);
+    struct mat_rows gate_up[2] = {{&L->wgate, s->hb, tp->f0, tp->f1},
+                                  {&L->wup, s->xb, tp->f0, tp->f1}};
+    bitlinear_parts(s, n, gate_up, 2);
+    for (int r = 0; r < n; r++)
+        kops.relu2_mul(s->hb + (size_t)r * ff + tp->f0, s->xb + (size_t)r * ff + tp->f0,
+                       tp->f1 - tp->f0);
+    gather(s, s->hb, ff, tp->f0, tp->f1);
+    timing_lap(s, FP_GATE_UP, &t);
+    norm_and_quantize(s, s->hb, PREP_NONE, NULL, L->ffn_sub_norm, ff, n, eps);
+    timing_lap(s, FP_NORMS, &t);
+    struct mat_rows down = {&L->wdown, s->attn_out, tp->e0, tp->e1};
+    bitlinear_parts(s, n, &down, 1);
+    gather(s, s->attn_out, embd, tp->e0, tp->e1);
+    kops.add_rows(s->x, s->attn_out, n * embd);
+    timing_lap(s, FP_DOWN, &t);
+}
+
 void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32_t il)
 {
+    if (s->tp_on) {
+        forward_layer_part(m, s, il);
+        return;
+    }
     int n = s->n_rows;
     const struct bitnet_hparams *hp = &m->hp;
     const struct bitnet_layer *L = &m->layers[il];
@@ -449,11 +584,7 @@ void forward_layer(const struct bitnet_model *m, struct forward_state *s, uint32
     timing_lap(s, FP_NORMS, &t);
     bitlinear(s, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v);
     timing_lap(s, FP_QKV, &t);
-    struct rope_job rj = {.hp = hp, .s = s, .il = il};
-    if (n == 1)
-        rope_store_task(&rj, 0, 1);
-    else
-        threadpool_run(s->pool, rope_store_task, &rj);
+    rope_store(hp, s, il);
     forward_attention(hp, s, il);
     timing_lap(s, FP_ATTENTION, &t);
     norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
@@ -533,16 +664,18 @@ static void output_task(void *ctx, int ith, int nth)
     struct output_job *job = ctx;
     const struct bitnet_model *m = job->m;
     const struct q8_matrix *q = m->output_q8.q ? &m->output_q8 : NULL;
-    int rows = q ? q->rows : m->output.rows, lo, hi;
+    /* a tensor-parallel rank's rows of the head, or all */
+    int r0 = job->s->tp_on ? job->s->tp.v0 : 0;
+    int rows = job->s->tp_on ? job->s->tp.v1 - r0 : q ? q->rows : m->output.rows, lo, hi;
     if (job->n == 1) {
         /* in pieces, as bitlinear_task does for decode */
         int min_rows = decode_piece_rows(q ? (size_t)q->cols : m->output.row_bytes);
         while (claim_range(&job->next, rows, 16, min_rows, nth, &lo, &hi))
-            output_rows(job, lo, hi);
+            output_rows(job, r0 + lo, r0 + hi);
         return;
     }
     split_range(rows, 16, ith, nth, &lo, &hi);
-    output_rows(job, lo, hi);
+    output_rows(job, r0 + lo, r0 + hi);
 }
 
 void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, const int *rows,
@@ -558,6 +691,8 @@ void forward_output_rows(const struct bitnet_model *m, struct forward_state *s, 
     }
     struct output_job job = {.m = m, .s = s, .n = n, .logits = logits};
     threadpool_run(s->pool, output_task, &job);
+    if (s->tp_on)
+        s->tp.gather(s->tp.gather_ctx, logits, n, (int)m->hp.n_vocab, s->tp.v0, s->tp.v1);
     timing_lap(s, FP_HEAD, &t);
 }
 

@@ -34,6 +34,33 @@ const char *kv_type_name(enum kv_type t);
  * every KV head, with the scales of Q8), not counting the padding to whole key tiles. */
 size_t kv_bytes_per_position(const struct bitnet_hparams *hp, enum kv_type t);
 
+/* Tensor parallelism: a state that computes one part of every layer, for a rank of a
+ * group of states (one per NUMA node) that together compute the whole. Each rank holds
+ * the KV heads [kvh0, kvh1) (their query heads, their K and V rows, their cache), the
+ * rows [e0, e1) of the output projection and the down projection, [f0, f1) of gate and
+ * up, and [v0, v1) of the output head. After each of those products the ranks exchange
+ * their pieces (gather): every rank then holds the whole vector, bit for bit what one
+ * state alone computes, since each value is computed whole by one rank and only copied
+ * (docs/tensor-parallel.md). */
+typedef void (*forward_gather_fn)(void *ctx, float *buf, int n_rows, int width, int lo, int hi);
+struct forward_tp {
+    int rank, size;
+    int kvh0, kvh1;
+    int e0, e1;
+    int f0, f1;
+    int v0, v1;
+    /* On return, columns [0, width) of rows 0..n_rows of buf (row stride width) hold
+     * every rank's columns; the caller's own were [lo, hi). Every rank calls it with the
+     * same n_rows and width, at the same point. */
+    forward_gather_fn gather;
+    void *gather_ctx;
+};
+
+/* rank's part of a group of size ranks (size <= the KV heads); -1 and e when the model
+ * cannot be split so. gather is left NULL for the caller to set. */
+int forward_tp_split(const struct bitnet_hparams *hp, int rank, int size, struct forward_tp *tp,
+                     struct errbuf *e);
+
 struct forward_config {
     int n_ctx;                /* positions the KV cache holds */
     int n_batch;              /* most positions one forward_batch call takes */
@@ -44,6 +71,7 @@ struct forward_config {
     uint32_t layer_end;       /* end 0 means every layer */
     int attn_segment;         /* positions of an attention segment (model/attention_rows.c),
                                * a multiple of ATTN_TILE; 0 means ATTN_SEGMENT */
+    const struct forward_tp *tp; /* NULL: the whole model; else this rank's part (copied) */
 };
 
 /* Rows attending over more positions than this merge segments of it (whatever the
@@ -66,6 +94,10 @@ struct forward_state {
     int n_ctx, n_batch, nth, n_slots;
     int n_ctx_pad;   /* n_ctx rounded up to whole key tiles (kernels.h) */
     int group;       /* query heads per KV head */
+    bool tp_on;      /* a tensor-parallel rank: tp says which part */
+    struct forward_tp tp;
+    int kvh0, n_kv;  /* the KV heads this state computes and caches: all, or its part */
+    int kv_stride;   /* floats from one row's K (or V) to the next: every KV head's */
     uint32_t layer_begin, layer_end;
     struct threadpool *pool;
     int n_rows;      /* rows set by forward_set_rows */
@@ -115,14 +147,13 @@ int forward_set_rows(const struct bitnet_model *m, struct forward_state *s, cons
 /* Rows x[0..n) = embeddings of tokens (the first stage's input). */
 int forward_embed(const struct bitnet_model *m, struct forward_state *s, const int32_t *tokens,
                   int n, struct errbuf *e);
-/* Where the cache of one KV head of one layer of a slot starts: its elements at index *
+/* Where the cache of KV head kvh (one this state holds) of one layer of a slot starts: its elements at index *
  * n_ctx_pad * head_dim (their layout: kernels.h, struct attn_group and struct
  * attn_group_q8), its Q8 scales at index * n_ctx_pad. */
-static inline size_t kv_head_index(const struct forward_state *s, const struct bitnet_hparams *hp,
-                                   int slot, uint32_t il, int kvh)
+static inline size_t kv_head_index(const struct forward_state *s, int slot, uint32_t il, int kvh)
 {
     size_t layer = (size_t)slot * (s->layer_end - s->layer_begin) + (il - s->layer_begin);
-    return layer * hp->n_head_kv + (size_t)kvh;
+    return layer * (size_t)s->n_kv + (size_t)(kvh - s->kvh0);
 }
 
 /* attn_out of every row set = its attention over the cache of layer il (which holds the
