@@ -44,6 +44,7 @@ static const struct opt opts[] = {
     {"act-type", OPT_ACT_TYPE, OFF(act_type), 0, 0, false},
     {"prefill-chunk", OPT_INT, OFF(prefill_chunk), 1, 512, false},
     {"pipeline-depth", OPT_INT, OFF(pipeline_depth), 0, 8, false},
+    {"tensor-parallel", OPT_INT, OFF(tensor_parallel), 1, 8, false},
     {"worker-bin", OPT_STR, OFF(worker_bin), 0, 0, false},
     {"topology", OPT_STR, OFF(topology), 0, 0, false},
     {"heartbeat-timeout", OPT_INT, OFF(heartbeat_timeout_ms), 200, 3600 * 1000, false},
@@ -81,6 +82,9 @@ void config_usage(FILE *f)
             "  --prefill-chunk N        prompt rows per step (64)\n"
             "  --pipeline-depth N       steps in flight (0 = auto: one per stage when the\n"
             "                           stages have CPUs of their own, else 1)\n"
+            "  --tensor-parallel K      each stage computed by K processes, each holding\n"
+            "                           1/K of every matrix on its own CPUs (and node);\n"
+            "                           --workers counts them (docs/tensor-parallel.md)\n"
             "  --worker-bin PATH        (default: bitnet-worker beside bitnetd)\n"
             "  --topology SRC           synthetic:<hwloc synthetic> or xml:<file>\n"
             "  --heartbeat-timeout MS   a silent worker is dead after this (1500)\n"
@@ -242,6 +246,10 @@ static int load_ini(struct daemon_config *c, const char *path, struct errbuf *e)
 /* The tcp settings come as a group; a part given alone is a mistake worth naming. */
 static int check_remote(const struct daemon_config *c, struct errbuf *e)
 {
+    /* a stage's ranks share memory on one host (worker/tp_group.h) */
+    if (c->remote_workers && c->tensor_parallel > 1)
+        return err_set(e, "--tensor-parallel with --remote-workers: the ranks of a stage run "
+                          "on one host; across hosts use a pipeline (not yet both)");
     if (!c->listen) {
         const char *alone = c->remote_workers ? "--remote-workers" : c->curve_key ? "--curve-key"
                             : c->allow_keys ? "--allow-keys" : c->advertise ? "--advertise" : NULL;

@@ -19,6 +19,7 @@ struct daemon_config {
     char *run_dir;            /* NULL: proto/endpoints.h's default */
     int max_sequences;        /* KV slots, i.e. jobs running at once */
     int max_jobs_per_client;  /* running + queued jobs of one client connection */
+    int tensor_parallel;      /* ranks per stage (1: none); --workers counts ranks */
     int pipeline_depth;       /* steps in flight at most; 0: one per stage when the
                                * stages have CPUs of their own, else 1 */
     int ctx;                  /* KV positions per sequence, capped at the model's */

@@ -503,18 +503,18 @@ double placement_stage_cost(const struct placement_worker *w)
 
 void placement_describe(const struct placement *p, FILE *f)
 {
-    fprintf(f, "%-6s %-4s %-16s %-7s %-9s %11s %9s %-9s %-6s\n", "worker", "node", "cpus",
-            "threads", "layers", "weights MiB", "KV MiB", "embedding", "output");
+    fprintf(f, "%-6s %-4s %-16s %-7s %-9s %11s %9s %-9s %-6s %s\n", "worker", "node", "cpus",
+            "threads", "layers", "weights MiB", "KV MiB", "embedding", "output", "ranks");
     for (int w = 0; w < p->n_workers; w++) {
         const struct placement_worker *pw = &p->w[w];
         char cpus[256], layers[32];
         if (format_cpu_ranges(cpus, sizeof cpus, pw->pus, pw->n_pus) >= (int)sizeof cpus)
             memcpy(cpus + sizeof cpus - 4, "...", 4);
         snprintf(layers, sizeof layers, "%d-%d", pw->l0, pw->l1 - 1);
-        fprintf(f, "%-6d %-4d %-16s %-7d %-9s %11.1f %9.1f %-9s %-6s\n", w, pw->node, cpus,
+        fprintf(f, "%-6d %-4d %-16s %-7d %-9s %11.1f %9.1f %-9s %-6s %d\n", w, pw->node, cpus,
                 pw->threads, layers, (double)pw->weight_bytes / MIB,
                 (double)pw->kv_bytes / MIB, pw->has_embedding ? "yes" : "-",
-                pw->has_output ? "yes" : "-");
+                pw->has_output ? "yes" : "-", pw->tp > 1 ? pw->tp : 1);
     }
 }
 
@@ -563,6 +563,7 @@ static struct json_object *worker_json(const struct placement_worker *pw, int w)
         list = NULL;
     }
     ok = ok && add(o, "threads", json_object_new_int(pw->threads));
+    ok = ok && add(o, "tensor_parallel", json_object_new_int(pw->tp > 1 ? pw->tp : 1));
     if (ok) {
         ok = add(o, "layers", layers);
         layers = NULL;

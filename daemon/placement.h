@@ -18,6 +18,7 @@
 
 #define PLACEMENT_MAX_WORKERS 64
 #define PLACEMENT_MAX_LAYERS 1024
+#define PLACEMENT_MAX_TP 8
 
 struct placement_request {
     int n_layer;
@@ -49,6 +50,10 @@ struct placement_worker {
     uint64_t weight_bytes;
     uint64_t kv_bytes;
     double streamed_bytes;  /* what one decode step reads here (placement.c) */
+    /* tensor parallelism: ranks computing this stage together (1: none), each on its
+     * share of pus (consecutive, in rank order) and its node */
+    int tp;
+    int tp_nodes[PLACEMENT_MAX_TP];
 };
 
 struct placement {
@@ -60,6 +65,11 @@ struct placement {
 int placement_plan(struct placement *p, const struct topology *t,
                    const struct placement_request *req, struct errbuf *e);
 void placement_free(struct placement *p);
+
+/* Makes every k consecutive workers of a plan one tensor-parallel stage of k ranks
+ * (daemon/placement_tp.c): their layers, CPUs and nodes together. -1 and e when the
+ * workers do not divide into groups of k. */
+int placement_group_tensor_parallel(struct placement *p, int k, struct errbuf *e);
 
 /* The balance objective of worker i: the bytes a decode step streams through it (its
  * layers, one embedding row, the head, a quarter of its KV cache) per core. */

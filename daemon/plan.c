@@ -21,6 +21,10 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
                    const struct topology *t, struct placement *p, struct errbuf *e)
 {
     const struct bitnet_hparams *hp = &m->hp;
+    /* a rank holds whole KV heads (model/forward.h, struct forward_tp) */
+    if (cfg->tensor_parallel > 1 && (uint32_t)cfg->tensor_parallel > hp->n_head_kv)
+        return err_set(e, "--tensor-parallel %d: the model has %u KV heads, and each rank "
+                          "needs at least one", cfg->tensor_parallel, hp->n_head_kv);
     uint64_t *layer_bytes = calloc(hp->n_layer ? hp->n_layer : 1, sizeof *layer_bytes);
     if (!layer_bytes)
         return err_set(e, "placement: out of memory");
@@ -54,9 +58,12 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
         .threads = cfg->threads_per_worker,
         /* one step is in flight at a time, so workers of one node never compute at once:
          * each may as well use every core while its turn lasts */
-        .share_node_cpus = !cfg->split_cpus,
+        .share_node_cpus = !cfg->split_cpus && cfg->tensor_parallel <= 1,
     };
+    /* tensor-parallel ranks compute at once: each needs CPUs of its own */
     int rc = placement_plan(p, t, &req, e);
+    if (rc == 0 && (rc = placement_group_tensor_parallel(p, cfg->tensor_parallel, e)) < 0)
+        placement_free(p);
     free(layer_bytes);
     return rc;
 }

@@ -405,6 +405,13 @@ static int send_load_shard(struct daemon *d, struct worker *w, const char *next_
         ls.threads = (uint32_t)pw->threads;
         ls.numa_node = pw->node;
     }
+    if (pw->tp > 1) {
+        ls.tensor_parallel = (uint32_t)pw->tp;
+        if (ls.n_cpus) {
+            ls.n_tp_numa_nodes = (size_t)pw->tp;
+            ls.tp_numa_nodes = (int32_t *)pw->tp_nodes;
+        }
+    }
     ls.kv_ctx = (uint32_t)d->n_ctx;
     ls.kv_type = d->cfg.kv_type == KV_TYPE_Q8    ? BITNET__ELEM_TYPE__ELEM_TYPE_Q8
                  : d->cfg.kv_type == KV_TYPE_F16 ? BITNET__ELEM_TYPE__ELEM_TYPE_F16

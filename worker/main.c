@@ -10,6 +10,7 @@
 
 #include "kernels/kernels.h"
 #include "proto/endpoints.h"
+#include "worker/tp_follower.h"
 #include "worker/worker.h"
 
 static void usage(FILE *out)
@@ -99,6 +100,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         {"threads", required_argument, NULL, 't'},
         {"numa-node", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
+        /* internal: a tensor-parallel rank started by a worker (worker/tp_follower.c) */
+        {"tp-follower", required_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     unsigned long long v;
@@ -165,6 +168,9 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         case 'h':
             usage(stdout);
             return -1;
+        case 'F':
+            o->tp_follower = optarg;
+            break;
         default:
             if (optopt)
                 fprintf(stderr, "bitnet-worker: option --%s needs a value\n",
@@ -179,6 +185,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         fprintf(stderr, "bitnet-worker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (o->tp_follower && o->id)
+        return 0;
     const char *missing = !o->id ? "--id" : !o->control ? "--control" : !o->data ? "--data" : NULL;
     if (missing) {
         fprintf(stderr, "bitnet-worker: %s is required\n", missing);
@@ -238,6 +246,10 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &w.opts);
     if (rc)
         return rc < 0 ? 0 : rc;
+    if (w.opts.tp_follower) {
+        kernels_init();
+        return tp_follower_main(w.opts.tp_follower, w.opts.id);
+    }
     w.sigfd = signal_fd();
     if (w.sigfd < 0) {
         fprintf(stderr, "%s: signalfd: %s\n", w.opts.id, strerror(errno));

@@ -482,6 +482,13 @@ static void on_timers(struct worker *w)
         w->next_hello_ms = now + (uint64_t)w->opts.hello_retry_ms;
     }
     if (now >= w->next_heartbeat_ms) {
+        /* a tensor-parallel rank that died between steps: the stage cannot compute, so it
+         * ends now rather than at its next step, and bitnetd restarts it */
+        struct errbuf e;
+        if (w->shard.tp && !tp_group_alive(w->shard.tp, &e)) {
+            worker_log(w->opts.id, "%s; ending this stage so that bitnetd restarts it", e.msg);
+            exit(TP_EXIT_RANK_LOST);
+        }
         worker_heartbeat(w);
         /* after a long stall, resume the rhythm rather than sending a burst */
         w->next_heartbeat_ms += (uint64_t)w->opts.heartbeat_ms;

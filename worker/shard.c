@@ -1,5 +1,7 @@
 #include "worker/shard.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <numa.h>
 #include <sched.h>
 #include <stdio.h>
@@ -138,26 +140,78 @@ static bool tensor_is_ours(const struct shard *s, const struct gguf_tensor *t)
     return false;
 }
 
-/* Byte ranges of the stage's tensors, sorted and merged where they (nearly) touch, so
- * that a 30-layer shard is bound in a handful of calls rather than hundreds. */
+static void add_span(struct span *sp, size_t *n, uint64_t *bytes, const void *data, size_t len)
+{
+    if (!len)
+        return;
+    sp[*n].begin = (uintptr_t)data;
+    sp[*n].end = (uintptr_t)data + len;
+    *bytes += len;
+    (*n)++;
+}
+
+/* A tensor-parallel rank's bytes: its rows of each matrix (as the forward pass reads
+ * them: forward_layer_part), the norms whole, the embedding on rank 0 alone (which embeds
+ * for all), and its rows of the head. */
+static size_t part_spans(const struct shard *s, struct span *sp, uint64_t *bytes)
+{
+    const struct bitnet_model *m = &s->model;
+    const struct forward_tp *tp = &s->tp_part;
+    size_t n = 0, embd = m->hp.n_embd, hd = m->hp.head_dim;
+    int group = (int)(m->hp.n_head / m->hp.n_head_kv);
+    for (uint32_t il = s->layer_begin; il < s->layer_end; il++) {
+        const struct bitnet_layer *L = &m->layers[il];
+        const struct {
+            const struct ternary_matrix *w;
+            size_t r0, r1;
+        } mats[] = {
+            {&L->wq, (size_t)tp->kvh0 * group * hd, (size_t)tp->kvh1 * group * hd},
+            {&L->wk, (size_t)tp->kvh0 * hd, (size_t)tp->kvh1 * hd},
+            {&L->wv, (size_t)tp->kvh0 * hd, (size_t)tp->kvh1 * hd},
+            {&L->wo, (size_t)tp->e0, (size_t)tp->e1},
+            {&L->wgate, (size_t)tp->f0, (size_t)tp->f1},
+            {&L->wup, (size_t)tp->f0, (size_t)tp->f1},
+            {&L->wdown, (size_t)tp->e0, (size_t)tp->e1},
+        };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            add_span(sp, &n, bytes, mats[i].w->data + mats[i].r0 * mats[i].w->row_bytes,
+                     (mats[i].r1 - mats[i].r0) * mats[i].w->row_bytes);
+        add_span(sp, &n, bytes, L->attn_norm, embd * sizeof(float));
+        add_span(sp, &n, bytes, L->attn_sub_norm, embd * sizeof(float));
+        add_span(sp, &n, bytes, L->ffn_norm, embd * sizeof(float));
+        add_span(sp, &n, bytes, L->ffn_sub_norm, m->hp.n_ff * sizeof(float));
+    }
+    if (s->has_embedding && s->tp_rank == 0)
+        add_span(sp, &n, bytes, m->tok_embd.data, (size_t)m->tok_embd.rows * m->tok_embd.row_bytes);
+    if (s->has_output) {
+        add_span(sp, &n, bytes, m->output_norm, embd * sizeof(float));
+        add_span(sp, &n, bytes, m->output.data + (size_t)tp->v0 * m->output.row_bytes,
+                 (size_t)(tp->v1 - tp->v0) * m->output.row_bytes);
+    }
+    return n;
+}
+
+/* Byte ranges of the stage's tensors (or of a tensor-parallel rank's part of them),
+ * sorted and merged where they (nearly) touch, so that a 30-layer shard is bound in a
+ * handful of calls rather than hundreds. */
 static int collect_spans(const struct shard *s, struct span **out, size_t *n_out,
                          uint64_t *bytes, struct errbuf *e)
 {
     const struct gguf_file *f = &s->model.file;
-    struct span *sp = malloc((size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *sp);
+    /* a part has 11 spans a layer and 3 more */
+    size_t cap = s->tp ? 11 * (size_t)(s->layer_end - s->layer_begin) + 3 : f->n_tensors;
+    struct span *sp = malloc((cap ? cap : 1) * sizeof *sp);
     if (!sp)
-        return err_set(e, "out of memory for %llu tensor ranges",
-                       (unsigned long long)f->n_tensors);
+        return err_set(e, "out of memory for %zu tensor ranges", cap);
     size_t n = 0;
     *bytes = 0;
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
+    if (s->tp)
+        n = part_spans(s, sp, bytes);
+    for (uint64_t i = 0; !s->tp && i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
         if (!t->nbytes || !tensor_is_ours(s, t))
             continue;
-        sp[n].begin = (uintptr_t)t->data;
-        sp[n].end = (uintptr_t)t->data + t->nbytes;
-        *bytes += t->nbytes;
-        n++;
+        add_span(sp, &n, bytes, t->data, t->nbytes);
     }
     qsort(sp, n, sizeof *sp, span_cmp);
     size_t page = (size_t)sysconf(_SC_PAGESIZE), m = 0;
@@ -231,6 +285,62 @@ static void place_weights(struct shard *s, const struct span *sp, size_t n,
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Tensor parallelism */
+
+static int check_tp_request(const struct shard *s, const Bitnet__LoadShard *req, struct errbuf *e)
+{
+    if (s->tp_size > TP_MAX_RANKS)
+        return err_set(e, "tensor_parallel %u: at most %d ranks", req->tensor_parallel,
+                       TP_MAX_RANKS);
+    if (s->tp_size > 1 && req->layer_begin == req->layer_end)
+        return err_set(e, "tensor_parallel %u on a stage without layers", req->tensor_parallel);
+    if (req->n_cpus && req->n_cpus < (size_t)s->tp_size)
+        return err_set(e, "tensor_parallel %u over %zu cpus: each rank needs one",
+                       req->tensor_parallel, req->n_cpus);
+    if (req->n_tp_numa_nodes && req->n_tp_numa_nodes != (size_t)s->tp_size)
+        return err_set(e, "tensor_parallel %u with %zu tp_numa_nodes", req->tensor_parallel,
+                       req->n_tp_numa_nodes);
+    return 0;
+}
+
+/* This rank's consecutive share of the listed CPUs: [lo, hi). */
+static void cpu_share(const struct shard *s, size_t n, size_t *lo, size_t *hi)
+{
+    *lo = n * (size_t)s->tp_rank / (size_t)s->tp_size;
+    *hi = n * (size_t)(s->tp_rank + 1) / (size_t)s->tp_size;
+}
+
+/* The leader: the region, and the followers started on it, loading while it loads. */
+static int start_group(struct shard *s, const Bitnet__LoadShard *req, const char *log_id,
+                       struct errbuf *e)
+{
+    const struct bitnet_hparams *hp = &s->model.hp;
+    size_t len = bitnet__load_shard__get_packed_size(req);
+    uint8_t *packed = malloc(len ? len : 1);
+    s->tp = calloc(1, sizeof *s->tp);
+    if (!packed || !s->tp) {
+        free(packed);
+        return err_set(e, "out of memory");
+    }
+    bitnet__load_shard__pack(req, packed);
+    int width = (int)(hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd);
+    int rc = tp_group_create(s->tp, s->tp_size, SHARD_MAX_ROWS, (int)hp->n_embd, width,
+                             (int)hp->n_vocab, packed, len, log_id, e);
+    free(packed);
+    s->tp_owned = true;
+    /* the program by its name, so that the followers show in ps as bitnet-worker */
+    char self[PATH_MAX];
+    ssize_t n = rc == 0 ? readlink("/proc/self/exe", self, sizeof self - 1) : -1;
+    if (rc == 0 && n <= 0)
+        rc = err_set(e, "/proc/self/exe: %s", strerror(errno));
+    if (rc == 0) {
+        self[n] = 0;
+        rc = tp_group_spawn(s->tp, self, e);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
  * Load and unload */
 
 static int alloc_tables(struct shard *s, struct errbuf *e)
@@ -266,6 +376,7 @@ static int make_state(struct shard *s, struct errbuf *e)
         .n_slots = s->n_slots,
         .layer_begin = s->layer_begin,
         .layer_end = s->layer_end,
+        .tp = s->tp ? &s->tp_part : NULL,
     };
     if (!s->runs_layers) {
         cfg.n_ctx = 1;
@@ -282,6 +393,10 @@ static int make_state(struct shard *s, struct errbuf *e)
 static void release(struct shard *s, const struct shard_origin *origin, const char *log_id)
 {
     forward_state_free(&s->state);
+    if (s->tp_owned && s->tp) {
+        tp_group_destroy(s->tp);
+        free(s->tp);
+    }
     /* first the pool (it restores the caller's own affinity), then the process mask */
     threadpool_free(s->pool);
     bitnet_model_free(&s->model);
@@ -334,6 +449,17 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
     s->numa_node = req->numa_node;
     s->resident_node = -1;
     s->threads = (int)req->threads;
+    s->tp_size = req->tensor_parallel > 1 ? (int)req->tensor_parallel : 1;
+    s->tp_rank = hooks->follower_of ? hooks->follower_of->rank : 0;
+    if (check_tp_request(s, req, e) < 0)
+        goto fail;
+    if (s->tp_size > 1) {
+        /* the rank's own place: its node, its share of the CPUs and of the threads */
+        if (req->n_tp_numa_nodes)
+            s->numa_node = req->tp_numa_nodes[s->tp_rank];
+        if (req->threads)
+            s->threads = (int)req->threads / s->tp_size > 0 ? (int)req->threads / s->tp_size : 1;
+    }
     s->n_slots = req->max_sequences ? (req->max_sequences > SHARD_MAX_SEQUENCES
                                            ? SHARD_MAX_SEQUENCES + 1
                                            : (int)req->max_sequences)
@@ -352,15 +478,16 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
             err_set(e, "out of memory");
             goto fail;
         }
-        for (size_t i = 0; i < req->n_cpus; i++) {
+        size_t lo, hi;
+        cpu_share(s, req->n_cpus, &lo, &hi);
+        for (size_t i = lo; i < hi; i++) {
             if (req->cpus[i] >= CPU_SETSIZE) {
                 err_set(e, "cpu %u is beyond what this build can bind (%d)", req->cpus[i],
                         CPU_SETSIZE);
                 goto fail;
             }
-            s->cpus[i] = (int)req->cpus[i];
+            s->cpus[s->n_cpus++] = (int)req->cpus[i];
         }
-        s->n_cpus = (int)req->n_cpus;
         /* before the model is mapped and the pool started: page-cache pages fault in on
          * the node of the faulting thread, and the pool's threads pin within this mask */
         if (bind_cpus(s->cpus, s->n_cpus, e) < 0)
@@ -386,6 +513,16 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
     if (check_request(s, req, hp, e) < 0 ||
         check_kv_size(s, hp, &s->kv_bytes_per_position, e) < 0)
         goto fail;
+    if (s->tp_size > 1) {
+        if (forward_tp_split(hp, s->tp_rank, s->tp_size, &s->tp_part, e) < 0)
+            goto fail;
+        if (hooks->follower_of)
+            s->tp = hooks->follower_of;
+        else if (start_group(s, req, hooks->log_id, e) < 0)
+            goto fail;
+        s->tp_part.gather = tp_group_gather;
+        s->tp_part.gather_ctx = s->tp;
+    }
 
     struct span *spans = NULL;
     size_t n_spans = 0;
@@ -410,6 +547,15 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
     }
     if (alloc_tables(s, e) < 0)
         goto fail;
+    if (s->tp_owned) {
+        /* heartbeats go on while the followers finish */
+        s->tp->tick = hooks->tick;
+        s->tp->tick_ctx = hooks->tick_ctx;
+        int rc = tp_group_wait_loaded(s->tp, e);
+        s->tp->tick = NULL;
+        if (rc < 0)
+            goto fail;
+    }
     s->load_seconds = clock_seconds() - t0;
     s->loaded = true;
     return 0;

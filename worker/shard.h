@@ -13,6 +13,7 @@
 #include "model/forward.h"
 #include "proto/bitnet.pb-c.h"
 #include "worker/model_id.h"
+#include "worker/tp_group.h"
 
 /* Most rows one Forward may carry (docs/runtime.md: n_batch = 512). */
 #define SHARD_MAX_ROWS 512
@@ -56,6 +57,14 @@ struct shard {
     int *row_slot;     /* [SHARD_MAX_ROWS] */
     int *row_pos;      /* [SHARD_MAX_ROWS] */
     size_t kv_bytes_per_position; /* of one slot, over this stage's layers */
+
+    /* tensor parallelism (LoadShard.tensor_parallel): this process's rank of tp_size,
+     * its part of every layer, and the group it gathers with; tp is NULL when the stage
+     * is computed here alone. The leader (rank 0) owns the group and its followers. */
+    int tp_rank, tp_size;
+    struct forward_tp tp_part;
+    struct tp_group *tp;
+    bool tp_owned;
 };
 
 /* The CPUs the process could run on before any LoadShard, so that a later LoadShard
@@ -74,6 +83,9 @@ struct shard_hooks {
     const char *log_id; /* prefix of log lines */
     void (*tick)(void *ctx);
     void *tick_ctx;
+    /* a tensor-parallel follower loading its rank's part: the group it attached to
+     * (NULL: the leader, which makes the group when the request asks for one) */
+    struct tp_group *follower_of;
 };
 
 /* Loads the stage req describes into s (which must be unloaded: shard_unload first).

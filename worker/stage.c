@@ -315,6 +315,23 @@ static int send_hidden(struct worker *w, const Bitnet__Forward *fw, Bitnet__Stag
 /* ---------------------------------------------------------------------------------------
  * The step */
 
+/* A tensor-parallel stage: the other ranks get the step's rows and hidden states, and
+ * which rows want logits (send_result asks the head for exactly those). */
+static int post_to_ranks(struct shard *s, const Bitnet__Forward *fw, int n)
+{
+    int *rows = malloc((size_t)n * sizeof *rows), n_logit = 0;
+    if (!rows)
+        return -1;
+    for (int t = 0; s->has_output && t < n; t++)
+        if (fw->want_logits[t])
+            rows[n_logit++] = t;
+    struct tp_step st = {.n_rows = n, .row_slot = s->row_slot, .row_pos = s->row_pos,
+                         .x = s->state.x, .n_logit_rows = n_logit, .logit_rows = rows};
+    int rc = tp_group_post_step(s->tp, &st, (int)s->model.hp.n_embd);
+    free(rows);
+    return rc;
+}
+
 void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_us)
 {
     struct shard *s = &w->shard;
@@ -346,6 +363,11 @@ void stage_forward(struct worker *w, const Bitnet__Forward *fw, uint64_t t_recv_
         /* checked above, so this is a disagreement between those checks and the engine */
         worker_report(w, fw->step_id, code, "forward step %llu: %s",
                       (unsigned long long)fw->step_id, e.msg);
+        return;
+    }
+    if (s->tp && post_to_ranks(s, fw, n) < 0) {
+        worker_report(w, fw->step_id, code, "forward step %llu: out of memory",
+                      (unsigned long long)fw->step_id);
         return;
     }
     /* from here on the cache changes: the slots hold what this step wrote */

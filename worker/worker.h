@@ -45,6 +45,7 @@ struct worker_opts {
      * LoadShard says (0 / -1: as LoadShard says) */
     int threads;
     int numa_node;
+    const char *tp_follower; /* "FD:RANK": run as a tensor-parallel rank (tp_follower.h) */
 };
 
 struct worker {
