@@ -80,7 +80,7 @@ $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(B)/librt.a $(B)/libbitnet
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/bench/%: $(B)/obj/bench/%.o $(BENCH_LIB_OBJ) $(B)/libbitnet.a
+$(B)/bench/%: $(B)/obj/bench/%.o $(BENCH_LIB_OBJ) $(B)/librt.a $(B)/libbitnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
