@@ -44,34 +44,80 @@ static json_object *links_json(const struct placement *p, const struct bitnet_hp
         }
         json_object_array_add(links, l);
     }
+    /* a tensor-parallel stage's ranks exchange, per layer, the pieces of 3 vectors of
+     * n_embd and one of n_ff (docs/tensor-parallel.md), and the last stage's the logits:
+     * each rank receives every piece but its own */
+    for (int w = 0; w < p->n_workers; w++) {
+        const struct placement_worker *pw = &p->w[w];
+        if (pw->tp <= 1)
+            continue;
+        int64_t per_layer = (3 * (int64_t)hp->n_embd + hp->n_ff) * 4;
+        int64_t bytes = per_layer * (pw->l1 - pw->l0) * (pw->tp - 1);
+        if (pw->has_output)
+            bytes += (int64_t)hp->n_vocab * 4 * (pw->tp - 1);
+        bool cross = false;
+        for (int r = 1; r < pw->tp; r++)
+            cross |= pw->tp_nodes[r] != pw->tp_nodes[0];
+        char who[24];
+        snprintf(who, sizeof who, "w%d ranks", w);
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "from", json_object_new_string(who));
+        json_object_object_add(l, "to", json_object_new_string(who));
+        json_object_object_add(l, "tensor_parallel", json_object_new_int(pw->tp));
+        json_object_object_add(l, "bytes_per_token", json_object_new_int64(bytes));
+        json_object_object_add(l, "crosses_nodes", json_object_new_boolean(cross));
+        json_object_array_add(links, l);
+    }
     return links;
 }
 
-/* Weights and KV cache each node holds, over the workers placed on it. */
+/* One process's share: a worker, or one rank of a tensor-parallel stage (a Kth of its
+ * bytes and threads, on its own node). */
+struct share {
+    int node, threads;
+    uint64_t weights, kv;
+};
+
+/* Weights and KV cache each node holds, over the workers and ranks placed on it. */
 static json_object *nodes_json(const struct placement *p)
 {
+    int n = 0;
+    for (int w = 0; w < p->n_workers; w++)
+        n += p->w[w].tp > 1 ? p->w[w].tp : 1;
+    struct share *sh = calloc((size_t)(n ? n : 1), sizeof *sh);
     json_object *nodes = json_object_new_array();
+    if (!sh)
+        return nodes;
+    n = 0;
     for (int w = 0; w < p->n_workers; w++) {
+        const struct placement_worker *pw = &p->w[w];
+        int k = pw->tp > 1 ? pw->tp : 1;
+        for (int r = 0; r < k; r++)
+            sh[n++] = (struct share){k > 1 ? pw->tp_nodes[r] : pw->node, pw->threads / k,
+                                     pw->weight_bytes / (uint64_t)k, pw->kv_bytes / (uint64_t)k};
+    }
+    for (int i = 0; i < n; i++) {
         bool seen = false;
-        for (int v = 0; v < w; v++)
-            seen |= p->w[v].node == p->w[w].node;
+        for (int j = 0; j < i; j++)
+            seen |= sh[j].node == sh[i].node;
         if (seen)
             continue;
         uint64_t weights = 0, kv = 0;
         int threads = 0;
-        for (int v = w; v < p->n_workers; v++)
-            if (p->w[v].node == p->w[w].node) {
-                weights += p->w[v].weight_bytes;
-                kv += p->w[v].kv_bytes;
-                threads += p->w[v].threads;
+        for (int j = i; j < n; j++)
+            if (sh[j].node == sh[i].node) {
+                weights += sh[j].weights;
+                kv += sh[j].kv;
+                threads += sh[j].threads;
             }
-        json_object *n = json_object_new_object();
-        json_object_object_add(n, "node", json_object_new_int(p->w[w].node));
-        json_object_object_add(n, "weight_bytes", json_object_new_int64((int64_t)weights));
-        json_object_object_add(n, "kv_bytes", json_object_new_int64((int64_t)kv));
-        json_object_object_add(n, "threads", json_object_new_int(threads));
-        json_object_array_add(nodes, n);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "node", json_object_new_int(sh[i].node));
+        json_object_object_add(o, "weight_bytes", json_object_new_int64((int64_t)weights));
+        json_object_object_add(o, "kv_bytes", json_object_new_int64((int64_t)kv));
+        json_object_object_add(o, "threads", json_object_new_int(threads));
+        json_object_array_add(nodes, o);
     }
+    free(sh);
     return nodes;
 }
 
@@ -95,7 +141,10 @@ static void print_text(const struct placement *p, json_object *nodes, json_objec
         json_object *l = json_object_array_get_idx(links, i), *from, *to, *b, *x;
         json_object_object_get_ex(l, "from", &from);
         json_object_object_get_ex(l, "to", &to);
-        printf("  %-6s -> %-6s ", json_object_get_string(from), json_object_get_string(to));
+        if (strcmp(json_object_get_string(from), json_object_get_string(to)) == 0)
+            printf("  %-16s ", json_object_get_string(from));
+        else
+            printf("  %-6s -> %-6s ", json_object_get_string(from), json_object_get_string(to));
         if (json_object_object_get_ex(l, "bytes_per_token", &b))
             printf("%lld bytes%s\n", (long long)json_object_get_int64(b),
                    json_object_object_get_ex(l, "crosses_nodes", &x) && json_object_get_boolean(x)

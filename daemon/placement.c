@@ -503,7 +503,7 @@ double placement_stage_cost(const struct placement_worker *w)
 
 void placement_describe(const struct placement *p, FILE *f)
 {
-    fprintf(f, "%-6s %-4s %-16s %-7s %-9s %11s %9s %-9s %-6s %s\n", "worker", "node", "cpus",
+    fprintf(f, "%-6s %-8s %-16s %-7s %-9s %11s %9s %-9s %-6s %s\n", "worker", "node", "cpus",
             "threads", "layers", "weights MiB", "KV MiB", "embedding", "output", "ranks");
     for (int w = 0; w < p->n_workers; w++) {
         const struct placement_worker *pw = &p->w[w];
@@ -511,7 +511,18 @@ void placement_describe(const struct placement *p, FILE *f)
         if (format_cpu_ranges(cpus, sizeof cpus, pw->pus, pw->n_pus) >= (int)sizeof cpus)
             memcpy(cpus + sizeof cpus - 4, "...", 4);
         snprintf(layers, sizeof layers, "%d-%d", pw->l0, pw->l1 - 1);
-        fprintf(f, "%-6d %-4d %-16s %-7d %-9s %11.1f %9.1f %-9s %-6s %d\n", w, pw->node, cpus,
+        /* a tensor-parallel stage's ranks may sit on several nodes */
+        char nodes[64] = "";
+        size_t len = 0;
+        for (int r = 0; r < (pw->tp > 1 ? pw->tp : 1) && len < sizeof nodes; r++) {
+            int node = pw->tp > 1 ? pw->tp_nodes[r] : pw->node;
+            bool again = false;
+            for (int q = 0; q < r; q++)
+                again |= pw->tp_nodes[q] == node;
+            if (!again)
+                len += (size_t)snprintf(nodes + len, sizeof nodes - len, "%s%d", len ? "," : "", node);
+        }
+        fprintf(f, "%-6d %-8s %-16s %-7d %-9s %11.1f %9.1f %-9s %-6s %d\n", w, nodes, cpus,
                 pw->threads, layers, (double)pw->weight_bytes / MIB,
                 (double)pw->kv_bytes / MIB, pw->has_embedding ? "yes" : "-",
                 pw->has_output ? "yes" : "-", pw->tp > 1 ? pw->tp : 1);
@@ -564,6 +575,10 @@ static struct json_object *worker_json(const struct placement_worker *pw, int w)
     }
     ok = ok && add(o, "threads", json_object_new_int(pw->threads));
     ok = ok && add(o, "tensor_parallel", json_object_new_int(pw->tp > 1 ? pw->tp : 1));
+    struct json_object *tp_nodes = json_object_new_array();
+    for (int r = 0; ok && tp_nodes && r < (pw->tp > 1 ? pw->tp : 1); r++)
+        ok = append(tp_nodes, json_object_new_int(pw->tp > 1 ? pw->tp_nodes[r] : pw->node));
+    ok = ok && add(o, "rank_nodes", tp_nodes);
     if (ok) {
         ok = add(o, "layers", layers);
         layers = NULL;

@@ -17,6 +17,30 @@ static long block_of(struct strview name)
     return v;
 }
 
+/* Ranks per stage when the user said nothing about the plan's shape (no --workers,
+ * --layer-map or --tensor-parallel): on several NUMA nodes a worker per node, grouped
+ * into stages of as many ranks as the model allows (its KV heads, PLACEMENT_MAX_TP) while
+ * the stages are still enough to hold it: tensor parallelism alone when the model fits
+ * one node, a pipeline of such stages when it does not. 1 on one node. */
+static int auto_ranks(const struct bitnet_hparams *hp, const struct topology *t,
+                      uint64_t model_bytes)
+{
+    int n = topology_n_usable(t);
+    /* the planner gives every worker a layer before they are grouped */
+    if (n < 2 || (uint32_t)n > hp->n_layer)
+        return 1;
+    uint64_t smallest = UINT64_MAX;
+    for (int i = 0; i < t->n_nodes; i++)
+        if (topology_node_usable(&t->nodes[i]) && t->nodes[i].memory < smallest)
+            smallest = t->nodes[i].memory;
+    uint64_t need = t->memory_known && smallest ? (model_bytes + smallest - 1) / smallest : 1;
+    int best = 1;
+    for (int k = 2; k <= n && k <= PLACEMENT_MAX_TP && (uint32_t)k <= hp->n_head_kv; k++)
+        if (n % k == 0 && (uint64_t)(n / k) >= need)
+            best = k;
+    return best;
+}
+
 int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg, int n_ctx,
                    const struct topology *t, struct placement *p, struct errbuf *e)
 {
@@ -44,6 +68,17 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
     /* a tied head is the embedding again: the last stage holds it too */
     if (m->tied_output)
         output += embd;
+    uint64_t kv_per_layer = (uint64_t)kv_bytes_per_position(hp, cfg->kv_type) *
+                            (uint64_t)n_ctx * (uint64_t)cfg->max_sequences;
+    int ranks = cfg->tensor_parallel, workers = cfg->workers;
+    if (!ranks && !workers && !cfg->layer_map && !cfg->remote_workers) {
+        uint64_t total = embd + output + kv_per_layer * hp->n_layer;
+        for (uint32_t l = 0; l < hp->n_layer; l++)
+            total += layer_bytes[l];
+        ranks = auto_ranks(hp, t, total);
+        if (ranks > 1)
+            workers = topology_n_usable(t);
+    }
     struct placement_request req = {
         .n_layer = (int)hp->n_layer,
         .layer_bytes = layer_bytes,
@@ -51,18 +86,17 @@ int plan_for_model(const struct bitnet_model *m, const struct daemon_config *cfg
         .embd_row_bytes = embd_row,
         .output_bytes = output,
         .output_tied = m->tied_output,
-        .kv_bytes_per_layer = (uint64_t)kv_bytes_per_position(hp, cfg->kv_type) *
-                              (uint64_t)n_ctx * (uint64_t)cfg->max_sequences,
-        .n_workers = cfg->workers,
+        .kv_bytes_per_layer = kv_per_layer,
+        .n_workers = workers,
         .layer_map = cfg->layer_map,
         .threads = cfg->threads_per_worker,
         /* one step is in flight at a time, so workers of one node never compute at once:
          * each may as well use every core while its turn lasts */
-        .share_node_cpus = !cfg->split_cpus && cfg->tensor_parallel <= 1,
+        .share_node_cpus = !cfg->split_cpus && ranks <= 1,
     };
     /* tensor-parallel ranks compute at once: each needs CPUs of its own */
     int rc = placement_plan(p, t, &req, e);
-    if (rc == 0 && (rc = placement_group_tensor_parallel(p, cfg->tensor_parallel, e)) < 0)
+    if (rc == 0 && (rc = placement_group_tensor_parallel(p, ranks, e)) < 0)
         placement_free(p);
     free(layer_bytes);
     return rc;

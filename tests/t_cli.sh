@@ -186,6 +186,26 @@ check_plan() {  # SPEC WORKERS THREADS: the JSON plan's shape
 }
 check_plan "package:2 numa:1 core:16 pu:2" 2 32
 check_plan "package:4 numa:2 core:8 pu:1" 8 8
+# with KV heads to split and nothing said about the plan's shape: tensor parallelism across
+# the nodes when the model fits one, a pipeline when it does not, both on many nodes
+P30KV=$T/p30kv4.gguf
+$CTL model synth --out $P30KV --shape tiny --heads 8 --kv-heads 4 --layers 30 --seed 2 2>/dev/null ||
+    fail "synth 30 layers, 4 KV heads"
+check_tp_plan() {  # SPEC STAGES RANKS: stages of RANKS ranks, on consecutive nodes
+    local js; js=$($CTL placement --model $P30KV --topology "synthetic:$1" --json) ||
+        { fail "tp placement for '$1'"; return; }
+    node -e 'const j=JSON.parse(require("fs").readFileSync(0)), st=+process.argv[1], k=+process.argv[2];
+      const w=j.workers;
+      if (w.length!==st) throw "stages "+w.length;
+      w.forEach((x,i)=>{ if (x.tensor_parallel!==k||x.rank_nodes.length!==k||x.rank_nodes.some((n,r)=>n!==i*k+r)) throw "stage "+i+" "+JSON.stringify(x); });
+      if (j.nodes.length!==st*k) throw "nodes "+j.nodes.length;
+      const ex=j.links.filter(l=>l.tensor_parallel===k);
+      if (k>1&&(ex.length!==st||ex.some(l=>!l.crosses_nodes||!(l.bytes_per_token>0)))) throw "exchanges "+JSON.stringify(j.links)' \
+        "$2" "$3" <<<"$js" || fail "tp placement for '$1': $js"
+}
+check_tp_plan "package:2 numa:1 core:16 pu:2" 1 2
+check_tp_plan "package:4 numa:2 core:8 pu:1" 2 4
+check_tp_plan "pack:2 [numa(memory=600MB)] core:2 pu:1" 2 1
 out=$($CTL placement --model $P30 --topology "synthetic:package:2 numa:1 core:16 pu:2") || fail "placement text"
 grep -q "w0     -> w1     1024 bytes (between nodes)" <<<"$out" || fail "placement text: $out"
 expect_error "placement on a bad topology" "rejected by hwloc" \
