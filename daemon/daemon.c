@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/loop.h"
+#include "daemon/signals.h"
 #include "daemon/plan.h"
 #include "daemon/supervisor.h"
 #include "model/vocab_gguf.h"
@@ -107,6 +107,97 @@ static int hash_for_remote_workers(struct daemon *d, struct errbuf *e)
     return 0;
 }
 
+/* ---- what the event loop calls: each part's handler for its sockets and its timer ---- */
+
+static void on_worker_control(void *ctx, void *sock) { workers_on_control(ctx, sock); }
+static void on_results(void *ctx, void *sock) { scheduler_on_results(ctx, sock); }
+static void on_client(void *ctx, void *sock)
+{
+    (void)sock;
+    clients_on_request(ctx);
+}
+
+/* served on the loop rather than on a thread of its own: its log lines and counts then
+ * need no locking, and a handshake waits at most one loop turn */
+static void on_zap(void *ctx, void *sock)
+{
+    (void)sock;
+    struct daemon *d = ctx;
+    struct errbuf e = {{0}};
+    if (zap_serve(d->ipc.zap, &e) < 0)
+        dlog("%s", e.msg);
+}
+
+static double workers_timer(void *ctx, double now) { return workers_cron(ctx, now); }
+
+/* ---- the parts' notices, passed on: scheduler and workers call nothing above them ---- */
+
+static int job_chunk(void *ctx, struct job *j, Bitnet__StopReason reason, const char *error)
+{
+    return clients_send_chunk(ctx, j, reason, error);
+}
+static int job_eval_done(void *ctx, struct job *j) { return clients_send_eval(ctx, j); }
+static void job_failed(void *ctx, struct job *j, Bitnet__ErrorCode code, const char *msg)
+{
+    clients_send_error(ctx, &j->client, j->request_id, code, msg);
+}
+static void jobs_idle(void *ctx) { clients_on_idle(ctx); }
+/* The pipeline became ready (every stage READY) or stopped being so. */
+static void daemon_pipeline_changed(struct daemon *d, bool ready)
+{
+    struct workers *ws = &d->workers;
+    if (!ready) {
+        ws->lost_at_ms = clock_ms();
+        scheduler_pipeline_lost(d);
+        return;
+    }
+    if (!ws->ever_ready) {
+        ws->ever_ready = true;
+        if (d->phase == PHASE_STARTING)
+            d->phase = PHASE_RUNNING;
+        char summary[1024];
+        bool remote[PLACEMENT_MAX_WORKERS] = {false};
+        for (int i = 0; i < ws->n && i < PLACEMENT_MAX_WORKERS; i++)
+            remote[i] = ws->w[i].remote;
+        plan_summary(&d->plan, remote, summary, sizeof summary);
+        fprintf(stderr, "bitnetd: ready (%d worker%s, placement %s) in %.2f s\n", ws->n,
+                ws->n > 1 ? "s" : "", summary, (clock_ms() - d->t_start_ms) / 1e3);
+    } else {
+        dlog("pipeline ready again, %.0f ms after it broke", clock_ms() - ws->lost_at_ms);
+    }
+    scheduler_kick(d);
+}
+
+static void pipeline_changed(void *ctx, bool ready) { daemon_pipeline_changed(ctx, ready); }
+
+void daemon_connect_parts(struct daemon *d)
+{
+    d->sched.ev = (struct scheduler_events){job_chunk, job_eval_done, job_failed, jobs_idle, d};
+    d->workers.on_pipeline_changed = pipeline_changed;
+    d->workers.on_pipeline_ctx = d;
+}
+static double scheduler_timer(void *ctx, double now) { return scheduler_cron(ctx, now); }
+static double clients_timer(void *ctx, double now) { return clients_cron(ctx, now); }
+
+/* Worker news first: a step must not go to a pipeline that just broke. The tcp sockets
+ * exist with --listen only (remote workers). */
+static int register_events(struct daemon *d, struct errbuf *e)
+{
+    struct event_loop *l = &d->el;
+    if (el_add_fd(l, d->sig_fd, signals_on_ready, d, e) < 0 ||
+        el_add_socket(l, d->ipc.workers, on_worker_control, d, e) < 0 ||
+        (d->ipc.workers_tcp && el_add_socket(l, d->ipc.workers_tcp, on_worker_control, d, e) < 0) ||
+        el_add_socket(l, d->ipc.results, on_results, d, e) < 0 ||
+        (d->ipc.results_tcp && el_add_socket(l, d->ipc.results_tcp, on_results, d, e) < 0) ||
+        el_add_socket(l, d->ipc.ctl, on_client, d, e) < 0 ||
+        (d->ipc.zap && el_add_socket(l, zap_socket(d->ipc.zap), on_zap, d, e) < 0))
+        return -1;
+    return el_add_timer(l, workers_timer, d, e) < 0 || el_add_timer(l, scheduler_timer, d, e) < 0 ||
+                   el_add_timer(l, clients_timer, d, e) < 0
+               ? -1
+               : 0;
+}
+
 int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e)
 {
     memset(d, 0, sizeof *d);
@@ -116,7 +207,8 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     d->t_start_ms = clock_ms();
     d->phase = PHASE_STARTING;
     /* first: ZeroMQ's threads must inherit the blocked signals */
-    if (loop_signals_open(&d->sig_fd, e) < 0)
+    el_init(&d->el);
+    if (signals_open(&d->sig_fd, e) < 0)
         return -1;
     if (load_model(d, e) < 0)
         return -1;
@@ -148,12 +240,23 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     }
     if (workers_init(d, e) < 0 || scheduler_init(d, pipeline_depth(d), e) < 0)
         return -1;
+    daemon_connect_parts(d);
     if (d->sched.depth > 1)
         dlog("pipeline depth %d: the running jobs go through in %d micro-batches",
              d->sched.depth, d->sched.depth);
-    if (hash_for_remote_workers(d, e) < 0)
+    if (hash_for_remote_workers(d, e) < 0 || register_events(d, e) < 0)
         return -1;
     return workers_start_all(d, e);
+}
+
+int daemon_run(struct daemon *d)
+{
+    struct errbuf e = {{0}};
+    if (el_run(&d->el, &e) < 0) {
+        dlog("%s", e.msg);
+        return -1;
+    }
+    return 0;
 }
 
 void daemon_close(struct daemon *d)
@@ -188,32 +291,9 @@ void daemon_stop(struct daemon *d, const char *why)
         return;
     dlog("stopping: %s", why);
     d->phase = PHASE_STOPPING;
+    el_stop(&d->el);
 }
 
-void daemon_pipeline_changed(struct daemon *d, bool ready)
-{
-    struct workers *ws = &d->workers;
-    if (!ready) {
-        ws->lost_at_ms = clock_ms();
-        scheduler_pipeline_lost(d);
-        return;
-    }
-    if (!ws->ever_ready) {
-        ws->ever_ready = true;
-        if (d->phase == PHASE_STARTING)
-            d->phase = PHASE_RUNNING;
-        char summary[1024];
-        bool remote[PLACEMENT_MAX_WORKERS] = {false};
-        for (int i = 0; i < ws->n && i < PLACEMENT_MAX_WORKERS; i++)
-            remote[i] = ws->w[i].remote;
-        plan_summary(&d->plan, remote, summary, sizeof summary);
-        fprintf(stderr, "bitnetd: ready (%d worker%s, placement %s) in %.2f s\n", ws->n,
-                ws->n > 1 ? "s" : "", summary, (clock_ms() - d->t_start_ms) / 1e3);
-    } else {
-        dlog("pipeline ready again, %.0f ms after it broke", clock_ms() - ws->lost_at_ms);
-    }
-    scheduler_kick(d);
-}
 
 void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r)
 {

@@ -6,7 +6,8 @@
  *   config.c      flags and the INI file
  *   plan.c        layer sizes -> placement
  *   ipc.c         run directory, sockets, their files
- *   loop.c        zmq_poll loop, signals, timers
+ *   event_loop.c  the poll loop the parts register their sockets and timers with
+ *   signals.c     SIGCHLD, SIGTERM, SIGINT through a signalfd
  *   supervisor.c  fork/exec, kill, reap the local worker processes
  *   workers.c     worker registry: Hello, LoadShard, heartbeats, faults, status
  *   scheduler.c   jobs on KV slots, one Forward per step, sampling, replay
@@ -20,6 +21,7 @@
 
 #include "daemon/clients.h"
 #include "daemon/config.h"
+#include "daemon/event_loop.h"
 #include "daemon/ipc.h"
 #include "daemon/placement.h"
 #include "daemon/scheduler.h"
@@ -57,6 +59,7 @@ struct daemon {
     char worker_bin[4096];
 
     int sig_fd;
+    struct event_loop el;
     struct ipc ipc;
     struct wire_rx ctl_rx, workers_rx, results_rx;
 
@@ -74,11 +77,14 @@ void dlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Loads the model, plans, opens the sockets and starts the workers. On failure e says
  * why; daemon_close is still to be called. */
 int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf *e);
+/* Connects the parts' notices (the scheduler's job news, the workers' pipeline changes)
+ * to their receivers; after workers_init and scheduler_init. */
+void daemon_connect_parts(struct daemon *d);
+/* Serves until daemon_stop: 0, or -1 when the event loop itself failed. */
+int daemon_run(struct daemon *d);
 /* Cancels jobs, stops workers, closes and unlinks the sockets, frees everything. */
 void daemon_close(struct daemon *d);
 
-/* The pipeline became ready (every stage READY) or stopped being so. */
-void daemon_pipeline_changed(struct daemon *d, bool ready);
 void daemon_stop(struct daemon *d, const char *why);
 
 /* Fills r (its strings point into d). */

@@ -37,7 +37,7 @@ struct ipc {
     char tcp_workers_ep[IPC_ENDPOINT_MAX];  /* as bound */
     char tcp_results_ep[IPC_ENDPOINT_MAX];  /* as remote last stages are told to connect */
     char curve_pub[CURVE_Z85_LEN + 1], curve_sec[CURVE_Z85_LEN + 1];
-    struct zap *zap;                        /* served from the event loop (loop.c) */
+    struct zap *zap;                        /* served from the event loop (daemon.c registers it) */
 };
 
 /* What --listen and its companions say (daemon/config.h); listen NULL for none. */

@@ -5,7 +5,6 @@
 
 #include "daemon/config.h"
 #include "daemon/daemon.h"
-#include "daemon/loop.h"
 
 /* Each job allocates a sampler's candidate table (12 bytes a vocabulary entry, 1.5 MB on
  * 2B-4T) and an eval its logits (MBs). glibc raises its mmap threshold past such blocks
@@ -32,7 +31,7 @@ int main(int argc, char **argv)
     if (rc < 0)
         fprintf(stderr, "bitnetd: %s\n", e.msg);
     else
-        rc = loop_run(&d);
+        rc = daemon_run(&d);
     daemon_close(&d);
     config_free(&cfg);
     if (rc == 0)

@@ -192,24 +192,24 @@ static void release(struct daemon *d, struct job *j)
     s->jobs_done++;
     job_free(j);
     if (!s->jobs)
-        clients_on_idle(d);
+        s->ev.idle(s->ev.ctx);
 }
 
 void scheduler_finish(struct daemon *d, struct job *j, Bitnet__StopReason reason,
                       const char *error)
 {
+    const struct scheduler_events *ev = &d->sched.ev;
     if (j->eval) {
         if (reason == BITNET__STOP_REASON__STOP_REASON_CANCELLED)
-            clients_send_error(d, &j->client, j->request_id,
-                               BITNET__ERROR_CODE__ERROR_CODE_CANCELLED,
-                               error ? error : "eval cancelled");
+            ev->job_failed(ev->ctx, j, BITNET__ERROR_CODE__ERROR_CODE_CANCELLED,
+                           error ? error : "eval cancelled");
         else
-            clients_send_error(d, &j->client, j->request_id,
-                               BITNET__ERROR_CODE__ERROR_CODE_INTERNAL, error ? error : "eval failed");
+            ev->job_failed(ev->ctx, j, BITNET__ERROR_CODE__ERROR_CODE_INTERNAL,
+                           error ? error : "eval failed");
     } else {
         if (reason != BITNET__STOP_REASON__STOP_REASON_STOP_STRING)
             job_flush_text(j);
-        clients_send_chunk(d, j, reason, error);
+        ev->job_chunk(ev->ctx, j, reason, error);
     }
     release(d, j);
 }
@@ -454,7 +454,8 @@ static void on_token(struct daemon *d, struct job *j, int32_t id)
     else if (j->n_tokens >= (size_t)d->n_ctx)
         /* as bitnetctl generate: the token that fills the context is the last */
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_CONTEXT_FULL, NULL);
-    else if (j->stream && clients_send_chunk(d, j, BITNET__STOP_REASON__STOP_REASON_NONE, NULL) < 0) {
+    else if (j->stream && d->sched.ev.job_chunk(d->sched.ev.ctx, j,
+                                                 BITNET__STOP_REASON__STOP_REASON_NONE, NULL) < 0) {
         dlog("job %llu: its client went away; freed after %zu of its tokens",
              (unsigned long long)j->id, job_n_generated(j));
         release(d, j); /* the client is gone: nobody to tell */
@@ -541,7 +542,7 @@ static void consume_result(struct daemon *d, struct step *st, const Bitnet__Forw
             memcpy(j->logits + (size_t)p->pos0 * V, logits + (size_t)first * V,
                    (size_t)p->n_logits * V * sizeof(float));
             if (j->n_fed == j->n_tokens) {
-                clients_send_eval(d, j);
+                d->sched.ev.job_eval_done(d->sched.ev.ctx, j);
                 release(d, j);
             }
         } else if (p->n_logits) {

@@ -42,10 +42,26 @@ struct step {
     uint32_t top_k;             /* else the best this many of each row (1: the argmax) */
 };
 
+/* What the scheduler tells whoever serves the jobs' clients: a job's news goes out through
+ * these callbacks (daemon.c connects them to clients.c), so the scheduler calls nothing
+ * above it by name. */
+struct scheduler_events {
+    /* a job's new text, or its end (reason other than NONE); -1 when its client is gone */
+    int (*job_chunk)(void *ctx, struct job *j, Bitnet__StopReason reason, const char *error);
+    /* an eval's logits are all in */
+    int (*job_eval_done)(void *ctx, struct job *j);
+    /* an eval ended without its logits */
+    void (*job_failed)(void *ctx, struct job *j, Bitnet__ErrorCode code, const char *msg);
+    /* the last job is gone */
+    void (*idle)(void *ctx);
+    void *ctx;
+};
+
 /* Most steps in flight: deeper pipelines than this gain nothing on one host's stages. */
 #define SCHED_MAX_DEPTH 8
 
 struct scheduler {
+    struct scheduler_events ev;
     int n_slots;
     struct job **slot_job;      /* [n_slots], NULL when no job holds it */
     /* A slot whose job ended is reused only once every stage has acknowledged its

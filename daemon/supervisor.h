@@ -1,5 +1,5 @@
 /* The local worker processes: started with fork/exec, ended with signals, reaped when
- * SIGCHLD arrives on the signalfd the event loop polls (loop.c). Nothing here decides
+ * SIGCHLD arrives on the signalfd the event loop polls (signals.c). Nothing here decides
  * when; workers.c does. */
 #ifndef BITNET_DAEMON_SUPERVISOR_H
 #define BITNET_DAEMON_SUPERVISOR_H

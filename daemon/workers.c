@@ -151,7 +151,7 @@ static void set_state(struct daemon *d, struct worker *w, enum worker_state s)
     bool ready = workers_n_ready(d) == d->workers.n;
     if (ready != d->workers.pipeline_ready) {
         d->workers.pipeline_ready = ready;
-        daemon_pipeline_changed(d, ready);
+        d->workers.on_pipeline_changed(d->workers.on_pipeline_ctx, ready);
     }
 }
 

@@ -88,6 +88,9 @@ struct workers {
     int n;
     struct worker *w;             /* [n], stage order */
     bool pipeline_ready;          /* every stage READY */
+    /* told when pipeline_ready changes (daemon.c connects it) */
+    void (*on_pipeline_changed)(void *ctx, bool ready);
+    void *on_pipeline_ctx;
     bool ever_ready;
     double lost_at_ms;            /* when the pipeline last stopped being ready */
     uint64_t next_request_id;     /* of our requests to workers; from WORKERS_REQUEST_ID0

@@ -206,9 +206,12 @@ static void reset(bool ready)
     wire_rx_init(&D.results_rx, 0);
     if (workers_init(&D, &e) < 0 || scheduler_init(&D, D.cfg.pipeline_depth, &e) < 0)
         fuzz_die("%s", e.msg);
+    daemon_connect_parts(&D);
     double now = clock_ms();
     struct worker *w0 = &D.workers.w[0], *w1 = &D.workers.w[1];
     w0->pid = getpid();
+    /* the routing id bitnetd would have handed the process it started (supervisor.c) */
+    snprintf(w0->route, sizeof w0->route, "w0");
     w0->starts = 1;
     for (int i = 0; i < 2; i++) {
         struct worker *w = &D.workers.w[i];
