@@ -229,6 +229,7 @@ fail:
 
 struct q8_build {
     const struct dense_matrix *src;
+    int r0, r1; /* the rows converted */
     int8_t *q;
     float *scale;
     int32_t *row_sum;
@@ -249,7 +250,9 @@ static void q8_build_task(void *ctx, int ith, int nth)
 {
     const struct q8_build *b = ctx;
     int lo, hi;
-    split_range(b->src->rows, 256, ith, nth, &lo, &hi);
+    split_range(b->r1 - b->r0, 256, ith, nth, &lo, &hi);
+    lo += b->r0;
+    hi += b->r0;
     /* in chunks, so the F16 source never sits in memory beside the whole int8 copy */
     for (int r = lo; r < hi; r += 1024) {
         int r1 = r + 1024 < hi ? r + 1024 : hi;
@@ -261,13 +264,23 @@ static void q8_build_task(void *ctx, int ith, int nth)
 
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e)
 {
+    return bitnet_model_build_q8_head_rows(m, pool, 0, m->output.rows, e);
+}
+
+int bitnet_model_build_q8_head_rows(struct bitnet_model *m, struct threadpool *pool, int r0, int r1,
+                                    struct errbuf *e)
+{
     const struct dense_matrix *src = &m->output;
     size_t rows = (size_t)src->rows, cols = (size_t)src->cols;
+    if (r0 < 0 || r1 > src->rows || r0 >= r1)
+        return err_set(e, "int8 output head: rows [%d, %d) of %d", r0, r1, src->rows);
     size_t q_bytes = rows * cols, s_bytes = rows * sizeof(float), r_bytes = rows * sizeof(int32_t);
     uint8_t *mem = malloc(q_bytes + s_bytes + r_bytes);
     if (!mem)
         return err_set(e, "out of memory for the int8 output head (%zu MiB)", q_bytes >> 20);
-    struct q8_build b = {.src = src, .q = (int8_t *)mem, .scale = (float *)(mem + q_bytes),
+    /* a block this large is mapped fresh (glibc's mmap threshold): the pages of rows not
+     * converted are never touched, so they take no memory */
+    struct q8_build b = {.src = src, .r0 = r0, .r1 = r1, .q = (int8_t *)mem, .scale = (float *)(mem + q_bytes),
                          .row_sum = (int32_t *)(mem + q_bytes + s_bytes)};
     threadpool_run(pool, q8_build_task, &b);
     free(m->output_q8_mem);

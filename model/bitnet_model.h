@@ -67,6 +67,10 @@ void bitnet_model_free(struct bitnet_model *m);
 /* Makes output_q8 from output: one scale per row (absmax / 127), values rounded to
  * nearest. Rows are converted in parallel on pool (may be NULL). */
 int bitnet_model_build_q8_head(struct bitnet_model *m, struct threadpool *pool, struct errbuf *e);
+/* The same for rows [r0, r1) only (a tensor-parallel rank's): the copy keeps the whole
+ * head's layout, but the other rows are neither converted nor given memory. */
+int bitnet_model_build_q8_head_rows(struct bitnet_model *m, struct threadpool *pool, int r0, int r1,
+                                    struct errbuf *e);
 
 /* TQ1_0 and TQ2_0 matrices of layers [l0, l1) as I2_S copies, so that they run on the
  * I2_S kernels (SIMD decode and prefill) instead of the block-scaled scalar path: exact

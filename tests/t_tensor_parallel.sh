@@ -99,6 +99,16 @@ if start pipe-tp --workers 4 --tensor-parallel 2 --topology "synthetic:pack:4 [n
     stop pipe-tp
 fi
 
+# the int8 head: each rank converts and multiplies its own rows of it
+$CTL eval --model $M --lm-head q8 --ids 128000,9906,1917,374,264 --logits-out $T/ref-q8.f32 2>/dev/null ||
+    fail "in-process eval, int8 head"
+if start tp2-q8 --workers 2 --tensor-parallel 2 --split-cpus --lm-head q8; then
+    $CTL eval --run-dir "$R" --ids 128000,9906,1917,374,264 --logits-out $T/tp2-q8.f32 2>/dev/null || fail "tp2-q8: eval"
+    cmp -s $T/ref-q8.f32 $T/tp2-q8.f32 || fail "tp2-q8: logits differ from the in-process int8 head's"
+    cmp -s $T/ref.f32 $T/tp2-q8.f32 && fail "tp2-q8: logits equal the F16 head's (no int8 head?)"
+    stop tp2-q8
+fi
+
 # refusals, each with its reason and before anything starts
 err=$(build/bitnetd --model $M --workers 3 --tensor-parallel 2 --run-dir "$R" \
       --topology "synthetic:pack:4 [numa(memory=8GB)] core:1 pu:1" 2>&1) && fail "3 workers in stages of 2 accepted"

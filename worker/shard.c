@@ -541,7 +541,8 @@ int shard_load(struct shard *s, const struct shard_origin *origin, const Bitnet_
         worker_log(hooks->log_id, "%d TQ matrices have blocks of different scales and run on "
                    "the scalar kernel (slow)", kept);
     if (s->has_output && req->lm_head_q8 &&
-        bitnet_model_build_q8_head(&s->model, s->pool, e) < 0) {
+        bitnet_model_build_q8_head_rows(&s->model, s->pool, s->tp ? s->tp_part.v0 : 0,
+                                        s->tp ? s->tp_part.v1 : s->model.output.rows, e) < 0) {
         err_prefix(e, "int8 output head");
         goto fail;
     }
