@@ -81,8 +81,8 @@ static int open_control(struct worker *w, struct errbuf *e)
         return zerr(e, "control socket for", w->opts.control);
     /* IMMEDIATE: while the daemon is away, sends fail at once instead of queueing stale
      * heartbeats for whoever binds the endpoint next */
-    if (zmq_setsockopt(w->control, ZMQ_ROUTING_ID, w->opts.routing_id,
-                       strlen(w->opts.routing_id)) ||
+    const char *route = w->opts.routing_id ? w->opts.routing_id : w->opts.id;
+    if (zmq_setsockopt(w->control, ZMQ_ROUTING_ID, route, strlen(route)) ||
         set_int(w->control, ZMQ_IMMEDIATE, 1) || set_int(w->control, ZMQ_LINGER, 0) ||
         set_int(w->control, ZMQ_RECONNECT_IVL, 100) ||
         set_int(w->control, ZMQ_RECONNECT_IVL_MAX, 2000) || set_max_msg(w->control, w->opts.max_bytes))

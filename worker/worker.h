@@ -28,8 +28,8 @@
 
 struct worker_opts {
     const char *id;
-    /* ZeroMQ routing id on the control socket: the id, unless bitnetd handed this process
-     * one of its own (BITNET_ROUTING_ID, a fresh random one per start) */
+    /* ZeroMQ routing id on the control socket: the id (also when NULL), unless bitnetd
+     * handed this process one of its own (BITNET_ROUTING_ID, a fresh random one per start) */
     const char *routing_id;
     const char *control;  /* the daemon's worker-control endpoint (we connect) */
     const char *data;     /* our Forward endpoint (we bind) */

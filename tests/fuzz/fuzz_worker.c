@@ -13,8 +13,9 @@
  * the tiny model (as --model does for a remote worker, whatever path it names), must send
  * its output to this harness (next_endpoint inproc://fuzz-next: ipc:// would connect to
  * any unix socket of the machine, and an endpoint nobody serves costs every step the 1 s
- * send timeout) and is skipped when it asks for more than 2 threads or a KV cache of more
- * than 4096 positions. After each input the stage is back as it started. */
+ * send timeout) and is skipped when it asks for more than 2 threads, a KV cache of more
+ * than 4096 positions or tensor-parallel ranks (which would be this program started
+ * again). After each input the stage is back as it started. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +112,12 @@ static bool load_shard_allowed(const Bitnet__LoadShard *ls)
 {
     uint64_t slots = ls->max_sequences ? ls->max_sequences : 1;
     uint64_t ctx = ls->kv_ctx ? ls->kv_ctx : 256;
+    /* tensor parallelism starts processes of this program: here, the fuzzer itself
+     * (its one-rank form, and every bad value of the field, are still handled) */
+    bool starts_ranks = ls->tensor_parallel > 1 && ls->tensor_parallel <= TP_MAX_RANKS &&
+                        ls->layer_begin < ls->layer_end;
     return ls->threads <= 2 && slots * ctx <= 4096 && ls->next_endpoint &&
-           strcmp(ls->next_endpoint, NEXT_EP) == 0;
+           strcmp(ls->next_endpoint, NEXT_EP) == 0 && !starts_ranks;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -25,12 +25,12 @@ SAN_JOBS   ?= 2
 # Not t_liveness: its 1101-token prompt on the scalar kernels takes over 10 minutes under
 # TSan. Under TSan a failed test counts only with SAN_TSAN_STRICT=1 (sanitize.sh says why);
 # a TSan report always does.
-SAN_TSAN_TESTS := test_threadpool test_gemm test_forward_rows test_zap test_wire test_worker \
+SAN_TSAN_TESTS := test_threadpool test_gemm test_forward_rows test_forward_tp test_zap test_wire test_worker \
                   test_daemon t_daemon_ctl t_remote
 # CI (about 5 minutes on 2 cores, builds included): under ASan+UBSan every test but the
 # slow end-to-end ones, which make sanitize runs; under TSan the pool, the ZAP thread and
 # the worker.
-SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote
+SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel
 SAN_CI_TSAN_TESTS := test_threadpool test_zap test_wire test_worker
 
 # Scripts the sanitizer runs leave out: they run make themselves (t_sanitize would start
