@@ -55,6 +55,10 @@ static const struct opt opts[] = {
     {"remote-workers", OPT_STR, OFF(remote_workers), 0, 0, false},
     {"worker-timeout", OPT_INT, OFF(worker_timeout_s), 1, 86400, false},
     {"foreground", OPT_BOOL, OFF(foreground), 0, 0, false},
+    {"http", OPT_STR, OFF(http), 0, 0, false},
+    {"api-keys", OPT_STR, OFF(api_keys), 0, 0, false},
+    {"http-max-body", OPT_INT, OFF(http_max_body), 1024, 64 << 20, false},
+    {"http-queue", OPT_INT, OFF(http_queue), 0, 4096, false},
     {"help", OPT_BOOL, 0, 0, 0, true},
 };
 #undef OFF
@@ -96,7 +100,13 @@ void config_usage(FILE *f)
             "  --allow-keys FILE|DIR    worker public keys admitted (a list, or *.pub files)\n"
             "  --remote-workers w1,...  stages not started here; they join on --listen\n"
             "  --worker-timeout S       a remote worker gone this long fails its jobs (30)\n"
-            "  --foreground             accepted; bitnetd always stays in the foreground\n");
+            "  --foreground             accepted; bitnetd always stays in the foreground\n"
+            "OpenAI-compatible HTTP API (docs/http-api.md):\n"
+            "  --http [ADDR:]PORT       serve it there (ADDR default 127.0.0.1; PORT 0: any)\n"
+            "  --api-keys FILE          bearer tokens, one a line; others get 401 (but /health)\n"
+            "  --http-max-body BYTES    larger request bodies get 413 (1048576)\n"
+            "  --http-queue N           HTTP generations that may wait beyond --max-sequences\n"
+            "                           running ones; more get 429 (64)\n");
 }
 
 static int opt_index(const char *name)
@@ -118,6 +128,8 @@ static void set_defaults(struct daemon_config *c)
     c->heartbeat_timeout_ms = 1500;
     c->worker_timeout_s = 30;
     c->foreground = true;
+    c->http_max_body = 1 << 20;
+    c->http_queue = 64;
 }
 
 /* Parses one value into its field. `who` names it in errors ("--ctx" or "f.ini:3: ctx"). */
@@ -322,6 +334,8 @@ int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf 
         return err_set(e, "unexpected argument '%s' (see --help)", argv[optind]);
     if (!cfg->model)
         return err_set(e, "no model: give --model FILE (or model = FILE in [daemon] of --config)");
+    if (cfg->api_keys && !cfg->http)
+        return err_set(e, "--api-keys needs --http [ADDR:]PORT (the keys guard the HTTP API)");
     return check_remote(cfg, e);
 }
 

@@ -38,6 +38,11 @@ struct daemon_config {
     char *remote_workers;     /* "w1,w2": stages started by hand elsewhere, not by bitnetd */
     int worker_timeout_s;     /* a remote worker gone this long fails the jobs */
     bool foreground;          /* accepted for systemd-style unit files; always true */
+    /* the OpenAI-compatible HTTP API (docs/http-api.md) */
+    char *http;               /* NULL: off; "PORT" (loopback) or "ADDR:PORT" */
+    char *api_keys;           /* NULL: open; else a file of bearer tokens, one a line */
+    int http_max_body;        /* bytes of a request body at most */
+    int http_queue;           /* HTTP generations that may wait beyond --max-sequences */
 };
 
 /* Fills cfg from argv (and the file named by --config). Returns 0, 1 when --help was

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "daemon/signals.h"
+#include "daemon/http_server.h"
 #include "daemon/plan.h"
 #include "daemon/supervisor.h"
 #include "model/vocab_gguf.h"
@@ -192,8 +193,9 @@ static int register_events(struct daemon *d, struct errbuf *e)
         el_add_socket(l, d->ipc.ctl, on_client, d, e) < 0 ||
         (d->ipc.zap && el_add_socket(l, zap_socket(d->ipc.zap), on_zap, d, e) < 0))
         return -1;
+    /* the HTTP API serves from threads of its own, as a client of the ctl socket */
     return el_add_timer(l, workers_timer, d, e) < 0 || el_add_timer(l, scheduler_timer, d, e) < 0 ||
-                   el_add_timer(l, clients_timer, d, e) < 0
+                   el_add_timer(l, clients_timer, d, e) < 0 || daemon_http_start(d, e) < 0
                ? -1
                : 0;
 }
@@ -262,6 +264,7 @@ int daemon_run(struct daemon *d)
 void daemon_close(struct daemon *d)
 {
     d->phase = PHASE_STOPPING;
+    daemon_http_stop(d); /* first: its threads wait on the loop, which runs no more */
     if (d->ipc.ctl)
         scheduler_cancel_all(d, "bitnetd is shutting down");
     supervisor_stop_all(d, 2000);

@@ -34,6 +34,8 @@
 #include "proto/wire.h"
 #include "worker/model_id.h"
 
+struct http_server;
+
 #define BITNETD_VERSION "bitnetd 0.1.0"
 
 enum daemon_phase {
@@ -69,6 +71,8 @@ struct daemon {
 
     enum daemon_phase phase;
     double t_start_ms;
+
+    struct http_server *http;       /* the HTTP API (--http), or NULL */
 };
 
 /* "bitnetd: ..." on stderr. */

@@ -769,6 +769,7 @@ static void answer_query(struct daemon *d, int qi)
         info[i].status = w->status ? w->status->status_reply : NULL;
         stage_stats(w, &ts[i]);
         info[i].timing = &ts[i];
+        info[i].starts = w->starts;
         ptrs[i] = &info[i];
     }
     Bitnet__WorkersReply wr = BITNET__WORKERS_REPLY__INIT;
