@@ -123,7 +123,7 @@ static int check_unsupported(struct json_object *o, struct openai_error *err)
                        "'%s' is not supported (use repeat_penalty)", penalties[i]);
     static const char *const lists[] = {"tools", "functions", "logit_bias"};
     for (size_t i = 0; i < 3; i++)
-        if ((v = field(o, lists[i])) && json_object_get_boolean(v) &&
+        if ((v = field(o, lists[i])) &&
             !((json_object_is_type(v, json_type_array) && json_object_array_length(v) == 0) ||
               (json_object_is_type(v, json_type_object) && json_object_object_length(v) == 0)))
             return BAD(err, "unsupported_value", lists[i], "'%s' is not supported", lists[i]);
