@@ -279,8 +279,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         q->t_arrival_ms = clock_ms();
         return first_call(s, conn, q, url, method);
     }
-    if (q->status) /* refused on its headers; the body is not looked at */
+    if (q->status) { /* refused on its headers; the body is not looked at */
+        *upload_size = 0;
         return MHD_YES;
+    }
     if (*upload_size)
         return take_body(s, q, upload_data, upload_size);
     return serve(s, conn, q);
