@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <zmq.h>
@@ -373,6 +374,29 @@ static void model_id_of(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)n, base);
 }
 
+/* Each connection costs about four descriptors: its TCP socket, its link's socket and
+ * mailbox, and the daemon's end of the link. Running out of them inside libzmq is not a
+ * refusal but an abort, so the connections are capped by what the process may open
+ * (raised to its hard limit first, as far as 65536). */
+static unsigned connection_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 64;
+    rlim_t want = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* the daemon's own sockets, workers and files first */
+    rlim_t spare = rl.rlim_cur > 256 ? rl.rlim_cur - 256 : 0;
+    rlim_t n = spare / 4;
+    if (n < 8)
+        n = 8;
+    return n < HTTP_MAX_CONNECTIONS ? (unsigned)n : HTTP_MAX_CONNECTIONS;
+}
+
 struct http_server *http_server_start(const struct http_settings *cfg, struct errbuf *e)
 {
     struct http_server *s = calloc(1, sizeof *s);
@@ -415,7 +439,7 @@ struct http_server *http_server_start(const struct http_settings *cfg, struct er
                               MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
+                              MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
                               MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 << 10),
                               MHD_OPTION_END);

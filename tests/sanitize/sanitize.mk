@@ -21,16 +21,18 @@ SAN_JOBS   ?= 2
 # Tests whose processes start threads: the thread pool (kernels/threadpool.c: the GEMM and
 # forward tests, bitnetctl, bitnet-worker), the ZAP thread (proto/zap.c: test_zap,
 # test_wire, bitnetd and bitnet-worker with CURVE), the worker's heartbeat thread during a
-# step (worker/busy_beat.c), and everything that starts bitnetd with its workers.
+# step (worker/busy_beat.c), the HTTP API's connection threads (t_http), and everything
+# that starts bitnetd with its workers.
 # Not t_liveness: its 1101-token prompt on the scalar kernels takes over 10 minutes under
 # TSan. Under TSan a failed test counts only with SAN_TSAN_STRICT=1 (sanitize.sh says why);
 # a TSan report always does.
 SAN_TSAN_TESTS := test_threadpool test_gemm test_forward_rows test_forward_tp test_zap test_wire test_worker \
-                  test_daemon t_daemon_ctl t_remote
+                  test_daemon t_daemon_ctl t_remote t_http
 # CI (about 5 minutes on 2 cores, builds included): under ASan+UBSan every test but the
 # slow end-to-end ones, which make sanitize runs; under TSan the pool, the ZAP thread and
 # the worker.
-SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel
+SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel \
+                     t_http
 SAN_CI_TSAN_TESTS := test_threadpool test_zap test_wire test_worker
 
 # Scripts the sanitizer runs leave out: they run make themselves (t_sanitize would start
