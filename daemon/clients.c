@@ -236,9 +236,19 @@ static void start_job(struct daemon *d, const struct wire_identity *from, uint64
 }
 
 static void on_cancel(struct daemon *d, const struct wire_identity *from, uint64_t rid,
-                      uint64_t job_id)
+                      const Bitnet__Cancel *c)
 {
-    struct job *j = scheduler_find(d, job_id);
+    uint64_t job_id = c->job_id;
+    struct job *j = NULL;
+    if (job_id == 0 && c->request_id) {
+        for (j = d->sched.jobs; j; j = j->next)
+            if (j->request_id == c->request_id && wire_identity_equal(&j->client, from))
+                break;
+        if (j)
+            job_id = j->id;
+    } else {
+        j = scheduler_find(d, job_id);
+    }
     if (!j) {
         char msg[96];
         snprintf(msg, sizeof msg, "no job %llu (finished, or never existed)",
@@ -326,7 +336,7 @@ static void on_request(struct daemon *d, const struct wire_identity *from,
         break;
     }
     case BITNET__ENVELOPE__BODY_CANCEL:
-        on_cancel(d, from, rid, env->cancel->job_id);
+        on_cancel(d, from, rid, env->cancel);
         break;
     case BITNET__ENVELOPE__BODY_DRAIN:
         add_waiter(d, from, rid, env->drain->timeout_ms, false);

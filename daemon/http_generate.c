@@ -522,18 +522,20 @@ void http_generation_end(struct http_generation *g)
         return;
     if (g->link.sock && !g->done) {
         /* the client left (or the server stops) mid-job: free its sequence now rather
-         * than at the daemon's next probe of a closed link */
-        if (g->job_id) {
+         * than at the daemon's next probe of a closed link. Before its first chunk the
+         * job is named by our request's id. */
+        if (g->rid) {
             Bitnet__Cancel c = BITNET__CANCEL__INIT;
             c.job_id = g->job_id;
+            c.request_id = g->job_id ? 0 : g->rid;
             Bitnet__Envelope env;
             wire_envelope_init(&env, 0);
             env.body_case = BITNET__ENVELOPE__BODY_CANCEL;
             env.cancel = &c;
             struct errbuf e = {{0}};
             if (!http_link_send(&g->link, &env, &e))
-                fprintf(stderr, "bitnetd: http: cancelling job %llu: %s\n",
-                        (unsigned long long)g->job_id, e.msg);
+                fprintf(stderr, "bitnetd: http: cancelling job %llu (request %llu): %s\n",
+                        (unsigned long long)g->job_id, (unsigned long long)g->rid, e.msg);
         }
         http_metrics_count_disconnect(&g->srv->metrics);
     }

@@ -193,7 +193,7 @@ c400=$(metric 'bitnetd_http_requests_total{endpoint="/v1/completions",status="40
 lap "errors"
 
 # ---- a client that disconnects mid-stream frees its sequence at once ----
-curl -sN $B/v1/completions -d '{"prompt":"Once","max_tokens":1900,"temperature":0.7,"stream":true}' >$T/cut.sse & cpid=$!
+curl -sN $B/v1/completions -d '{"prompt":"Once","max_tokens":1900,"temperature":0.7,"seed":11,"stream":true}' >$T/cut.sse & cpid=$!
 for _ in $(seq 1 100); do [ "$(grep -c '^data:' $T/cut.sse)" -ge 5 ] && break; sleep 0.02; done
 [ "$(metric bitnetd_running_sequences)" = 1 ] || fail "the long stream is not running: $(metric bitnetd_running_sequences)"
 kill $cpid; wait $cpid 2>/dev/null
@@ -209,7 +209,7 @@ grep -q "went away; cancelled after" $LOG && fail "the job was freed by the daem
 events=$(grep -c '^data:' $T/cut.sse)
 [ "$events" -lt 1900 ] || fail "the cut stream ran to its end"
 # the same for a non-streaming request
-curl -s $B/v1/completions -d '{"prompt":"Once","max_tokens":1900,"temperature":0.7}' >/dev/null & cpid=$!
+curl -s $B/v1/completions -d '{"prompt":"Once","max_tokens":1900,"temperature":0.7,"seed":11}' >/dev/null & cpid=$!
 for _ in $(seq 1 100); do [ "$(metric bitnetd_running_sequences)" = 1 ] && break; sleep 0.02; done
 sleep 0.2
 kill $cpid; wait $cpid 2>/dev/null
@@ -276,7 +276,7 @@ done
 AUTH=(-H 'Authorization: Bearer key-two')
 # one sequence and one queued: a third generation is refused with 429 (and the queued one
 # still runs to its end)
-curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"a","max_tokens":1900,"stream":true}' >$T/q1.sse & q1=$!
+curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"a","max_tokens":1900,"seed":11,"stream":true}' >$T/q1.sse & q1=$!
 for _ in $(seq 1 100); do [ "$(grep -c '^data:' $T/q1.sse)" -ge 2 ] && break; sleep 0.02; done
 curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"b","max_tokens":5,"stream":true}' >$T/q2.sse & q2=$!
 for _ in $(seq 1 100); do [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 1 ] && break; sleep 0.02; done
@@ -284,19 +284,20 @@ for _ in $(seq 1 100); do [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 1 ] &
 check_error 429 "try again later" /v1/completions '{"prompt":"c","max_tokens":2}' "${AUTH[@]}"
 kill $q1; wait $q1 $q2 2>/dev/null
 node tests/http_sse_check.js $T/q2.sse completions >/dev/null 2>&1 || fail "the queued stream ahead of the 429 did not complete"
-# a queued job whose client leaves is freed too (it has no job id yet: the daemon's probe of
-# its closed connection ends it)
-curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"a","max_tokens":1500,"stream":true}' >$T/q3.sse & q3=$!
+# a queued job whose client leaves is freed at once too: it has no job id yet, and is
+# cancelled by the id of the request that started it
+curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"a","max_tokens":1500,"seed":11,"stream":true}' >$T/q3.sse & q3=$!
 for _ in $(seq 1 100); do [ "$(grep -c '^data:' $T/q3.sse)" -ge 2 ] && break; sleep 0.02; done
 curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"b","max_tokens":5,"stream":true}' >/dev/null & q4=$!
 for _ in $(seq 1 100); do [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 1 ] && break; sleep 0.02; done
 kill $q3 $q4; wait $q3 $q4 2>/dev/null
 freed=
-for _ in $(seq 1 100); do
+for _ in $(seq 1 40); do
     [ "$(metric bitnetd_running_sequences "${AUTH[@]}")" = 0 ] && [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 0 ] && { freed=1; break; }
-    sleep 0.05
+    sleep 0.025
 done
-[ -n "$freed" ] || fail "running or queued jobs left after their clients left"
+[ -n "$freed" ] || fail "running or queued jobs left 1 s after their clients left"
+grep -q "went away; cancelled after" $LOG && fail "a job was freed by the daemon's probe, not a Cancel: $(grep 'went away' $LOG)"
 lap "keys and queue"
 
 node tests/http_openai_client.js "$B/v1" key-one-abc $T/ctl-comp.txt $T/ctl-chat.txt || fail "the openai client"
