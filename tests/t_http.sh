@@ -282,7 +282,7 @@ curl -sN "${AUTH[@]}" $B/v1/completions -d '{"prompt":"b","max_tokens":5,"stream
 for _ in $(seq 1 100); do [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 1 ] && break; sleep 0.02; done
 [ "$(metric bitnetd_queue_depth "${AUTH[@]}")" = 1 ] || fail "the second job is not queued"
 check_error 429 "try again later" /v1/completions '{"prompt":"c","max_tokens":2}' "${AUTH[@]}"
-kill $q1; wait $q1 $q2 2>/dev/null
+kill $q1 2>/dev/null; wait $q1 $q2 2>/dev/null
 node tests/http_sse_check.js $T/q2.sse completions >/dev/null 2>&1 || fail "the queued stream ahead of the 429 did not complete"
 # a queued job whose client leaves is freed at once too: it has no job id yet, and is
 # cancelled by the id of the request that started it
