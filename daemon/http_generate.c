@@ -537,7 +537,8 @@ void http_generation_end(struct http_generation *g)
                 fprintf(stderr, "bitnetd: http: cancelling job %llu (request %llu): %s\n",
                         (unsigned long long)g->job_id, (unsigned long long)g->rid, e.msg);
         }
-        http_metrics_count_disconnect(&g->srv->metrics);
+        if (!atomic_load(&g->srv->stopping))
+            http_metrics_count_disconnect(&g->srv->metrics);
     }
     http_link_close(&g->link);
     if (g->conn && !atomic_load(&g->srv->stopping))
