@@ -1,0 +1,37 @@
+/* One bitnetctl bench run, in-process (cmd_bench.c) or through a daemon (bench_daemon.c),
+ * as bench and bench sweep both use it, and its recording in the history. */
+#ifndef BITNET_CTL_BENCH_RUN_H
+#define BITNET_CTL_BENCH_RUN_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ctl/session.h"
+
+struct bench_opts {
+    const char *model;     /* in-process on this file; NULL: through the daemon */
+    const char *run_dir;   /* the daemon's run directory (NULL: its default) */
+    long prompt_tokens, gen_tokens, repeat, depth;
+    long streams;          /* daemon: concurrent generations */
+    bool json, breakdown;
+    bool quiet;            /* no text report (bench sweep prints its own lines) */
+    bool record;           /* store the receipt (not with --no-record) */
+    const char *db;        /* --db PATH; NULL: bench_store_default_path */
+    struct session_opts so;
+};
+
+/* Runs the benchmark; *result gets what --json prints, *receipt the receipt to store
+ * (both new references). Prints the text report unless o->json or o->quiet. Returns 0, or
+ * -1 with the error printed. */
+int bench_inprocess(const struct bench_opts *o, json_object **result, json_object **receipt);
+int bench_daemon(const struct bench_opts *o, json_object **result, json_object **receipt);
+
+/* Stores receipt in o->db (or the default database); prints where to stderr unless quiet.
+ * Returns 0, or -1 with the error printed. */
+int bench_record(const struct bench_opts *o, json_object *receipt, int64_t *run_id);
+
+/* The database path o names, or the default; -1 with the error printed. */
+int bench_db_path(const char *db, char *out, size_t cap);
+
+#endif
