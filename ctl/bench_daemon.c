@@ -19,8 +19,7 @@
  * slowest step on a shared host. */
 #define BENCH_DAEMON_TIMEOUT_MS 300000
 
-/* One request and its single reply of kind `expect`; NULL with e set on failure. */
-static Bitnet__Envelope *ask(const char *run_dir, Bitnet__Envelope__BodyCase body, void *msg,
+Bitnet__Envelope *bench_daemon_ask(const char *run_dir, Bitnet__Envelope__BodyCase body, void *msg,
                              Bitnet__Envelope__BodyCase expect, struct errbuf *e)
 {
     Bitnet__Envelope env;
@@ -199,7 +198,7 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
 {
     struct errbuf e = {{0}};
     Bitnet__StatusRequest sreq = BITNET__STATUS_REQUEST__INIT;
-    Bitnet__Envelope *sr = ask(o->run_dir, BITNET__ENVELOPE__BODY_STATUS_REQUEST, &sreq,
+    Bitnet__Envelope *sr = bench_daemon_ask(o->run_dir, BITNET__ENVELOPE__BODY_STATUS_REQUEST, &sreq,
                                BITNET__ENVELOPE__BODY_DAEMON_STATUS_REPLY, &e);
     if (!sr) {
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
@@ -213,7 +212,7 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         return -1;
     }
     Bitnet__WorkersRequest wreq = BITNET__WORKERS_REQUEST__INIT;
-    Bitnet__Envelope *wr = ask(o->run_dir, BITNET__ENVELOPE__BODY_WORKERS_REQUEST, &wreq,
+    Bitnet__Envelope *wr = bench_daemon_ask(o->run_dir, BITNET__ENVELOPE__BODY_WORKERS_REQUEST, &wreq,
                                BITNET__ENVELOPE__BODY_WORKERS_REPLY, &e);
     if (!wr) {
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "ctl/session.h"
+#include "model/errbuf.h"
+#include "proto/bitnet.pb-c.h"
 
 struct bench_opts {
     const char *model;     /* in-process on this file; NULL: through the daemon */
@@ -26,6 +28,26 @@ struct bench_opts {
  * -1 with the error printed. */
 int bench_inprocess(const struct bench_opts *o, json_object **result, json_object **receipt);
 int bench_daemon(const struct bench_opts *o, json_object **result, json_object **receipt);
+
+/* One request to the daemon at run_dir and its single reply, which must be of kind
+ * `expect`; NULL with e set on failure. msg is the body (any Bitnet__ message). */
+Bitnet__Envelope *bench_daemon_ask(const char *run_dir, Bitnet__Envelope__BodyCase body, void *msg,
+                                   Bitnet__Envelope__BodyCase expect, struct errbuf *e);
+
+/* A bitnetd that bench sweep starts for itself, in a run directory of its own. */
+struct bench_daemon_proc {
+    int pid;
+    char run_dir[128];
+    char log[192];
+};
+/* Starts bitnetd (beside this bitnetctl) on model with `workers` workers of
+ * threads_per_worker threads (0: its default) and a context of ctx positions, and waits
+ * until it is ready. On failure the daemon is stopped and e says why (with its log's tail). */
+int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int workers,
+                       int threads_per_worker, int ctx, struct errbuf *e);
+/* Shuts it down (SIGKILL to its process group if it does not exit within 20 s) and
+ * removes its run directory. */
+void bench_daemon_stop(struct bench_daemon_proc *d);
 
 /* Stores receipt in o->db (or the default database); prints where to stderr unless quiet.
  * Returns 0, or -1 with the error printed. */
