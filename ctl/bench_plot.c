@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
-#define PLOT_W 860.0
+#define PLOT_W 980.0
 #define PLOT_H 500.0
 #define MARGIN_L 90.0
-#define MARGIN_R 260.0   /* the legend sits on the right */
+#define MARGIN_R 340.0   /* the legend sits on the right */
 #define MARGIN_T 50.0
 #define MARGIN_B 70.0
 
@@ -56,6 +56,19 @@ static double nice_step(double span, int want)
     return (f < 1.5 ? 1.0 : f < 3.5 ? 2.0 : f < 7.5 ? 5.0 : 10.0) * p;
 }
 
+/* For time axes: steps of whole seconds, minutes, hours or days, so ticks fall on
+ * round clock times. */
+static double time_step(double span, int want)
+{
+    static const double steps[] = {1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
+                                   7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
+                                   7 * 86400, 14 * 86400, 28 * 86400, 91 * 86400, 365 * 86400};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (span / steps[i] <= want)
+            return steps[i];
+    return nice_step(span, want);
+}
+
 struct frame {
     double x0, x1, y0, y1;   /* data range */
 };
@@ -95,13 +108,22 @@ static void frame_of(const struct plot_series *series, int n_series, struct fram
     f->y1 = f->y1 > f->y0 ? f->y1 * 1.1 : f->y0 + 1.0;
 }
 
-static void x_tick_label(const struct plot_axes *a, double x, char *out, size_t cap)
+static bool all_x_whole(const struct plot_series *series, int n_series)
+{
+    for (int s = 0; s < n_series; s++)
+        for (int i = 0; i < series[s].n; i++)
+            if (series[s].points[i].x != floor(series[s].points[i].x))
+                return false;
+    return true;
+}
+
+static void x_tick_label(const struct plot_axes *a, double x, double step, char *out, size_t cap)
 {
     if (a->x_is_time) {
         time_t t = (time_t)x;
         struct tm tm;
         gmtime_r(&t, &tm);
-        strftime(out, cap, "%m-%d %H:%M", &tm);
+        strftime(out, cap, step < 60 ? "%m-%d %H:%M:%S" : "%m-%d %H:%M", &tm);
     } else {
         snprintf(out, cap, "%g", x);
     }
@@ -132,12 +154,13 @@ int bench_plot_svg(FILE *out, const char *name, const struct plot_axes *a,
                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
                 left, py(&f, y), right, py(&f, y), left - 6, py(&f, y) + 4, fabs(y) < 1e-12 ? 0.0 : y);
     fputs("</g>\n<g class=\"x-ticks\">\n", out);
-    double xspan = f.x1 - f.x0, xstep = nice_step(xspan, a->x_is_time ? 4 : 6);
-    if (!a->x_is_time && xstep < 1.0 && xspan > 2.0)
+    double xspan = f.x1 - f.x0, xstep = a->x_is_time ? time_step(xspan, 4) : nice_step(xspan, 6);
+    /* settings such as threads or workers are whole numbers: no ticks between them */
+    if (!a->x_is_time && xstep < 1.0 && all_x_whole(series, n_series))
         xstep = 1.0;
     for (double x = ceil(f.x0 / xstep) * xstep; x <= f.x1; x += xstep) {
         char label[64];
-        x_tick_label(a, x, label, sizeof label);
+        x_tick_label(a, x, xstep, label, sizeof label);
         fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>"
                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
                 px(&f, x), bottom, px(&f, x), bottom + 5, px(&f, x), bottom + 20, label);
