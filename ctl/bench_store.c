@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,31 @@ fail:
     return -1;
 }
 
+/* WAL mode is a property of the file, set once by whoever opens it first; switching needs
+ * an exclusive lock, and SQLite reports a conflict there as SQLITE_BUSY without calling
+ * the busy handler, so writers that race to create the file retry here. */
+static int set_wal(struct bench_store *s, struct errbuf *e)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        sqlite3_stmt *st;
+        int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        const char *mode = NULL;
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            mode = (const char *)sqlite3_column_text(st, 0);
+        bool wal = mode && strcmp(mode, "wal") == 0;
+        sqlite3_finalize(st);
+        if (wal)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED && rc != SQLITE_ROW)
+            return db_error(s, e, "setting WAL mode");
+        if (rc == SQLITE_ROW)
+            return err_set(e, "%s: setting WAL mode: the file stays in mode %s", s->path, mode ? mode : "?");
+        if (waited_ms >= BENCH_STORE_BUSY_MS)
+            return db_error(s, e, "setting WAL mode");
+        sqlite3_sleep(10);
+    }
+}
+
 int bench_store_open_at(struct bench_store *s, const char *path, int version, struct errbuf *e)
 {
     memset(s, 0, sizeof *s);
@@ -162,7 +188,7 @@ int bench_store_open_at(struct bench_store *s, const char *path, int version, st
     sqlite3_busy_timeout(s->db, BENCH_STORE_BUSY_MS);
     sqlite3_extended_result_codes(s->db, 1);
     /* FULL: a committed receipt survives a power cut too, which a history is for */
-    if (exec_sql(s, "PRAGMA journal_mode = WAL", e, "setting WAL mode") < 0 ||
+    if (set_wal(s, e) < 0 ||
         exec_sql(s, "PRAGMA synchronous = FULL", e, "setting synchronous") < 0 ||
         exec_sql(s, "PRAGMA foreign_keys = ON", e, "enabling foreign keys") < 0 ||
         migrate(s, version, e) < 0) {
