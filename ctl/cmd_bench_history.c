@@ -66,8 +66,9 @@ static int parse_history_opts(int argc, char **argv, unsigned allowed, int min_a
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == '?' || !(allowed & (unsigned)c)) {
-            if (c != '?')
-                fprintf(stderr, "bitnetctl bench %s: %s does not apply\n", argv[0], argv[optind - 1]);
+            for (const struct option *op = opts; c != '?' && op->name; op++)
+                if (op->val == c)
+                    fprintf(stderr, "bitnetctl bench %s: --%s does not apply\n", argv[0], op->name);
             fprintf(stderr, "usage: bitnetctl bench %s\n", usage);
             return -1;
         }
