@@ -313,7 +313,10 @@ static const char *cmp_verdict(const struct figure_cmp *c)
     return c->change >= 0 ? "better" : "worse";
 }
 
-static json_object *cmp_json(json_object *a, json_object *b, const struct figure_cmp *cmp, int n, bool same_host)
+/* check passes its threshold (each figure then says whether it is a regression);
+ * compare passes a negative one. */
+static json_object *cmp_json(json_object *a, json_object *b, const struct figure_cmp *cmp, int n, bool same_host,
+                             double max_regression)
 {
     json_object *j = json_object_new_object();
     json_object_object_add(j, "a", json_object_new_int64((int64_t)bench_json_num(a, "run_id", 0)));
@@ -324,8 +327,13 @@ static json_object *cmp_json(json_object *a, json_object *b, const struct figure
     json_object_object_add(j, "same_config", json_object_new_boolean(
         strcmp(bench_json_str(a, "config", ""), bench_json_str(b, "config", "")) == 0));
     json_object *arr = json_object_new_array();
-    for (int i = 0; i < n; i++)
-        json_object_array_add(arr, bench_figure_cmp_json(&cmp[i]));
+    for (int i = 0; i < n; i++) {
+        json_object *f = bench_figure_cmp_json(&cmp[i]);
+        json_object_object_add(f, "verdict", json_object_new_string(cmp_verdict(&cmp[i])));
+        if (max_regression >= 0)
+            json_object_object_add(f, "regression", json_object_new_boolean(bench_is_regression(&cmp[i], max_regression)));
+        json_object_array_add(arr, f);
+    }
     json_object_object_add(j, "figures", arr);
     return j;
 }
@@ -350,7 +358,7 @@ static int cmd_compare(int argc, char **argv)
     bool same_host;
     int n = bench_compare(a, b, cmp, 32, &same_host);
     if (o.json) {
-        json_object *j = cmp_json(a, b, cmp, n, same_host);
+        json_object *j = cmp_json(a, b, cmp, n, same_host, -1.0);
         print_json(j);
         json_object_put(j);
     } else {
@@ -452,7 +460,7 @@ static int cmd_check(int argc, char **argv)
     for (int i = 0; i < n; i++)
         regressions += bench_is_regression(&cmp[i], o.max_regression);
     if (o.json) {
-        json_object *j = cmp_json(base, r, cmp, n, same_host);
+        json_object *j = cmp_json(base, r, cmp, n, same_host, o.max_regression);
         json_object *names = json_object_new_array();
         for (int i = 0; i < n; i++)
             if (bench_is_regression(&cmp[i], o.max_regression))
