@@ -41,10 +41,12 @@ struct bench_daemon_proc {
     char log[192];
 };
 /* Starts bitnetd (beside this bitnetctl) on model with `workers` workers of
- * threads_per_worker threads (0: its default) and a context of ctx positions, and waits
- * until it is ready. On failure the daemon is stopped and e says why (with its log's tail). */
+ * threads_per_worker threads (0: its default), the KV cache and head of so, and a context
+ * of ctx positions, and waits until it is ready. On failure the daemon is stopped and e
+ * says why (with its log's tail). */
 int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int workers,
-                       int threads_per_worker, int ctx, struct errbuf *e);
+                       int threads_per_worker, const struct session_opts *so, int ctx,
+                       struct errbuf *e);
 /* Shuts it down (SIGKILL to its process group if it does not exit within 20 s) and
  * removes its run directory. */
 void bench_daemon_stop(struct bench_daemon_proc *d);

@@ -62,7 +62,8 @@ static bool daemon_ready(const struct bench_daemon_proc *d)
 }
 
 int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int workers,
-                       int threads_per_worker, int ctx, struct errbuf *e)
+                       int threads_per_worker, const struct session_opts *so, int ctx,
+                       struct errbuf *e)
 {
     memset(d, 0, sizeof *d);
     char bin[PATH_MAX];
@@ -78,8 +79,9 @@ int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int worke
     snprintf(w, sizeof w, "%d", workers);
     snprintf(t, sizeof t, "%d", threads_per_worker);
     snprintf(c, sizeof c, "%d", ctx);
-    const char *argv[16] = {bin, "--model", model, "--workers", w, "--run-dir", d->run_dir, "--ctx", c};
-    int argc = 9;
+    const char *argv[16] = {bin, "--model", model, "--workers", w, "--run-dir", d->run_dir, "--ctx", c,
+                            "--kv-type", kv_type_name(so->kv_type), "--lm-head", so->lm_head_q8 ? "q8" : "f16"};
+    int argc = 13;
     if (threads_per_worker > 0) {
         argv[argc++] = "--threads-per-worker";
         argv[argc++] = t;

@@ -222,6 +222,14 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
         fprintf(stderr, "bitnetctl bench: --run-dir and --streams are for a daemon run (no --model)\n%s", usage);
         return -1;
     }
+    struct session_opts defaults;
+    session_opts_default(&defaults);
+    if (!o->model && (o->so.threads != defaults.threads || o->so.n_batch != defaults.n_batch ||
+                      o->so.lm_head_q8 != defaults.lm_head_q8 || o->so.kv_type != defaults.kv_type)) {
+        fprintf(stderr, "bitnetctl bench: --threads, --batch, --lm-head and --kv-type are the daemon's "
+                        "settings when benching through it (bitnetd options), or need --model\n%s", usage);
+        return -1;
+    }
     if (!o->model && (o->depth || o->breakdown)) {
         fprintf(stderr, "bitnetctl bench: --depth and --breakdown need --model (in-process)\n%s", usage);
         return -1;

@@ -186,6 +186,13 @@ static int sweep_point(const struct sweep_opts *o, struct bench_store *st, int64
     }
     json_object_object_add(sw, "settings", set);
     json_object_object_add(receipt, "sweep", sw);
+    if (o->through_daemon) {
+        /* the daemon does not report these; the sweep started it with them */
+        json_object *params = bench_json_at(receipt, "params");
+        json_object_object_add(params, "kv_type", json_object_new_string(kv_type_name(b.so.kv_type)));
+        json_object_object_add(params, "lm_head", json_object_new_string(b.so.lm_head_q8 ? "q8" : "native"));
+        bench_receipt_finish(receipt);
+    }
     struct errbuf e = {{0}};
     int64_t run_id;
     if (bench_store_insert(st, receipt, &run_id, &e) < 0) {
@@ -278,7 +285,8 @@ int cmd_bench_sweep(int argc, char **argv)
         for (int ti = 0; rc == 0 && ti < o.threads.n; ti++) {
             struct bench_daemon_proc d = {0};
             if (o.through_daemon) {
-                if (bench_daemon_start(&d, o.bench.model, (int)o.workers.v[wi], (int)o.threads.v[ti], ctx, &e) < 0) {
+                if (bench_daemon_start(&d, o.bench.model, (int)o.workers.v[wi], (int)o.threads.v[ti], &o.bench.so,
+                                       ctx, &e) < 0) {
                     fprintf(stderr, "bitnetctl bench sweep: %s\n", e.msg);
                     rc = -1;
                     break;
