@@ -2,16 +2,20 @@
  * repeat sends --streams greedy generations at once, each on a connection of its own,
  * and times them from the first request to the last reply: the aggregate rate is what a
  * placement is worth to many clients; the daemon's own per-job figures (decode rate, time
- * to first token, prompt rate) are kept for every stream. */
+ * to first token, prompt rate) are kept for every stream. The read bandwidth is probed
+ * before every repeat, as the in-process bench does before its decode chunks, so that
+ * tokens/s per GB/s compares placements across machines. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/read_bandwidth.h"
 #include "bench/timing.h"
 #include "ctl/bench_receipt.h"
 #include "ctl/bench_run.h"
 #include "ctl/daemon_client.h"
 #include "kernels/kernels.h"
+#include "kernels/threadpool.h"
 #include "model/clock.h"
 
 /* A generation on a random model may end early at an end-of-text token; the figures use
@@ -44,10 +48,10 @@ Bitnet__Envelope *bench_daemon_ask(const char *run_dir, Bitnet__Envelope__BodyCa
 }
 
 /* The placement as the daemon's workers report it: a stage per worker, in order. */
-static json_object *placement_json(const Bitnet__WorkersReply *w, int *threads_max)
+static json_object *placement_json(const Bitnet__WorkersReply *w, int *threads_max, int *threads_sum)
 {
     json_object *pl = json_object_new_object(), *stages = json_object_new_array();
-    *threads_max = 0;
+    *threads_max = *threads_sum = 0;
     for (size_t i = 0; i < w->n_workers; i++) {
         const Bitnet__WorkerInfo *wi = w->workers[i];
         const Bitnet__StatusReply *st = wi->status;
@@ -61,6 +65,7 @@ static json_object *placement_json(const Bitnet__WorkersReply *w, int *threads_m
             json_object_object_add(s, "numa_node", json_object_new_int(st->numa_node));
             if ((int)st->threads > *threads_max)
                 *threads_max = (int)st->threads;
+            *threads_sum += (int)st->threads;
         }
         json_object_array_add(stages, s);
     }
@@ -223,8 +228,8 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
      * BITNET_KERNEL; remote ones are named in the placement's hosts */
     kernels_init();
     json_object *receipt = bench_receipt_new("daemon");
-    int threads = 0;
-    json_object_object_add(receipt, "placement", placement_json(wr->workers_reply, &threads));
+    int threads = 0, threads_sum = 0;
+    json_object_object_add(receipt, "placement", placement_json(wr->workers_reply, &threads, &threads_sum));
     int rc = model_json(receipt, status, &e);
     json_object_object_add(receipt, "daemon_version", json_object_new_string(status->software_version));
     wire_free(wr);
@@ -242,7 +247,12 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
     double *dec = calloc((size_t)n * s, sizeof *dec), *ttft = calloc((size_t)n * s, sizeof *ttft);
     double *pp = calloc((size_t)n * s, sizeof *pp);
     struct stream_result *res = calloc((size_t)s, sizeof *res);
-    if (!prompt || !agg || !dec || !ttft || !pp || !res) {
+    double *gbps = calloc((size_t)n, sizeof *gbps), *per_gbps = calloc((size_t)n, sizeof *per_gbps);
+    /* as many probe threads as the stages run, at most what this process may use */
+    int probe_threads = threads_sum > 0 && threads_sum < cpus_available() ? threads_sum : cpus_available();
+    struct read_probe_server probe = {0};
+    bool probing = false;
+    if (!prompt || !agg || !dec || !ttft || !pp || !res || !gbps || !per_gbps) {
         fprintf(stderr, "bitnetctl bench: out of memory\n");
         rc = -1;
     } else {
@@ -252,11 +262,15 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         /* a short job first: first-touch page faults are not the placement's speed */
         double wall;
         rc = one_round(o, "Warm up", 1, 4, res, &wall, &e);
+        if (rc == 0 && read_probe_server_start(&probe, BENCH_PROBE_BYTES, probe_threads, &e) < 0)
+            rc = -1;
+        probing = rc == 0;
     }
     for (int r = 0; rc == 0 && r < n; r++) {
         double wall;
         memset(res, 0, (size_t)s * sizeof *res);
-        if (one_round(o, prompt, s, (int)o->gen_tokens, res, &wall, &e) < 0) {
+        if (read_probe_server_measure(&probe, BENCH_PROBE_PASSES, &gbps[r], &e) < 0 ||
+            one_round(o, prompt, s, (int)o->gen_tokens, res, &wall, &e) < 0) {
             rc = -1;
             break;
         }
@@ -268,9 +282,10 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
             pp[r * s + i] = res[i].prompt_tps;
         }
         agg[r] = total / wall;
+        per_gbps[r] = gbps[r] > 0 ? agg[r] / gbps[r] : 0.0;
         if (!o->json && !o->quiet)
-            fprintf(stderr, "run %d/%d: %d streams, %.0f tokens in %.2fs: %.2f tok/s\n", r + 1, n,
-                    s, total, wall, agg[r]);
+            fprintf(stderr, "run %d/%d: %d streams, %.0f tokens in %.2fs: %.2f tok/s (read probe %.1f GB/s)\n",
+                    r + 1, n, s, total, wall, agg[r], gbps[r]);
     }
     if (rc < 0 && e.msg[0])
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
@@ -279,6 +294,9 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         bench_receipt_add_figure(receipt, "stream_generated_tps", dec, n * s);
         bench_receipt_add_figure(receipt, "ttft_s", ttft, n * s);
         bench_receipt_add_figure(receipt, "prompt_tps", pp, n * s);
+        bench_receipt_set_probe(receipt, probe_threads, BENCH_PROBE_BYTES, BENCH_PROBE_PASSES);
+        bench_receipt_add_figure(receipt, "read_gbps", gbps, n);
+        bench_receipt_add_figure(receipt, "generated_tps_per_gbps", per_gbps, n);
         json_object *params = json_object_new_object();
         json_object_object_add(params, "prompt_tokens", json_object_new_int((int)o->prompt_tokens));
         json_object_object_add(params, "gen_tokens", json_object_new_int((int)o->gen_tokens));
@@ -299,6 +317,8 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         json_object_object_add(j, "stream_generated_tps", json_object_new_double(middle(dec, n * s)));
         json_object_object_add(j, "ttft_s", json_object_new_double(middle(ttft, n * s)));
         json_object_object_add(j, "prompt_tps", json_object_new_double(middle(pp, n * s)));
+        json_object_object_add(j, "read_gbps", json_object_new_double(middle(gbps, n)));
+        json_object_object_add(j, "generated_tps_per_gbps", json_object_new_double(middle(per_gbps, n)));
         json_object_object_add(j, "placement", json_object_get(bench_json_at(receipt, "placement")));
         json_object_object_add(j, "repeats", json_object_get(bench_json_at(receipt, "figures")));
         json_object_object_add(receipt, "result", json_object_get(j));
@@ -312,6 +332,8 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
             printf("  per stream     %.2f tok/s decode\n", middle(dec, n * s));
             printf("time to first    %.3f s\n", middle(ttft, n * s));
             printf("prompt           %.1f tok/s (%ld tokens)\n", middle(pp, n * s), o->prompt_tokens);
+            printf("read bandwidth   %.1f GB/s (%d threads, before each run): %.3f tok/s per GB/s\n",
+                   middle(gbps, n), probe_threads, middle(per_gbps, n));
             printf("(medians of %d runs of %d streams x %ld tokens)\n", n, s, o->gen_tokens);
         }
         *result = j;
@@ -319,6 +341,10 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
     } else {
         json_object_put(receipt);
     }
+    if (probing)
+        read_probe_server_stop(&probe);
+    free(gbps);
+    free(per_gbps);
     free(prompt);
     free(agg);
     free(dec);

@@ -170,6 +170,15 @@ int bench_receipt_set_model(json_object *r, const struct bitnet_model *m, const 
     return 0;
 }
 
+void bench_receipt_set_probe(json_object *r, int threads, size_t bytes, int passes)
+{
+    json_object *p = json_object_new_object();
+    json_object_object_add(p, "threads", json_object_new_int(threads));
+    json_object_object_add(p, "bytes", json_object_new_int64((int64_t)bytes));
+    json_object_object_add(p, "passes", json_object_new_int(passes));
+    json_object_object_add(r, "probe", p);
+}
+
 void bench_receipt_add_figure(json_object *r, const char *name, const double *v, int n)
 {
     json_object *figures = bench_json_at(r, "figures");

@@ -38,6 +38,9 @@ json_object *bench_receipt_new(const char *mode);
 int bench_receipt_set_model(json_object *r, const struct bitnet_model *m, const char *path,
                             struct errbuf *e);
 
+/* Records how the read bandwidth was probed (threads, bytes, passes per measurement). */
+void bench_receipt_set_probe(json_object *r, int threads, size_t bytes, int passes);
+
 /* Adds n repeats of figure name (copied). */
 void bench_receipt_add_figure(json_object *r, const char *name, const double *v, int n);
 

@@ -11,6 +11,11 @@
 #include "model/errbuf.h"
 #include "proto/bitnet.pb-c.h"
 
+/* The read probe both benches take their bandwidth from: a buffer well past any
+ * last-level cache, read a few times per measurement. */
+#define BENCH_PROBE_BYTES ((size_t)1 << 30)
+#define BENCH_PROBE_PASSES 3
+
 struct bench_opts {
     const char *model;     /* in-process on this file; NULL: through the daemon */
     const char *run_dir;   /* the daemon's run directory (NULL: its default) */

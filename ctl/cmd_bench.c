@@ -44,8 +44,6 @@ static double weight_bytes_per_token(const struct bitnet_model *m)
  * measurement: this host's bandwidth moves by a third within a minute, so a ratio of two
  * figures taken at different times says more about the host than about the engine. */
 #define DECODE_CHUNK 16
-#define PROBE_BYTES ((size_t)1 << 30)
-#define PROBE_PASSES 3
 
 /* Each decode chunk's read bandwidth just before it, its roofline ratio, and the ratio
  * counting the KV cache's bytes too (all that decode reads: how near the memory bound
@@ -116,7 +114,7 @@ static int one_run(const struct bench_opts *o, uint64_t seed, struct bench_run *
     struct errbuf e;
     for (long i = 0; rc == 0 && i < o->gen_tokens; i++) {
         if (i % DECODE_CHUNK == 0) {
-            if (read_probe_server_measure(probe, PROBE_PASSES, &gbps, &e) < 0) {
+            if (read_probe_server_measure(probe, BENCH_PROBE_PASSES, &gbps, &e) < 0) {
                 fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
                 rc = -1;
                 break;
@@ -256,7 +254,7 @@ int bench_inprocess(const struct bench_opts *o, json_object **result, json_objec
         fprintf(stderr, "bench: read bandwidth measured with %d threads before every %d decoded "
                         "tokens\n", threads, DECODE_CHUNK);
     struct read_probe_server probe = {0};
-    if (read_probe_server_start(&probe, PROBE_BYTES, threads, &e) < 0) {
+    if (read_probe_server_start(&probe, BENCH_PROBE_BYTES, threads, &e) < 0) {
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
         return -1;
     }
@@ -307,6 +305,7 @@ int bench_inprocess(const struct bench_opts *o, json_object **result, json_objec
         if (o->depth > 0)
             bench_receipt_add_figure(receipt, "depth0_tps", tg0, n);
         bench_receipt_add_figure(receipt, "generated_tps_per_gbps", tpg, n);
+        bench_receipt_set_probe(receipt, threads, BENCH_PROBE_BYTES, BENCH_PROBE_PASSES);
         bench_receipt_add_figure(receipt, "read_gbps", log.gbps, log.n);
         bench_receipt_add_figure(receipt, "roofline_ratio", log.ratio, log.n);
         bench_receipt_add_figure(receipt, "memory_ratio", log.mem_ratio, log.n);

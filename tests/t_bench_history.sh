@@ -78,6 +78,8 @@ ID=$MODEL_ID jq_node '
   if (j.mode !== "daemon" || j.model.id !== process.env.ID || j.placement.workers !== 2 || s.length !== 2 ||
       s[0].layer_begin !== 0 || s[0].layer_end !== s[1].layer_begin || s[1].layer_end !== 2 ||
       j.params.streams !== 2 || j.figures.generated_tps.length !== 2 || j.figures.stream_generated_tps.length !== 4 ||
+      j.figures.read_gbps.length !== 2 || !(j.probe.threads >= 1) ||
+      j.figures.generated_tps_per_gbps.some((v, i) => Math.abs(v - j.figures.generated_tps[i] / j.figures.read_gbps[i]) > 1e-9 * v) ||
       !j.figures.generated_tps.every(v => v > 0)) process.exit(1)' <<<"$show" || fail "daemon receipt: $show"
 
 # --- history, show, compare --------------------------------------------------------------
