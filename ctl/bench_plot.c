@@ -14,6 +14,7 @@
 #define MARGIN_R 340.0   /* the legend sits on the right */
 #define MARGIN_T 50.0
 #define MARGIN_B 70.0
+#define PLOT_MAX_TICKS 50
 
 static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                       "#9467bd", "#8c564b", "#e377c2", "#17becf"};
@@ -149,7 +150,9 @@ int bench_plot_svg(FILE *out, const char *name, const struct plot_axes *a,
             left, bottom, right, bottom, left, top, left, bottom);
     double ystep = nice_step(f.y1 - f.y0, 5);
     fputs("<g class=\"y-ticks\">\n", out);
-    for (double y = ceil(f.y0 / ystep) * ystep; y <= f.y1 + 1e-9 * ystep; y += ystep)
+    /* at most PLOT_MAX_TICKS: a step below the precision of the values would not advance */
+    int ticks = 0;
+    for (double y = ceil(f.y0 / ystep) * ystep; y <= f.y1 + 1e-9 * ystep && ticks++ < PLOT_MAX_TICKS; y += ystep)
         fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
                 left, py(&f, y), right, py(&f, y), left - 6, py(&f, y) + 4, fabs(y) < 1e-12 ? 0.0 : y);
@@ -158,7 +161,8 @@ int bench_plot_svg(FILE *out, const char *name, const struct plot_axes *a,
     /* settings such as threads or workers are whole numbers: no ticks between them */
     if (!a->x_is_time && xstep < 1.0 && all_x_whole(series, n_series))
         xstep = 1.0;
-    for (double x = ceil(f.x0 / xstep) * xstep; x <= f.x1; x += xstep) {
+    ticks = 0;
+    for (double x = ceil(f.x0 / xstep) * xstep; x <= f.x1 && ticks++ < PLOT_MAX_TICKS; x += xstep) {
         char label[64];
         x_tick_label(a, x, xstep, label, sizeof label);
         fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>"

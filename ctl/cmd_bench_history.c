@@ -221,6 +221,26 @@ static json_object *load_run(struct bench_store *st, const char *cmd, int64_t id
     return rc == 0 ? r : NULL;
 }
 
+/* Every figure of a receipt with its statistics and repeats, known or not. */
+static void print_figures(json_object *r)
+{
+    json_object *figs = bench_json_at(r, "figures");
+    /* an imported receipt may hold anything here */
+    if (!figs || !json_object_is_type(figs, json_type_object))
+        return;
+    json_object_object_foreach(figs, name, values) {
+        struct figure_stats s;
+        if (bench_figure_stats(r, name, &s) != 0)
+            continue;
+        const struct bench_figure_info *fi = bench_figure_find(name);
+        char named[64];
+        snprintf(named, sizeof named, "%s%s%s%s", name, fi && fi->unit[0] ? " (" : "",
+                 fi ? fi->unit : "", fi && fi->unit[0] ? ")" : "");
+        printf("%-40s %12.4g %12.4g %12.4g %4d  %s\n", named, s.median, s.min, s.max, s.n,
+               json_object_to_json_string_ext(values, JSON_C_TO_STRING_PLAIN));
+    }
+}
+
 static int cmd_show(int argc, char **argv)
 {
     struct history_opts o;
@@ -263,18 +283,7 @@ static int cmd_show(int argc, char **argv)
             printf("sweep            %lld (%s = %g)\n", (long long)bench_json_num(r, "sweep.id", 0),
                    bench_json_str(r, "sweep.setting", ""), bench_json_num(r, "sweep.value", 0));
         printf("%-40s %12s %12s %12s %4s  %s\n", "figure", "median", "min", "max", "n", "repeats");
-        json_object *figs = bench_json_at(r, "figures");
-        json_object_object_foreach(figs, name, values) {
-            struct figure_stats s;
-            if (bench_figure_stats(r, name, &s) != 0)
-                continue;
-            const struct bench_figure_info *fi = bench_figure_find(name);
-            char named[64];
-            snprintf(named, sizeof named, "%s%s%s%s", name, fi && fi->unit[0] ? " (" : "",
-                     fi ? fi->unit : "", fi && fi->unit[0] ? ")" : "");
-            printf("%-40s %12.4g %12.4g %12.4g %4d  %s\n", named, s.median, s.min, s.max, s.n,
-                   json_object_to_json_string_ext(values, JSON_C_TO_STRING_PLAIN));
-        }
+        print_figures(r);
     }
     json_object_put(r);
     return 0;
