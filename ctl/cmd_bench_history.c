@@ -1,5 +1,5 @@
 /* bitnetctl bench history | show | compare | check | plot | import: reading the benchmark
- * history (bench_store.h). Every command takes --db PATH and, except plot, --json. */
+ * history (bench_store.h). Every command takes --db PATH and --json. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -502,11 +502,38 @@ static int cmd_check(int argc, char **argv)
     return regressions ? 1 : 0;
 }
 
+/* What bench plot --json prints: the chart's file and the data it shows. */
+static void print_plot_json(const char *out, const char *metric, const struct plot_series *series, int n)
+{
+    json_object *j = json_object_new_object(), *arr = json_object_new_array();
+    json_object_object_add(j, "chart", json_object_new_string(out));
+    json_object_object_add(j, "metric", json_object_new_string(metric));
+    for (int i = 0; i < n; i++) {
+        json_object *s = json_object_new_object(), *pts = json_object_new_array();
+        json_object_object_add(s, "label", json_object_new_string(series[i].label));
+        for (int k = 0; k < series[i].n; k++) {
+            const struct plot_point *p = &series[i].points[k];
+            json_object *pj = json_object_new_object();
+            json_object_object_add(pj, "run_id", json_object_new_int64(p->run_id));
+            json_object_object_add(pj, "x", json_object_new_double(p->x));
+            json_object_object_add(pj, "median", json_object_new_double(p->y));
+            json_object_object_add(pj, "min", json_object_new_double(p->lo));
+            json_object_object_add(pj, "max", json_object_new_double(p->hi));
+            json_object_array_add(pts, pj);
+        }
+        json_object_object_add(s, "points", pts);
+        json_object_array_add(arr, s);
+    }
+    json_object_object_add(j, "series", arr);
+    print_json(j);
+    json_object_put(j);
+}
+
 static int cmd_plot(int argc, char **argv)
 {
     struct history_opts o;
-    const char *usage = "plot --metric NAME [--model ID] [--host H] [--last N] [--sweep ID] --out FILE.svg [--db PATH]";
-    if (parse_history_opts(argc, argv, OPT_DB | OPT_MODEL | OPT_HOST | OPT_LAST | OPT_METRIC | OPT_OUT | OPT_SWEEP,
+    const char *usage = "plot --metric NAME [--model ID] [--host H] [--last N] [--sweep ID] --out FILE.svg [--db PATH] [--json]";
+    if (parse_history_opts(argc, argv, OPT_DB | OPT_JSON | OPT_MODEL | OPT_HOST | OPT_LAST | OPT_METRIC | OPT_OUT | OPT_SWEEP,
                            0, 0, usage, &o) < 0)
         return 2;
     if (!o.out) {
@@ -552,6 +579,8 @@ static int cmd_plot(int argc, char **argv)
     rc = points == 0 ? -1 : bench_write_chart(o.out, &axes, series, n_series);
     if (points == 0)
         fprintf(stderr, "bitnetctl bench plot: no recorded run has %s%s\n", metric, o.model || o.host ? " among those that match" : "");
+    else if (rc == 0 && o.json)
+        print_plot_json(o.out, metric, series, n_series);
     else if (rc == 0)
         fprintf(stderr, "bench plot: %d runs in %d series written to %s\n", points, n_series, o.out);
     bench_series_free(series, n_series);

@@ -31,7 +31,7 @@ static void usage(FILE *out)
           "                                            as above, without --model\n"
           "\n"
           "Benchmark history (every bench run is recorded; docs/bench-history.md; all take\n"
-          "--db PATH, default $XDG_STATE_HOME/bitnetd/bench.db, and --json but plot):\n"
+          "--db PATH, default $XDG_STATE_HOME/bitnetd/bench.db, and --json):\n"
           "  bench history [--model ID] [--host H] [--last N] [--sweep ID]\n"
           "  bench show RUN | bench compare RUN_A RUN_B\n"
           "  bench check --baseline RUN|best|previous --max-regression 5% [RUN]   exit 1 on a regression\n"

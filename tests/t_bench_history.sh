@@ -134,6 +134,10 @@ points() { xmllint --xpath "count(//*[local-name()='circle'][@class='point'])" "
 $CTL bench plot --metric generated_tps --db $D2 --out $T/crafted.svg 2>/dev/null || fail "plot"
 xmllint --noout $T/crafted.svg || fail "plot: not XML"
 [ "$(points $T/crafted.svg)" = 5 ] || fail "plot: $(points $T/crafted.svg) points for 5 runs"
+$CTL bench plot --metric generated_tps --db $D2 --out $T/crafted2.svg --json | jq_node '
+  const labels = j.series.map(s => s.label).sort();
+  if (j.series.length !== 2 || JSON.stringify(labels) !== "[\"hostA: threads 2\",\"hostB: threads 2\"]" ||
+      j.series.reduce((n, s) => n + s.points.length, 0) !== 5) process.exit(1)' || fail "plot --json: a series per host"
 [ "$(xmllint --xpath "count(//*[local-name()='script'])" $T/crafted.svg)" = 0 ] || fail "plot has a script"
 grep -q "generated_tps (tok/s)" $T/crafted.svg || fail "plot: y axis label with its unit"
 $CTL bench plot --metric generated_tps --db $DB --model ${MODEL_ID:0:8} --out $T/real.svg 2>/dev/null || fail "plot real"
