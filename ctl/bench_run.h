@@ -52,6 +52,10 @@ struct bench_daemon_proc {
 int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int workers,
                        int threads_per_worker, const struct session_opts *so, int ctx,
                        struct errbuf *e);
+/* The signal (SIGINT, SIGTERM, SIGHUP) that arrived while a daemon of
+ * bench_daemon_start ran, or 0. Such a signal kills that daemon at once; the caller stops
+ * and exits 128 + the signal. */
+int bench_daemon_interrupted(void);
 /* Shuts it down (SIGKILL to its process group if it does not exit within 20 s) and
  * removes its run directory. */
 void bench_daemon_stop(struct bench_daemon_proc *d);

@@ -1,5 +1,6 @@
 /* bench sweep's own daemons: one bitnetd per placement, started the way the tests start
  * them (a session of its own, so that stopping it takes its workers too). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,50 @@
 #include "ctl/bench_run.h"
 #include "model/clock.h"
 #include "proto/wire.h"
+
+/* The daemon a signal must not leave behind: bench sweep runs for minutes, and a daemon
+ * started in a session of its own outlives a Ctrl-C'd bitnetctl. The handler kills it
+ * (the bench in flight then fails at once, the daemon gone) and notes the signal; the
+ * sweep cleans up as after any failure and exits with it. A signal handler can only
+ * reach these through static storage; one daemon runs at a time. */
+static volatile sig_atomic_t running_daemon_pgid, caught_signal;
+
+static void stop_on_signal(int sig)
+{
+    if (running_daemon_pgid > 0)
+        kill(-(pid_t)running_daemon_pgid, SIGKILL);
+    caught_signal = sig;
+}
+
+static void guard_signals(pid_t pgid)
+{
+    running_daemon_pgid = pgid;
+    struct sigaction sa = {.sa_handler = stop_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+int bench_daemon_interrupted(void)
+{
+    return caught_signal;
+}
+
+/* Empties and removes the run directory this file made (the daemon's sockets stay in it
+ * when the daemon was killed). */
+static void remove_run_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *ent;
+        while ((ent = readdir(d)))
+            if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0)
+                unlinkat(dirfd(d), ent->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir);
+}
 
 /* bitnetd beside this executable, as bitnetd finds bitnet-worker beside itself */
 static int daemon_binary(char *out, size_t cap, struct errbuf *e)
@@ -88,6 +133,8 @@ int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int worke
     }
     argv[argc] = NULL;
     fflush(NULL);
+    /* before the fork, so that no signal finds the daemon started and unguarded */
+    guard_signals(0);
     pid_t pid = fork();
     if (pid < 0)
         return err_set(e, "fork: %s", strerror(errno));
@@ -102,11 +149,13 @@ int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int worke
         _exit(127);
     }
     d->pid = pid;
+    running_daemon_pgid = pid;
     double deadline = clock_seconds() + 120.0;
-    while (!daemon_ready(d)) {
+    while (!daemon_ready(d) && !caught_signal) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
             d->pid = 0;
+            running_daemon_pgid = 0;
             char tail[512];
             log_tail(d->log, tail, sizeof tail);
             err_set(e, "%s: exited before it was ready: %s", bin, tail);
@@ -120,16 +169,27 @@ int bench_daemon_start(struct bench_daemon_proc *d, const char *model, int worke
         }
         usleep(100 * 1000);
     }
+    if (caught_signal) {
+        err_set(e, "interrupted by signal %d", (int)caught_signal);
+        bench_daemon_stop(d);
+        return -1;
+    }
     return 0;
 }
 
 void bench_daemon_stop(struct bench_daemon_proc *d)
 {
-    if (d->pid > 0) {
+    /* after a signal: at once (the handler may have come before the daemon's pid was
+     * known to it) */
+    if (d->pid > 0 && caught_signal) {
+        kill(-d->pid, SIGKILL);
+    } else if (d->pid > 0) {
         struct errbuf e = {{0}};
         Bitnet__Shutdown m = BITNET__SHUTDOWN__INIT;
         wire_free(bench_daemon_ask(d->run_dir, BITNET__ENVELOPE__BODY_SHUTDOWN, &m,
                                    BITNET__ENVELOPE__BODY_ACK, &e));
+    }
+    if (d->pid > 0) {
         double deadline = clock_seconds() + 20.0;
         int status;
         while (waitpid(d->pid, &status, WNOHANG) == 0) {
@@ -141,10 +201,10 @@ void bench_daemon_stop(struct bench_daemon_proc *d)
             usleep(50 * 1000);
         }
         d->pid = 0;
+        running_daemon_pgid = 0;
     }
     if (d->run_dir[0]) {
-        unlink(d->log);
-        rmdir(d->run_dir);
+        remove_run_dir(d->run_dir);
         d->run_dir[0] = '\0';
     }
 }

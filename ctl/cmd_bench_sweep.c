@@ -282,7 +282,7 @@ int cmd_bench_sweep(int argc, char **argv)
     /* the daemon needs room for the prompt, the reply and the BOS of every stream */
     int ctx = (int)(o.bench.prompt_tokens + o.bench.gen_tokens + 8);
     for (int wi = 0; rc == 0 && wi < o.workers.n; wi++)
-        for (int ti = 0; rc == 0 && ti < o.threads.n; ti++) {
+        for (int ti = 0; rc == 0 && ti < o.threads.n && !bench_daemon_interrupted(); ti++) {
             struct bench_daemon_proc d = {0};
             if (o.through_daemon) {
                 if (bench_daemon_start(&d, o.bench.model, (int)o.workers.v[wi], (int)o.threads.v[ti], &o.bench.so,
@@ -293,7 +293,7 @@ int cmd_bench_sweep(int argc, char **argv)
                 }
                 o.bench.run_dir = d.run_dir;
             }
-            for (int si = 0; rc == 0 && si < o.streams.n; si++)
+            for (int si = 0; rc == 0 && si < o.streams.n && !bench_daemon_interrupted(); si++)
                 rc = sweep_point(&o, &st, sweep_id, setting, o.threads.v[ti], o.workers.v[wi],
                                  o.streams.v[si], summary);
             if (o.through_daemon)
@@ -321,5 +321,11 @@ int cmd_bench_sweep(int argc, char **argv)
         printf("chart: %s\n", chart);
     }
     json_object_put(summary);
+    int sig = bench_daemon_interrupted();
+    if (sig) {
+        fprintf(stderr, "bitnetctl bench sweep: stopped by signal %d; the runs that finished are "
+                        "stored under sweep %lld\n", sig, (long long)sweep_id);
+        return 128 + sig;
+    }
     return rc < 0 ? 1 : 0;
 }
