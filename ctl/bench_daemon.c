@@ -262,7 +262,7 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         /* a short job first: first-touch page faults are not the placement's speed */
         double wall;
         rc = one_round(o, "Warm up", 1, 4, res, &wall, &e);
-        if (rc == 0 && read_probe_server_start(&probe, BENCH_PROBE_BYTES, probe_threads, &e) < 0)
+        if (rc == 0 && read_probe_server_start(&probe, (size_t)o->probe_mib << 20, probe_threads, &e) < 0)
             rc = -1;
         probing = rc == 0;
     }
@@ -294,7 +294,7 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         bench_receipt_add_figure(receipt, "stream_generated_tps", dec, n * s);
         bench_receipt_add_figure(receipt, "ttft_s", ttft, n * s);
         bench_receipt_add_figure(receipt, "prompt_tps", pp, n * s);
-        bench_receipt_set_probe(receipt, probe_threads, BENCH_PROBE_BYTES, BENCH_PROBE_PASSES);
+        bench_receipt_set_probe(receipt, probe_threads, (size_t)o->probe_mib << 20, BENCH_PROBE_PASSES);
         bench_receipt_add_figure(receipt, "read_gbps", gbps, n);
         bench_receipt_add_figure(receipt, "generated_tps_per_gbps", per_gbps, n);
         json_object *params = json_object_new_object();
@@ -302,6 +302,7 @@ int bench_daemon(const struct bench_opts *o, json_object **result, json_object *
         json_object_object_add(params, "gen_tokens", json_object_new_int((int)o->gen_tokens));
         json_object_object_add(params, "repeat", json_object_new_int(n));
         json_object_object_add(params, "streams", json_object_new_int(s));
+        json_object_object_add(params, "probe_mib", json_object_new_int((int)o->probe_mib));
         json_object_object_add(receipt, "params", params);
         json_object *j = json_object_new_object();
         json_object_object_add(j, "model", json_object_new_string(bench_json_str(receipt, "model.path", "")));

@@ -11,9 +11,9 @@
 #include "model/errbuf.h"
 #include "proto/bitnet.pb-c.h"
 
-/* The read probe both benches take their bandwidth from: a buffer well past any
- * last-level cache, read a few times per measurement. */
-#define BENCH_PROBE_BYTES ((size_t)1 << 30)
+/* The read probe both benches take their bandwidth from: by default a buffer well past
+ * any last-level cache (--probe-mib), read a few times per measurement. */
+#define BENCH_PROBE_MIB 1024
 #define BENCH_PROBE_PASSES 3
 
 struct bench_opts {
@@ -21,6 +21,7 @@ struct bench_opts {
     const char *run_dir;   /* the daemon's run directory (NULL: its default) */
     long prompt_tokens, gen_tokens, repeat, depth;
     long streams;          /* daemon: concurrent generations */
+    long probe_mib;        /* the read probe's buffer */
     bool json, breakdown;
     bool quiet;            /* no text report (bench sweep prints its own lines) */
     bool record;           /* store the receipt (not with --no-record) */

@@ -172,13 +172,15 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
         {"depth", required_argument, 0, 'd'},      {"json", no_argument, 0, 'j'},
         {"breakdown", no_argument, 0, 'B'},        {"db", required_argument, 0, 'D'},
         {"no-record", no_argument, 0, 'N'},        {"run-dir", required_argument, 0, 'R'},
-        {"streams", required_argument, 0, 'S'},    SESSION_LONG_OPTS, {0, 0, 0, 0},
+        {"streams", required_argument, 0, 'S'},    {"probe-mib", required_argument, 0, 'P'},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->prompt_tokens = 512;
     o->gen_tokens = 128;
     o->repeat = 3;
     o->streams = 1;
+    o->probe_mib = BENCH_PROBE_MIB;
     o->record = true;
     session_opts_default(&o->so);
     int c, r;
@@ -200,6 +202,7 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
         case 'B': o->breakdown = true; break;
         case 'D': o->db = optarg; break;
         case 'N': o->record = false; break;
+        case 'P': if (arg_int("--probe-mib", optarg, 16, 1 << 20, &o->probe_mib) < 0) return -1; break;
         case 'R': o->run_dir = optarg; break;
         case 'S': if (arg_int("--streams", optarg, 1, 256, &o->streams) < 0) return -1; streams_given = true; break;
         default: return -1;
@@ -208,9 +211,9 @@ static int parse_bench(int argc, char **argv, struct bench_opts *o)
     const char *usage =
         "usage: bitnetctl bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] "
         "[--threads N] [--repeat R] [--depth D] [--lm-head f16|q8] [--kv-type f32|f16|q8] "
-        "[--breakdown] [--json] [--db PATH | --no-record]\n"
+        "[--breakdown] [--probe-mib 1024] [--json] [--db PATH | --no-record]\n"
         "       bitnetctl bench [--run-dir DIR] [--streams S] [--prompt-tokens N] [--gen-tokens N] "
-        "[--repeat R] [--json] [--db PATH | --no-record]   (through a running bitnetd)\n"
+        "[--repeat R] [--probe-mib 1024] [--json] [--db PATH | --no-record]   (through a running bitnetd)\n"
         "       bitnetctl bench history|show|compare|check|plot|sweep ... (bitnetctl --help)\n";
     if (optind != argc) {
         fprintf(stderr, "bitnetctl bench: unexpected argument '%s'\n%s", argv[optind], usage);
@@ -254,7 +257,7 @@ int bench_inprocess(const struct bench_opts *o, json_object **result, json_objec
         fprintf(stderr, "bench: read bandwidth measured with %d threads before every %d decoded "
                         "tokens\n", threads, DECODE_CHUNK);
     struct read_probe_server probe = {0};
-    if (read_probe_server_start(&probe, BENCH_PROBE_BYTES, threads, &e) < 0) {
+    if (read_probe_server_start(&probe, (size_t)o->probe_mib << 20, threads, &e) < 0) {
         fprintf(stderr, "bitnetctl bench: %s\n", e.msg);
         return -1;
     }
@@ -305,7 +308,7 @@ int bench_inprocess(const struct bench_opts *o, json_object **result, json_objec
         if (o->depth > 0)
             bench_receipt_add_figure(receipt, "depth0_tps", tg0, n);
         bench_receipt_add_figure(receipt, "generated_tps_per_gbps", tpg, n);
-        bench_receipt_set_probe(receipt, threads, BENCH_PROBE_BYTES, BENCH_PROBE_PASSES);
+        bench_receipt_set_probe(receipt, threads, (size_t)o->probe_mib << 20, BENCH_PROBE_PASSES);
         bench_receipt_add_figure(receipt, "read_gbps", log.gbps, log.n);
         bench_receipt_add_figure(receipt, "roofline_ratio", log.ratio, log.n);
         bench_receipt_add_figure(receipt, "memory_ratio", log.mem_ratio, log.n);
@@ -385,6 +388,7 @@ int bench_inprocess(const struct bench_opts *o, json_object **result, json_objec
         json_object_object_add(params, "lm_head", json_object_new_string(o->so.lm_head_q8 ? "q8" : "native"));
         json_object_object_add(params, "batch", json_object_new_int(o->so.n_batch));
         json_object_object_add(params, "breakdown", json_object_new_boolean(o->breakdown));
+        json_object_object_add(params, "probe_mib", json_object_new_int((int)o->probe_mib));
         json_object_object_add(receipt, "params", params);
         json_object_object_add(receipt, "result", json_object_get(j));
         bench_receipt_finish(receipt);

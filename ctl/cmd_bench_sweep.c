@@ -75,16 +75,18 @@ static int parse_sweep(int argc, char **argv, struct sweep_opts *o)
         {"gen-tokens", required_argument, 0, 'g'}, {"repeat", required_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},             {"db", required_argument, 0, 'D'},
         {"workers", required_argument, 0, 'W'},    {"streams", required_argument, 0, 'S'},
-        {"out", required_argument, 0, 'o'},        SESSION_LONG_OPTS, {0, 0, 0, 0},
+        {"out", required_argument, 0, 'o'},        {"probe-mib", required_argument, 0, 'P'},
+        SESSION_LONG_OPTS, {0, 0, 0, 0},
     };
     const char *usage = "usage: bitnetctl bench sweep --model FILE --threads 1,2 [--workers 1,2 [--streams 1,8]] "
                         "[--prompt-tokens N] [--gen-tokens N] [--repeat R] [--kv-type T] [--lm-head H] "
-                        "[--out FILE.svg] [--db PATH] [--json]\n";
+                        "[--probe-mib 1024] [--out FILE.svg] [--db PATH] [--json]\n";
     memset(o, 0, sizeof *o);
     struct bench_opts *b = &o->bench;
     b->prompt_tokens = 64;
     b->gen_tokens = 32;
     b->repeat = 3;
+    b->probe_mib = BENCH_PROBE_MIB;
     b->record = true;
     b->quiet = true;
     session_opts_default(&b->so);
@@ -112,6 +114,7 @@ static int parse_sweep(int argc, char **argv, struct sweep_opts *o)
         case 'W': if (parse_list("--workers", optarg, 64, &o->workers) < 0) return -1; break;
         case 'S': if (parse_list("--streams", optarg, 256, &o->streams) < 0) return -1; break;
         case 'o': o->out = optarg; break;
+        case 'P': if (arg_int("--probe-mib", optarg, 16, 1 << 20, &b->probe_mib) < 0) return -1; break;
         default: fputs(usage, stderr); return -1;
         }
     }

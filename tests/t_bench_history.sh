@@ -27,13 +27,20 @@ jq_node() { node -e "const j=JSON.parse(require('fs').readFileSync(0)); $1"; }
 M=$T/m.gguf
 $CTL model synth --out $M --shape tiny --layers 2 --seed 5 2>/dev/null || fail "synth"
 DB=$T/bench.db
-RUN="--threads 1 --repeat 2 --prompt-tokens 8 --gen-tokens 4"
+# a small read probe: the figures need not be good, the test must be quick
+RUN="--threads 1 --repeat 2 --prompt-tokens 8 --gen-tokens 4 --probe-mib 64"
 
 # --- an in-process run is recorded with every repeat -----------------------------------
 json=$($CTL bench --model $M $RUN --db $DB --json 2>/dev/null) || fail "bench --json"
 jq_node 'if (j.run_id !== 1 || j.repeats.generated_tps.length !== 2 || j.repeats.prompt_tps.length !== 2 ||
              !(j.repeats.roofline_ratio.length >= 2)) process.exit(1)' <<<"$json" || fail "bench --json repeats: $json"
-commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
+# the commit this build was made from, as the Makefile stamped it
+commit=$(head -n 1 build/gen/build_info.txt)
+if git rev-parse --git-dir >/dev/null 2>&1; then
+    grep -qE '^[0-9a-f]{7,}(-dirty)?$|^[^ ]+-g[0-9a-f]{7,}(-dirty)?$' <<<"$commit" || fail "build commit '$commit' is not git describe's"
+else
+    [ "$commit" = unknown ] || fail "build commit '$commit' outside git"
+fi
 show=$($CTL bench show 1 --db $DB --json) || fail "show --json"
 BENCH_JSON=$json HOST=$(hostname) jq_node '
   const b = JSON.parse(process.env.BENCH_JSON), bad = [];
@@ -46,7 +53,8 @@ BENCH_JSON=$json HOST=$(hostname) jq_node '
   want(j.host.cpus_online > 0 && j.host.numa_nodes >= 1, "cores / numa");
   want(j.kernel_set === b.kernel, "kernel set");
   want(/^[0-9a-f]{64}$/.test(j.model.id) && j.model.shape.n_layer === 2 && j.model.tensor_types.I2_S > 0, "model");
-  want(j.placement.threads === 1 && j.params.gen_tokens === 4 && j.params.repeat === 2, "placement / params");
+  want(j.placement.threads === 1 && j.params.gen_tokens === 4 && j.params.repeat === 2 && j.params.probe_mib === 64 &&
+       j.probe.bytes === 64 * 1048576 && j.probe.threads === 1, "placement / params / probe");
   want(JSON.stringify(j.figures.generated_tps) === JSON.stringify(b.repeats.generated_tps), "every repeat stored");
   want(j.result.generated_tps === b.generated_tps, "the --json figures");
   if (bad.length) { console.error(bad.join(", ")); process.exit(1); }' <<<"$show" || fail "receipt content: $show"
@@ -67,7 +75,7 @@ for _ in $(seq 1 200); do
     $CTL status --run-dir "$R" 2>/dev/null | grep -q '^state  *ready' && break
     sleep 0.05
 done
-json=$($CTL bench --run-dir "$R" --streams 2 --repeat 2 --prompt-tokens 8 --gen-tokens 4 --db $DB --json 2>$T/daemon-bench.err) \
+json=$($CTL bench --run-dir "$R" --streams 2 --repeat 2 --prompt-tokens 8 --gen-tokens 4 --probe-mib 64 --db $DB --json 2>$T/daemon-bench.err) \
     || fail "bench through the daemon: $(cat $T/daemon-bench.err)"
 sha=$($CTL status --run-dir "$R" --json | jq_node 'console.log(j.model_sha256)')
 $CTL shutdown --run-dir "$R" >/dev/null 2>&1; wait $pid; pid=
@@ -147,13 +155,13 @@ expect_exit "plot: unwritable output" 1 "$T/nope/x.svg" $CTL bench plot --db $DB
 
 # --- sweeps ----------------------------------------------------------------------------
 D3=$T/sweep.db
-json=$($CTL bench sweep --model $M --threads 1,2 --repeat 1 --prompt-tokens 8 --gen-tokens 4 --db $D3 \
+json=$($CTL bench sweep --model $M --threads 1,2 --repeat 1 --prompt-tokens 8 --gen-tokens 4 --probe-mib 64 --db $D3 \
        --out $T/sweep-threads.svg --json 2>$T/sweep.err) || fail "sweep --threads: $(cat $T/sweep.err)"
 jq_node 'if (j.sweep_id !== 1 || j.setting !== "threads" || j.runs.length !== 2 || !j.complete) process.exit(1)' <<<"$json" \
     || fail "sweep --json: $json"
 [ "$(points $T/sweep-threads.svg)" = 2 ] || fail "sweep chart: $(points $T/sweep-threads.svg) points for 2 runs"
 grep -q ">threads<" $T/sweep-threads.svg || fail "sweep chart's x axis is not threads"
-json=$($CTL bench sweep --model $M --threads 1 --workers 1,2 --streams 1 --repeat 1 --prompt-tokens 8 --gen-tokens 4 \
+json=$($CTL bench sweep --model $M --threads 1 --workers 1,2 --streams 1 --repeat 1 --prompt-tokens 8 --gen-tokens 4 --probe-mib 64 \
        --db $D3 --out $T/sweep-workers.svg --json 2>$T/sweep.err) || fail "sweep --workers: $(cat $T/sweep.err)"
 jq_node 'if (j.sweep_id !== 2 || j.setting !== "workers" || j.runs.length !== 2) process.exit(1)' <<<"$json" \
     || fail "sweep --workers --json: $json"
@@ -162,6 +170,19 @@ $CTL bench history --db $D3 --sweep 2 --json | jq_node '
   if (j.length !== 2 || j.some(r => r.mode !== "daemon" || r.sweep_id !== 2) ||
       j[0].placement === j[1].placement) process.exit(1)' || fail "history --sweep 2"
 ls /tmp | grep -q "^bitnetctl-sweep" && fail "sweep left a run directory: $(ls -d /tmp/bitnetctl-sweep*)"
+
+# an interrupted sweep leaves no daemon and no run directory behind, and says so
+$CTL bench sweep --model $M --threads 1 --workers 1 --repeat 500 --prompt-tokens 8 --gen-tokens 64 --probe-mib 64 \
+    --db $T/interrupted.db --out $T/interrupted.svg >$T/interrupted.out 2>&1 & sweep=$!
+d=
+for _ in $(seq 1 200); do d=$(pgrep -P $sweep -x bitnetd) && break; sleep 0.05; done
+[ -n "$d" ] || fail "the sweep's bitnetd did not start"
+sleep 1
+kill -INT $sweep; rc=0; wait $sweep || rc=$?
+[ $rc -eq 130 ] || fail "interrupted sweep exited $rc, not 130: $(cat $T/interrupted.out)"
+grep -q "stopped by signal 2" $T/interrupted.out || fail "interrupted sweep: $(cat $T/interrupted.out)"
+[ -n "$d" ] && kill -0 $d 2>/dev/null && fail "interrupted sweep left its bitnetd running"
+ls /tmp | grep -q "^bitnetctl-sweep" && fail "interrupted sweep left a run directory"
 
 # --- several writers at once through the CLI ---------------------------------------------
 D4=$T/concurrent.db
