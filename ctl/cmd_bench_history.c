@@ -588,6 +588,17 @@ static int cmd_plot(int argc, char **argv)
     return rc < 0 ? 1 : 0;
 }
 
+/* A sweep id belongs to the database that made it: an imported receipt keeps it as
+ * sweep.source_id, not as a reference to whatever sweep has that id here. */
+static void import_sweep_id(json_object *r)
+{
+    json_object *sweep = bench_json_at(r, "sweep"), *id;
+    if (sweep && json_object_is_type(sweep, json_type_object) && json_object_object_get_ex(sweep, "id", &id)) {
+        json_object_object_add(sweep, "source_id", json_object_get(id));
+        json_object_object_del(sweep, "id");
+    }
+}
+
 /* Receipts from JSON (one object, or an array of them, as bench show --json prints):
  * moves history between machines, and lets tests craft histories. */
 static int cmd_import(int argc, char **argv)
@@ -632,12 +643,15 @@ static int cmd_import(int argc, char **argv)
             !bench_json_at(r, "time_unix")) {
             fprintf(stderr, "bitnetctl bench import: %s: receipt %zu lacks figures or time_unix\n", o.args[0], i);
             rc = -1;
-        } else if (bench_store_insert(&st, r, &id, &e) < 0) {
+            break;
+        }
+        import_sweep_id(r);
+        if (bench_store_insert(&st, r, &id, &e) < 0) {
             fprintf(stderr, "bitnetctl bench import: %s: receipt %zu: %s\n", o.args[0], i, e.msg);
             rc = -1;
-        } else {
-            json_object_array_add(ids, json_object_new_int64(id));
+            break;
         }
+        json_object_array_add(ids, json_object_new_int64(id));
     }
     bench_store_close(&st);
     if (o.json)

@@ -170,6 +170,11 @@ $CTL bench history --db $D3 --sweep 2 --json | jq_node '
   if (j.length !== 2 || j.some(r => r.mode !== "daemon" || r.sweep_id !== 2) ||
       j[0].placement === j[1].placement) process.exit(1)' || fail "history --sweep 2"
 ls /tmp | grep -q "^bitnetctl-sweep" && fail "sweep left a run directory: $(ls -d /tmp/bitnetctl-sweep*)"
+# a sweep's receipts move to another database (their sweep id is the old database's)
+$CTL bench show 3 --db $D3 --json >$T/sweep-run.json || fail "show a sweep run"
+$CTL bench import $T/sweep-run.json --db $T/moved.db >/dev/null 2>&1 || fail "import of a sweep run"
+$CTL bench show 1 --db $T/moved.db --json | jq_node 'if (j.sweep.source_id !== 2 || j.sweep.id !== undefined) process.exit(1)' \
+    || fail "imported sweep run keeps its sweep as source_id"
 
 # an interrupted sweep leaves no daemon and no run directory behind, and says so
 $CTL bench sweep --model $M --threads 1 --workers 1 --repeat 500 --prompt-tokens 8 --gen-tokens 64 --probe-mib 64 \
