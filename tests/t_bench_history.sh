@@ -155,6 +155,9 @@ expect_exit "plot: unwritable output" 1 "$T/nope/x.svg" $CTL bench plot --db $DB
 
 # --- sweeps ----------------------------------------------------------------------------
 D3=$T/sweep.db
+# sweeps make their daemons' run directories in /tmp: the ones there before are not theirs
+sweep_dirs() { ls -d /tmp/bitnetctl-sweep.* 2>/dev/null | sort; }
+dirs_before=$(sweep_dirs)
 json=$($CTL bench sweep --model $M --threads 1,2 --repeat 1 --prompt-tokens 8 --gen-tokens 4 --probe-mib 64 --db $D3 \
        --out $T/sweep-threads.svg --json 2>$T/sweep.err) || fail "sweep --threads: $(cat $T/sweep.err)"
 jq_node 'if (j.sweep_id !== 1 || j.setting !== "threads" || j.runs.length !== 2 || !j.complete) process.exit(1)' <<<"$json" \
@@ -169,7 +172,7 @@ jq_node 'if (j.sweep_id !== 2 || j.setting !== "workers" || j.runs.length !== 2)
 $CTL bench history --db $D3 --sweep 2 --json | jq_node '
   if (j.length !== 2 || j.some(r => r.mode !== "daemon" || r.sweep_id !== 2) ||
       j[0].placement === j[1].placement) process.exit(1)' || fail "history --sweep 2"
-ls /tmp | grep -q "^bitnetctl-sweep" && fail "sweep left a run directory: $(ls -d /tmp/bitnetctl-sweep*)"
+[ "$(sweep_dirs)" = "$dirs_before" ] || fail "sweep left a run directory: $(comm -13 <(echo "$dirs_before") <(sweep_dirs))"
 # a sweep's receipts move to another database (their sweep id is the old database's)
 $CTL bench show 3 --db $D3 --json >$T/sweep-run.json || fail "show a sweep run"
 $CTL bench import $T/sweep-run.json --db $T/moved.db >/dev/null 2>&1 || fail "import of a sweep run"
@@ -182,12 +185,14 @@ $CTL bench sweep --model $M --threads 1 --workers 1 --repeat 500 --prompt-tokens
 d=
 for _ in $(seq 1 200); do d=$(pgrep -P $sweep -x bitnetd) && break; sleep 0.05; done
 [ -n "$d" ] || fail "the sweep's bitnetd did not start"
+run_dir=$(tr '\0' '\n' </proc/$d/cmdline 2>/dev/null | grep -A1 -x -- --run-dir | tail -n 1)
+[ -n "$run_dir" ] || fail "no --run-dir on the sweep's bitnetd"
 sleep 1
 kill -INT $sweep; rc=0; wait $sweep || rc=$?
 [ $rc -eq 130 ] || fail "interrupted sweep exited $rc, not 130: $(cat $T/interrupted.out)"
 grep -q "stopped by signal 2" $T/interrupted.out || fail "interrupted sweep: $(cat $T/interrupted.out)"
 [ -n "$d" ] && kill -0 $d 2>/dev/null && fail "interrupted sweep left its bitnetd running"
-ls /tmp | grep -q "^bitnetctl-sweep" && fail "interrupted sweep left a run directory"
+[ -n "$run_dir" ] && [ -e "$run_dir" ] && fail "interrupted sweep left its run directory $run_dir"
 
 # --- several writers at once through the CLI ---------------------------------------------
 D4=$T/concurrent.db
