@@ -70,8 +70,11 @@ $(B)/librt.a: $(RT_OBJ)
 $(B)/bitnetctl: $(CTL_OBJ) $(BENCH_LIB_OBJ) $(B)/librt.a $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Only bitnetd talks to a service manager (daemon/notify.c): libsystemd is linked into it
+# and into the fuzz target that runs the daemon's code in process, nothing else.
+SYSTEMD_LIBS := -lsystemd
 $(B)/bitnetd: $(B)/obj/daemon/main.o $(B)/librt.a $(B)/libbitnet.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
 
 $(B)/bitnet-worker: $(B)/obj/worker/main.o $(B)/librt.a $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -90,7 +93,8 @@ bench-kernels: $(B)/bench/bench_kernels
 
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev libzmq3-dev libprotobuf-c-dev \
-            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc
+            protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc \
+            libsystemd-dev
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
