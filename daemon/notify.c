@@ -58,11 +58,11 @@ static void describe(const struct daemon *d, char *buf, size_t cap)
 {
     int ready = workers_n_ready(d), n = d->workers.n;
     int jobs = scheduler_n_running(d) + scheduler_n_queued(d);
+    char down[160];
+    down_stages(d, down, sizeof down);
     if (!d->workers.ever_ready) {
-        snprintf(buf, cap, "loading: %d of %d workers ready", ready, n);
+        snprintf(buf, cap, "loading: %d of %d workers ready (%s)", ready, n, down);
     } else if (ready < n) {
-        char down[160];
-        down_stages(d, down, sizeof down);
         snprintf(buf, cap, "degraded: %d of %d workers ready (%s)%s", ready, n, down,
                  d->clients.draining ? "; draining" : "");
     } else if (d->clients.draining) {
