@@ -103,6 +103,9 @@ void notify_stopping(struct daemon *d, const char *why)
 
 void notify_reloading(struct daemon *d)
 {
+    /* before READY=1 the manager still waits for the start: a reload is no news to it */
+    if (!d->notify.ready_sent)
+        return;
     sent(&d->notify, sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration"),
          "RELOADING=1");
 }

@@ -35,8 +35,8 @@ void notify_update(struct daemon *d);
 /* STOPPING=1 with why as the status; once. */
 void notify_stopping(struct daemon *d, const char *why);
 
-/* RELOADING=1 before a SIGHUP's reload; notify_reloaded after it (READY=1 again when it
- * had been sent, since the manager waits for it after RELOADING=1). */
+/* RELOADING=1 before a SIGHUP's reload, once READY=1 was sent; notify_reloaded after it
+ * (READY=1 again then, since the manager waits for it after RELOADING=1). */
 void notify_reloading(struct daemon *d);
 void notify_reloaded(struct daemon *d);
 

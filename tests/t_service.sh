@@ -109,8 +109,8 @@ has "$T/bitnetd.log" "SIGHUP: allow-list $T/allow read again: 1 key (0 before)" 
 has "$T/bitnetd.log" "SIGHUP: $T/bitnetd.ini: now in effect: max-jobs-per-client" ||
     fail "live setting not taken: $(grep SIGHUP "$T/bitnetd.log")"
 has "$T/bitnetd.log" "kept as they were: ctx" || fail "ctx not named as kept: $(grep SIGHUP "$T/bitnetd.log")"
-wait_until 5 has "$T/notify.log" "RELOADING=1" || fail "no RELOADING=1"
 [ "$(nlog 'READY=1')" -eq 0 ] || fail "READY=1 after the reload of a daemon not ready yet"
+[ "$(nlog 'RELOADING=1')" -eq 0 ] || fail "RELOADING=1 before the daemon was ready"
 
 # ---- now w1 joins: READY=1, and at that moment status counts 2 ready of 2
 start_w1
@@ -125,6 +125,16 @@ last_loading=$(grep -n "STATUS=loading" "$T/notify.log" | tail -1 | cut -d: -f1)
 has "$T/bitnetd.log" "worker w1: joined" || fail "the daemon did not log w1's join"
 # the live setting is in effect: a fourth job of one client would be refused; the kept one
 # is not: the daemon still serves with ctx 2048 (the model's is larger)
+
+# a reload once ready: RELOADING=1, then READY=1 again
+kill -HUP "$dpid"
+wait_until 5 grep -q "RELOADING=1" "$T/notify.log" || fail "no RELOADING=1 on SIGHUP once ready"
+wait_until 5 bash -c "[ \$(grep -c 'READY=1' '$T/notify.log') -ge 2 ]" ||
+    fail "no READY=1 after the reload: $(tail -3 "$T/notify.log")"
+# ctx still differs from the file (kept), max_jobs_per_client no longer does
+[ "$(grep -c "kept as they were: ctx" "$T/bitnetd.log")" -eq 2 ] &&
+    [ "$(grep -c "now in effect" "$T/bitnetd.log")" -eq 1 ] ||
+    fail "second SIGHUP: $(grep SIGHUP "$T/bitnetd.log" | tail -3)"
 
 # ---- watchdog: a ping every WD_USEC/2, measured over 3 s
 sleep 3
