@@ -53,6 +53,12 @@ for p in bitnetd bitnet-worker bitnetctl; do
     v=$("$D/usr/bin/$p" --version) || fail "$p --version"
     [ "$v" = "$p 0.1.0" ] || fail "$p --version said '$v'"
 done
+# every subcommand's --help: its usage on stdout, status 0
+for c in "model synth" "model inspect" tokenize detokenize eval perplexity generate bench status \
+         workers placement cancel drain resume shutdown keygen; do
+    out=$("$D/usr/bin/bitnetctl" $c --help 2>&1); rc=$?
+    [ $rc -eq 0 ] && grep -q "^usage: bitnetctl $c" <<<"$out" || fail "bitnetctl $c --help: status $rc: $out"
+done
 "$D/usr/bin/bitnetctl" model synth --out "$T/a.gguf" --shape tiny --layers 2 --seed 4 2>"$T/synth.err" ||
     fail "installed synth: $(cat "$T/synth.err")"
 grep -qF "(tokenizer $D/usr/share/bitnetd/tokenizer.json)" "$T/synth.err" ||

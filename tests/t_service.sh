@@ -43,7 +43,7 @@ wait_until() {
     done
 }
 nlog() { grep -c -- "$1" "$T/notify.log"; }
-has() { grep -qF -- "$2" "$1"; }
+has() { grep -qF -- "$2" "$1" 2>/dev/null; }
 
 M=$T/m.gguf
 $CTL model synth --out "$M" --embd 256 --layers 4 --heads 4 --kv-heads 2 --ffn 512 --seed 9 \
