@@ -32,6 +32,7 @@ int cmd_workers(int argc, char **argv);
 int cmd_placement(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 int cmd_shutdown(int argc, char **argv);
 
 struct daemon_generate_args {
