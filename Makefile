@@ -1,6 +1,8 @@
 # bitnetd — build, test and dependency entry points. `make` builds everything into build/.
 
 B       := build
+# `make` alone builds everything, whatever rule comes first below
+.DEFAULT_GOAL := all
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g

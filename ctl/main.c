@@ -178,8 +178,13 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) {
         /* bench SUBCOMMAND reads (or sweeps) the history; bench --options runs one bench */
-        if (argc >= 3 && argv[2][0] != '-')
+        if (argc >= 3 && argv[2][0] != '-') {
+            char name[32];
+            snprintf(name, sizeof name, "bench %.16s", argv[2]);
+            if (argc >= 4 && is_help(argv[3]) && command_usage(name))
+                return 0;
             return cmd_bench_history(argc - 2, argv + 2);
+        }
         return cmd_bench(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "keygen") == 0)
