@@ -51,6 +51,7 @@ Bitnet__Envelope *bench_daemon_ask(const char *run_dir, Bitnet__Envelope__BodyCa
 static json_object *placement_json(const Bitnet__WorkersReply *w, int *threads_max, int *threads_sum)
 {
     json_object *pl = json_object_new_object(), *stages = json_object_new_array();
+    int ranks = 1, *ranks_max = &ranks;
     *threads_max = *threads_sum = 0;
     for (size_t i = 0; i < w->n_workers; i++) {
         const Bitnet__WorkerInfo *wi = w->workers[i];
@@ -61,16 +62,21 @@ static json_object *placement_json(const Bitnet__WorkersReply *w, int *threads_m
         if (st) {
             json_object_object_add(s, "layer_begin", json_object_new_int((int)st->layer_begin));
             json_object_object_add(s, "layer_end", json_object_new_int((int)st->layer_end));
+            int ranks = st->tensor_parallel > 1 ? (int)st->tensor_parallel : 1;
             json_object_object_add(s, "threads", json_object_new_int((int)st->threads));
             json_object_object_add(s, "numa_node", json_object_new_int(st->numa_node));
+            json_object_object_add(s, "tensor_parallel", json_object_new_int(ranks));
             if ((int)st->threads > *threads_max)
                 *threads_max = (int)st->threads;
-            *threads_sum += (int)st->threads;
+            if (ranks > *ranks_max)
+                *ranks_max = ranks;
+            *threads_sum += (int)st->threads * ranks;
         }
         json_object_array_add(stages, s);
     }
     json_object_object_add(pl, "workers", json_object_new_int((int)w->n_workers));
     json_object_object_add(pl, "threads", json_object_new_int(*threads_max));
+    json_object_object_add(pl, "tensor_parallel", json_object_new_int(ranks));
     json_object_object_add(pl, "stages", stages);
     return pl;
 }

@@ -221,6 +221,11 @@ void bench_receipt_finish(json_object *r)
     size_t len = strlen(key);
     snprintf(key + len, sizeof key - len, " workers=%d threads=%d", (int)bench_json_num(pl, "workers", 0),
              (int)bench_json_num(pl, "threads", 0));
+    /* tensor-parallel stages are another placement (absent before they existed: 1) */
+    int ranks = (int)bench_json_num(pl, "tensor_parallel", 1);
+    len = strlen(key);
+    if (ranks > 1)
+        snprintf(key + len, sizeof key - len, " ranks=%d", ranks);
     size_t n = stages && json_object_is_type(stages, json_type_array) ? json_object_array_length(stages) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *s = json_object_array_get_idx(stages, i);
@@ -236,7 +241,12 @@ void bench_receipt_placement_label(json_object *r, char *out, size_t cap)
 {
     json_object *pl = bench_json_at(r, "placement");
     int threads = (int)bench_json_num(pl, "threads", 0);
-    if (strcmp(bench_json_str(r, "mode", ""), "daemon") == 0)
+    int ranks = (int)bench_json_num(pl, "tensor_parallel", 1);
+    if (strcmp(bench_json_str(r, "mode", ""), "daemon") == 0 && ranks > 1)
+        snprintf(out, cap, "%d stages x %d ranks x %d threads, %d streams",
+                 (int)bench_json_num(pl, "workers", 0), ranks, threads,
+                 (int)bench_json_num(r, "params.streams", 1));
+    else if (strcmp(bench_json_str(r, "mode", ""), "daemon") == 0)
         snprintf(out, cap, "%d workers x %d threads, %d streams", (int)bench_json_num(pl, "workers", 0),
                  threads, (int)bench_json_num(r, "params.streams", 1));
     else
