@@ -101,6 +101,14 @@ if start pipe-tp --workers 4 --tensor-parallel 2 --topology "synthetic:pack:4 [n
     [ "$a" = "$ref1" ] || fail "pipe-tp: tokens differ from the in-process engine's"
     $CTL eval --run-dir "$R" --ids 128000,9906,1917,374,264 --logits-out $T/pipe.f32 2>/dev/null || fail "pipe-tp: eval"
     cmp -s $T/ref.f32 $T/pipe.f32 || fail "pipe-tp: logits differ"
+    # the second stage's rank 1 killed mid-generation: same tokens
+    victim=$(rank1_of w1 | head -1)
+    $CTL generate --run-dir "$R" --prompt "$P2" -n 1500 --temp 0 --ids >$T/pipe-killed.txt 2>$T/pipe-killed.err & g=$!
+    sleep 0.4
+    [ -n "$victim" ] && kill -9 "$victim" || fail "pipe-tp: no rank 1 of w1 to kill"
+    wait $g || fail "pipe-tp: generation with a rank killed failed: $(cat $T/pipe-killed.err)"
+    [ "$(cat $T/pipe-killed.txt)" = "$ref2" ] || fail "pipe-tp: tokens after killing w1's rank 1 differ"
+    grep -q "1 running job will replay" $T/bitnetd-pipe-tp.log || fail "pipe-tp: the kill did not land mid-generation"
     stop pipe-tp
 fi
 
