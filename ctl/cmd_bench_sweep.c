@@ -207,8 +207,8 @@ static int sweep_point(const struct sweep_opts *o, struct bench_store *st, int64
     struct figure_stats s = {0};
     bench_figure_stats(receipt, "generated_tps", &s);
     if (!b.json)
-        printf("run %-5lld %-36s generated %8.2f tok/s (%.2f - %.2f)\n", (long long)run_id,
-               series, s.median, s.min, s.max);
+        printf("run %-5lld %s %-4ld %-32s generated %8.2f tok/s (%.2f - %.2f)\n",
+               (long long)run_id, setting, value, series, s.median, s.min, s.max);
     json_object *row = json_object_new_object();
     json_object_object_add(row, "run_id", json_object_new_int64(run_id));
     json_object_object_add(row, "settings", json_object_get(set));
