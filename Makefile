@@ -1,9 +1,13 @@
 # bitnetd — build, test and dependency entry points. `make` builds everything into build/.
 
 B       := build
+# `make` alone builds everything, whatever rule comes first below
+.DEFAULT_GOAL := all
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
+# the flags as given, before the additions below: what a benchmark receipt records
+BUILD_CFLAGS := $(CC) $(CFLAGS)
 PKGS    := libpcre2-8 json-c libzmq libprotobuf-c hwloc inih libcrypto libmicrohttpd
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -ffp-contract=off -I. -I$(B)/gen \
                    -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -16,6 +20,17 @@ override CFLAGS += -DBITNET_DEFAULT_TOKENIZER='"$(TOKENIZER_JSON)"'
 # last major version that runs on Debian 12's Node 20)
 OPENAI_NPM_VERSION := 6.49.0
 OPENAI_NPM := $(NPM_PREFIX)/node_modules/openai/package.json
+
+# What a benchmark receipt records about the build that ran it: the commit and the flags
+# (BUILD_CFLAGS above). Only ctl/build_info.c sees them, and it is rebuilt when either
+# changes (the stamp file is rewritten only then).
+BUILD_COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+BUILD_INFO_STAMP := $(B)/gen/build_info.txt
+$(shell mkdir -p $(B)/gen; printf '%s\n%s\n' '$(BUILD_COMMIT)' '$(subst ','',$(BUILD_CFLAGS))' \
+   | cmp -s - $(BUILD_INFO_STAMP) || printf '%s\n%s\n' '$(BUILD_COMMIT)' '$(subst ','',$(BUILD_CFLAGS))' >$(BUILD_INFO_STAMP))
+$(B)/obj/ctl/build_info.o: $(BUILD_INFO_STAMP)
+$(B)/obj/ctl/build_info.o: override CFLAGS += -DBITNET_BUILD_COMMIT='"$(BUILD_COMMIT)"' \
+    -DBITNET_BUILD_CFLAGS='"$(subst ",,$(subst ','',$(BUILD_CFLAGS)))"'
 
 # Kernels compiled for a CPU feature carry it in their file name; dispatch at run time
 # decides whether they are ever called, so the build needs no such CPU.
@@ -71,11 +86,23 @@ $(B)/librt.a: $(RT_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# SQLite (the benchmark history) is linked only where it is used: bitnetctl and the
+# tests of the store, which link bitnetctl's objects but its main().
+SQLITE_LIBS := -lsqlite3
+BENCH_STORE_OBJ := $(filter-out $(B)/obj/ctl/main.o,$(CTL_OBJ)) $(BENCH_LIB_OBJ)
 $(B)/bitnetctl: $(CTL_OBJ) $(BENCH_LIB_OBJ) $(B)/librt.a $(B)/libbitnet.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SQLITE_LIBS)
 
+$(B)/tests/test_bench_store: $(B)/obj/tests/test_bench_store.o $(TEST_SUPPORT_OBJ) $(BENCH_STORE_OBJ) \
+                             $(B)/librt.a $(B)/libbitnet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SQLITE_LIBS)
+
+# Only bitnetd talks to a service manager (daemon/notify.c): libsystemd is linked into it
+# and into the fuzz target that runs the daemon's code in process, nothing else.
+SYSTEMD_LIBS := -lsystemd
 $(B)/bitnetd: $(B)/obj/daemon/main.o $(B)/librt.a $(B)/libbitnet.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
 
 $(B)/bitnet-worker: $(B)/obj/worker/main.o $(B)/librt.a $(B)/libbitnet.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -95,7 +122,7 @@ bench-kernels: $(B)/bench/bench_kernels
 # Installs what a fresh Debian 12 machine lacks; a quick no-op when all is there.
 APT_PKGS := gcc make pkg-config libpcre2-dev libjson-c-dev libzmq3-dev libprotobuf-c-dev \
             protobuf-c-compiler libhwloc-dev libnuma-dev libinih-dev libssl-dev hwloc \
-            libmicrohttpd-dev
+            libsqlite3-dev libxml2-utils libsystemd-dev libmicrohttpd-dev
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -137,6 +164,67 @@ demo: deps
 
 clean:
 	rm -rf $(B)/obj $(B)/tests $(B)/bitnetctl $(B)/libbitnet.a
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: the programs, the systemd units, the
+# sysusers.d entry, a commented default config (never over an existing one), man pages,
+# docs, and the tokenizer.json that model synth finds beside the programs
+# (PREFIX/share/bitnetd, see ctl/tokenizer_path.c). Units go where systemd looks for them:
+# /lib/systemd/system for PREFIX=/usr, else PREFIX/lib/systemd/system. make uninstall
+# removes all of it, except a config changed since (it says so).
+PREFIX      ?= /usr/local
+BINDIR      := $(PREFIX)/bin
+UNITDIR     := $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+SYSCONFDIR  := /etc
+MANDIR      := $(PREFIX)/share/man
+DOCDIR      := $(PREFIX)/share/doc/bitnetd
+DATADIR     := $(PREFIX)/share/bitnetd
+INSTALLED_PROGRAMS := bitnetd bitnet-worker bitnetctl
+INSTALLED_UNITS    := bitnetd.service bitnet-worker@.service
+INSTALLED_CONFIGS  := bitnetd.conf worker.conf.example
+INSTALLED_DOCS     := README.md $(wildcard docs/*.md)
+UNIT_SUBST := -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+              -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+.PHONY: install uninstall
+install: $(addprefix $(B)/,$(INSTALLED_PROGRAMS))
+	@[ -f "$(TOKENIZER_JSON)" ] || { echo "install: $(TOKENIZER_JSON) is missing: run make deps"; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR)
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/bitnetd
+	install -m 0755 $(addprefix $(B)/,$(INSTALLED_PROGRAMS)) $(DESTDIR)$(BINDIR)/
+	for u in $(INSTALLED_UNITS); do \
+	  sed $(UNIT_SUBST) systemd/$$u.in >$(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 systemd/bitnetd.sysusers $(DESTDIR)$(SYSUSERSDIR)/bitnetd.conf
+	@for c in $(INSTALLED_CONFIGS); do \
+	  if [ -e $(DESTDIR)$(SYSCONFDIR)/bitnetd/$$c ]; then \
+	    echo "install: $(DESTDIR)$(SYSCONFDIR)/bitnetd/$$c exists: left as it is"; \
+	  else \
+	    echo "install -m 0644 systemd/$$c $(DESTDIR)$(SYSCONFDIR)/bitnetd/$$c"; \
+	    install -m 0644 systemd/$$c $(DESTDIR)$(SYSCONFDIR)/bitnetd/$$c || exit 1; \
+	  fi; \
+	done
+	install -m 0644 man/bitnetctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/bitnetd.8 man/bitnet-worker.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(INSTALLED_DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 0644 $(TOKENIZER_JSON) $(DESTDIR)$(DATADIR)/tokenizer.json
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALLED_PROGRAMS))
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(INSTALLED_UNITS))
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/bitnetd.conf
+	rm -f $(DESTDIR)$(MANDIR)/man1/bitnetctl.1 $(DESTDIR)$(MANDIR)/man8/bitnetd.8 \
+	  $(DESTDIR)$(MANDIR)/man8/bitnet-worker.8
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(INSTALLED_DOCS))) $(DESTDIR)$(DATADIR)/tokenizer.json
+	@for c in $(INSTALLED_CONFIGS); do \
+	  f=$(DESTDIR)$(SYSCONFDIR)/bitnetd/$$c; [ -e $$f ] || continue; \
+	  if cmp -s systemd/$$c $$f; then echo "rm -f $$f"; rm -f $$f; \
+	  else echo "uninstall: $$f was changed since install: left in place"; fi; \
+	done
+	@for d in $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/bitnetd; do \
+	  [ ! -d $$d ] || rmdir $$d 2>/dev/null || echo "uninstall: $$d is not empty: left in place"; \
+	done
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 include tests/fuzz/fuzz.mk

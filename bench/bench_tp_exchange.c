@@ -4,6 +4,11 @@
  * prefill chunk's (64 rows of 6912). Two processes, each pinned to its own CPU when the
  * machine has two: the leader and a forked rank 1 attached to the same region.
  *
+ * Then the same exchanges as they would go between hosts, which bitnetd does not do yet:
+ * each rank sends its piece to the other over ZeroMQ on tcp://127.0.0.1 with CURVE (as
+ * the rest of the remote path) and receives the other's: the cost of the transport
+ * alone, without a network's latency.
+ *
  * usage: bench_tp_exchange [repeats]   (default 5; each repeat times ITERS gathers of
  * every shape; prints each shape's median microseconds per gather) */
 #include <sched.h>
@@ -13,6 +18,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <zmq.h>
 
 #include "bench/timing.h"
 #include "model/clock.h"
@@ -53,6 +60,99 @@ static void run(struct tp_group *g, float *buf, int repeats, double us[N_SHAPES]
                 tp_group_gather(g, buf, shapes[k].rows, w, lo, hi);
             us[k][r] = (clock_seconds() - t0) / iters * 1e6;
         }
+}
+
+/* The tcp exchange: rank 0 is the CURVE server (PAIR bound), rank 1 the client. */
+static void *tcp_pair(void *ctx, int rank, const char *pub, const char *sec, int port)
+{
+    void *s = zmq_socket(ctx, ZMQ_PAIR);
+    char ep[64];
+    int one = 1;
+    if (rank == 0) {
+        zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one);
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40);
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+        if (zmq_bind(s, ep) != 0)
+            return NULL;
+    } else {
+        char cpub[41], csec[41];
+        zmq_curve_keypair(cpub, csec);
+        zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, pub, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cpub, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, csec, 40);
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+        if (zmq_connect(s, ep) != 0)
+            return NULL;
+    }
+    return s;
+}
+
+static void run_tcp(void *s, int rank, float *buf, int repeats, double us[N_SHAPES][MAX_REPEATS])
+{
+    for (int r = 0; r < repeats; r++)
+        for (int k = 0; k < N_SHAPES; k++) {
+            int w = shapes[k].width, half = w / 2 / 64 * 64, n = shapes[k].rows;
+            int lo = rank == 0 ? 0 : half, hi = rank == 0 ? half : w;
+            int olo = rank == 0 ? half : 0, ohi = rank == 0 ? w : half;
+            int iters = shapes[k].width > 100000 ? ITERS / 10 : ITERS;
+            double t0 = clock_seconds();
+            for (int i = 0; i < iters; i++)
+                for (int row = 0; row < n; row++) {
+                    float *b = buf + (size_t)row * w;
+                    /* rank 0 sends first, so the two never both wait to receive */
+                    if (rank == 0) {
+                        zmq_send(s, b + lo, (size_t)(hi - lo) * sizeof(float), 0);
+                        zmq_recv(s, b + olo, (size_t)(ohi - olo) * sizeof(float), 0);
+                    } else {
+                        zmq_recv(s, b + olo, (size_t)(ohi - olo) * sizeof(float), 0);
+                        zmq_send(s, b + lo, (size_t)(hi - lo) * sizeof(float), 0);
+                    }
+                }
+            us[k][r] = (clock_seconds() - t0) / iters * 1e6;
+        }
+}
+
+static int bench_tcp(int repeats, float *buf, int two)
+{
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) {
+        fprintf(stderr, "bench_tp_exchange: zmq_curve_keypair: %s\n", zmq_strerror(zmq_errno()));
+        return 1;
+    }
+    int port = 20000 + (int)(getpid() % 20000);
+    pid_t child = fork();
+    if (child == 0) {
+        if (two)
+            pin(1);
+        void *ctx = zmq_ctx_new(), *s = tcp_pair(ctx, 1, pub, sec, port);
+        double ignored[N_SHAPES][MAX_REPEATS];
+        if (s)
+            run_tcp(s, 1, buf, repeats, ignored);
+        zmq_close(s);
+        zmq_ctx_term(ctx);
+        _exit(s ? 0 : 1);
+    }
+    if (two)
+        pin(0);
+    void *ctx = zmq_ctx_new(), *s = tcp_pair(ctx, 0, pub, sec, port);
+    if (!s) {
+        fprintf(stderr, "bench_tp_exchange: tcp port %d: %s\n", port, zmq_strerror(zmq_errno()));
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        return 1;
+    }
+    double us[N_SHAPES][MAX_REPEATS];
+    run_tcp(s, 0, buf, repeats, us);
+    int status;
+    waitpid(child, &status, 0);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    printf("the same exchanges over ZeroMQ, tcp://127.0.0.1 with CURVE (not a transport bitnetd "
+           "uses yet)\n");
+    for (int k = 0; k < N_SHAPES; k++)
+        printf("  %-44s %8.2f us per exchange (median)\n", shapes[k].what,
+               bench_middle(us[k], repeats));
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -97,6 +197,9 @@ int main(int argc, char **argv)
     for (int k = 0; k < N_SHAPES; k++)
         printf("  %-44s %8.2f us per gather (median)\n", shapes[k].what, bench_middle(us[k], repeats));
     tp_group_destroy(&g);
+    int rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+    if (rc == 0)
+        rc = bench_tcp(repeats, buf, two);
     free(buf);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+    return rc;
 }

@@ -1,5 +1,5 @@
 /* bitnetctl commands that talk to a running bitnetd: status, workers, placement, cancel,
- * drain, shutdown, and generate / eval when no --model is given. */
+ * drain, resume, shutdown, and generate / eval when no --model is given. */
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
@@ -102,6 +102,18 @@ static const char *worker_state_name(Bitnet__WorkerState s)
     }
 }
 
+/* A daemon that has been ready but has a stage down now: it cannot serve until that
+ * stage is back (or, for a remote one, fails jobs after --worker-timeout). Exit status
+ * STATUS_EXIT_DEGRADED says so to scripts and health checks. */
+#define STATUS_EXIT_DEGRADED 3
+
+static bool status_degraded(const Bitnet__DaemonStatusReply *s)
+{
+    bool was_ready = s->state == BITNET__DAEMON_STATE__DAEMON_STATE_READY ||
+                     s->state == BITNET__DAEMON_STATE__DAEMON_STATE_DRAINING;
+    return was_ready && s->n_workers_ready < s->n_workers;
+}
+
 int cmd_status(int argc, char **argv)
 {
     struct daemon_opts o;
@@ -113,9 +125,18 @@ int cmd_status(int argc, char **argv)
     if (!r)
         return 1;
     const Bitnet__DaemonStatusReply *s = r->daemon_status_reply;
+    bool degraded = status_degraded(s);
+    /* "degraded" replaces "ready" (what a health check greps for); a draining daemon
+     * says both */
+    char state[64];
+    snprintf(state, sizeof state, "%s%s",
+             degraded && s->state == BITNET__DAEMON_STATE__DAEMON_STATE_READY
+                 ? "degraded" : daemon_state_name(s->state),
+             degraded && s->state != BITNET__DAEMON_STATE__DAEMON_STATE_READY ? ", degraded" : "");
     if (o.json) {
         json_object *j = json_object_new_object();
-        json_object_object_add(j, "state", json_object_new_string(daemon_state_name(s->state)));
+        json_object_object_add(j, "state", json_object_new_string(state));
+        json_object_object_add(j, "degraded", json_object_new_boolean(degraded));
         json_object_object_add(j, "software_version", json_object_new_string(s->software_version));
         json_object_object_add(j, "protocol_version", json_object_new_int((int)s->protocol_version));
         json_object_object_add(j, "uptime_s", json_object_new_double(s->uptime_seconds));
@@ -134,7 +155,7 @@ int cmd_status(int argc, char **argv)
         puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(j);
     } else {
-        printf("state            %s\n", daemon_state_name(s->state));
+        printf("state            %s\n", state);
         printf("version          %s (protocol %u)\n", s->software_version, s->protocol_version);
         printf("uptime           %.1f s\n", s->uptime_seconds);
         printf("model            %s\n", s->model_path);
@@ -147,9 +168,12 @@ int cmd_status(int argc, char **argv)
                (unsigned long long)s->malformed_rejected, (unsigned long long)s->oversized_rejected,
                (unsigned long long)s->wrong_version_rejected);
         printf("keys refused     %llu\n", (unsigned long long)s->keys_refused);
+        if (degraded)
+            printf("health           degraded: %u of %u workers down (bitnetctl workers "
+                   "says which)\n", s->n_workers - s->n_workers_ready, s->n_workers);
     }
     wire_free(r);
-    return 0;
+    return degraded ? STATUS_EXIT_DEGRADED : 0;
 }
 
 static json_object *timing_json(const Bitnet__StageTimingStats *t)
@@ -333,6 +357,13 @@ int cmd_drain(int argc, char **argv)
     Bitnet__Drain m = BITNET__DRAIN__INIT;
     return simple_request(argc, argv, "drain", "drain [--run-dir DIR]", BITNET__ENVELOPE__BODY_DRAIN,
                           &m);
+}
+
+int cmd_resume(int argc, char **argv)
+{
+    Bitnet__Resume m = BITNET__RESUME__INIT;
+    return simple_request(argc, argv, "resume", "resume [--run-dir DIR]",
+                          BITNET__ENVELOPE__BODY_RESUME, &m);
 }
 
 int cmd_shutdown(int argc, char **argv)

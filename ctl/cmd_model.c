@@ -11,6 +11,7 @@
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/session.h"
+#include "ctl/tokenizer_path.h"
 #include "model/bitnet_model.h"
 #include "model/clock.h"
 #include "model/ggml_types.h"
@@ -144,7 +145,15 @@ int cmd_model_synth(int argc, char **argv)
     p.weight_type = wtype;
     p.embd_type = etype;
     p.untied = untied;
-    p.tokenizer_json = tok && *tok ? tok : BITNET_DEFAULT_TOKENIZER;
+    char found_tok[4096];
+    if (!(tok && *tok)) {
+        if (default_tokenizer_json(found_tok, sizeof found_tok, &e) < 0) {
+            fprintf(stderr, "bitnetctl model synth: %s\n", e.msg);
+            return 1;
+        }
+        tok = found_tok;
+    }
+    p.tokenizer_json = tok;
     char name[128];
     snprintf(name, sizeof name, "bitnet-b1.58 synthetic %s seed %llu", shape,
              (unsigned long long)seed);
@@ -155,9 +164,9 @@ int cmd_model_synth(int argc, char **argv)
         fprintf(stderr, "bitnetctl model synth: %s\n", e.msg);
         return 1;
     }
-    fprintf(stderr, "wrote %s: %u layers, embd %u, heads %u/%u, ffn %u, %s weights, %.1fs\n", out,
-            p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.n_ff, ggml_type_name(p.weight_type),
-            clock_seconds() - pb.t0);
+    fprintf(stderr, "wrote %s: %u layers, embd %u, heads %u/%u, ffn %u, %s weights, %.1fs "
+            "(tokenizer %s)\n", out, p.n_layer, p.n_embd, p.n_head, p.n_head_kv, p.n_ff,
+            ggml_type_name(p.weight_type), clock_seconds() - pb.t0, tok);
     return 0;
 }
 

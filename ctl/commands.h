@@ -18,6 +18,10 @@ int cmd_eval(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* bench history | show | compare | check | plot | import | sweep (argv[0] is the
+ * subcommand; cmd_bench_history.c, cmd_bench_sweep.c) */
+int cmd_bench_history(int argc, char **argv);
+int cmd_bench_sweep(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 /* bitnetctl placement --model FILE ...: the plan without a daemon (cmd_placement.c) */
 int cmd_placement_offline(int argc, char **argv);
@@ -28,6 +32,7 @@ int cmd_workers(int argc, char **argv);
 int cmd_placement(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 int cmd_shutdown(int argc, char **argv);
 
 struct daemon_generate_args {

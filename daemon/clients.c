@@ -263,23 +263,70 @@ static void on_cancel(struct daemon *d, const struct wire_identity *from, uint64
     scheduler_kick(d); /* its slot may let a queued job start */
 }
 
+/* from NULL: the daemon's own drain, which answers nobody. */
 static void add_waiter(struct daemon *d, const struct wire_identity *from, uint64_t rid,
                        uint32_t timeout_ms, bool shutdown)
 {
     struct clients *c = &d->clients;
     c->draining = true;
     if (c->n_waiters == CLIENTS_MAX_WAITERS) {
+        if (!from) {
+            /* no room to wait: the stop asked for must still happen */
+            daemon_stop(d, "SIGTERM (too many drains waiting to wait for this one)");
+            return;
+        }
         clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_BUSY,
                            "too many drain requests waiting");
         return;
     }
     struct drain_waiter *w = &c->waiters[c->n_waiters++];
-    w->client = *from;
+    memset(w, 0, sizeof *w);
+    w->internal = !from;
+    if (from)
+        w->client = *from;
     w->request_id = rid;
     w->deadline_ms = timeout_ms ? clock_ms() + timeout_ms : 0;
     w->shutdown = shutdown;
     if (!d->sched.jobs)
         clients_on_idle(d);
+}
+
+void clients_drain_then_stop(struct daemon *d, uint32_t timeout_ms)
+{
+    add_waiter(d, NULL, 0, timeout_ms, true);
+}
+
+bool clients_stop_pending(const struct daemon *d)
+{
+    for (int i = 0; i < d->clients.n_waiters; i++)
+        if (d->clients.waiters[i].shutdown)
+            return true;
+    return false;
+}
+
+/* Resume: new jobs are taken again; the Drains still waiting learn that theirs ended. */
+static void on_resume(struct daemon *d, const struct wire_identity *from, uint64_t rid)
+{
+    struct clients *c = &d->clients;
+    if (clients_stop_pending(d)) {
+        clients_send_error(d, from, rid, BITNET__ERROR_CODE__ERROR_CODE_DRAINING,
+                           "bitnetd is draining to stop (Shutdown or SIGTERM): that cannot be "
+                           "resumed");
+        return;
+    }
+    if (!c->draining) {
+        send_ack(d, from, rid, "not draining: bitnetd takes jobs");
+        return;
+    }
+    int jobs = d->sched.n_running + d->sched.n_queued;
+    c->draining = false;
+    while (c->n_waiters > 0) {
+        struct drain_waiter w = c->waiters[--c->n_waiters];
+        send_ack(d, &w.client, w.request_id, "drain ended by a resume before the jobs did");
+    }
+    dlog("drain ended by a client's Resume (%d job%s still running): taking jobs again", jobs,
+         jobs == 1 ? "" : "s");
+    send_ack(d, from, rid, "resumed: bitnetd takes jobs again");
 }
 
 static void on_hello(struct daemon *d, const struct wire_identity *from, uint64_t rid,
@@ -341,6 +388,9 @@ static void on_request(struct daemon *d, const struct wire_identity *from,
     case BITNET__ENVELOPE__BODY_DRAIN:
         add_waiter(d, from, rid, env->drain->timeout_ms, false);
         break;
+    case BITNET__ENVELOPE__BODY_RESUME:
+        on_resume(d, from, rid);
+        break;
     case BITNET__ENVELOPE__BODY_SHUTDOWN:
         if (env->shutdown->drain_first) {
             add_waiter(d, from, rid, env->shutdown->timeout_ms, true);
@@ -390,9 +440,12 @@ static void answer_waiter(struct daemon *d, int i, const char *detail)
     struct clients *c = &d->clients;
     struct drain_waiter w = c->waiters[i];
     c->waiters[i] = c->waiters[--c->n_waiters];
-    send_ack(d, &w.client, w.request_id, detail);
+    if (w.internal)
+        dlog("SIGTERM: %s", detail);
+    else
+        send_ack(d, &w.client, w.request_id, detail);
     if (w.shutdown)
-        daemon_stop(d, "Shutdown requested (drained)");
+        daemon_stop(d, w.internal ? "SIGTERM (drained)" : "Shutdown requested (drained)");
 }
 
 void clients_on_idle(struct daemon *d)

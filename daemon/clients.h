@@ -13,12 +13,14 @@ struct daemon;
 
 #define CLIENTS_MAX_WAITERS 32
 
-/* A Drain (or Shutdown with drain_first) waiting for the jobs to end. */
+/* A Drain (or Shutdown with drain_first, or the daemon's own drain on SIGTERM) waiting
+ * for the jobs to end. */
 struct drain_waiter {
     struct wire_identity client;
     uint64_t request_id;
     double deadline_ms;   /* 0: none */
     bool shutdown;
+    bool internal;        /* the daemon's own: no client to answer */
 };
 
 struct clients {
@@ -46,6 +48,12 @@ void clients_send_error(struct daemon *d, const struct wire_identity *to, uint64
 int clients_send_chunk(struct daemon *d, struct job *j, Bitnet__StopReason reason,
                        const char *error);
 int clients_send_eval(struct daemon *d, struct job *j);
+
+/* Drains, then stops the daemon: when no job is left, or after timeout_ms with the jobs
+ * still running cancelled (SIGTERM). */
+void clients_drain_then_stop(struct daemon *d, uint32_t timeout_ms);
+/* A drain that ends in a stop is under way (Shutdown with drain_first, SIGTERM). */
+bool clients_stop_pending(const struct daemon *d);
 
 /* No job is left: answers Drain requests (and carries out a drained Shutdown). */
 void clients_on_idle(struct daemon *d);

@@ -54,12 +54,14 @@ static const struct opt opts[] = {
     {"allow-keys", OPT_STR, OFF(allow_keys), 0, 0, false},
     {"remote-workers", OPT_STR, OFF(remote_workers), 0, 0, false},
     {"worker-timeout", OPT_INT, OFF(worker_timeout_s), 1, 86400, false},
+    {"drain-timeout", OPT_INT, OFF(drain_timeout_s), 0, 86400, false},
     {"foreground", OPT_BOOL, OFF(foreground), 0, 0, false},
     {"http", OPT_STR, OFF(http), 0, 0, false},
     {"api-keys", OPT_STR, OFF(api_keys), 0, 0, false},
     {"http-max-body", OPT_INT, OFF(http_max_body), 1024, 64 << 20, false},
     {"http-queue", OPT_INT, OFF(http_queue), 0, 4096, false},
     {"help", OPT_BOOL, 0, 0, 0, true},
+    {"version", OPT_BOOL, 0, 0, 0, true},
 };
 #undef OFF
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -100,13 +102,19 @@ void config_usage(FILE *f)
             "  --allow-keys FILE|DIR    worker public keys admitted (a list, or *.pub files)\n"
             "  --remote-workers w1,...  stages not started here; they join on --listen\n"
             "  --worker-timeout S       a remote worker gone this long fails its jobs (30)\n"
+            "  --drain-timeout S        on SIGTERM, running jobs get this long to end before\n"
+            "                           they are cancelled (30; 0: at once); a second\n"
+            "                           SIGTERM, or SIGINT, stops at once\n"
             "  --foreground             accepted; bitnetd always stays in the foreground\n"
+            "  --version                print the version and exit\n"
             "OpenAI-compatible HTTP API (docs/http-api.md):\n"
             "  --http [ADDR:]PORT       serve it there (ADDR default 127.0.0.1; PORT 0: any)\n"
             "  --api-keys FILE          bearer tokens, one a line; others get 401 (but /health)\n"
             "  --http-max-body BYTES    larger request bodies get 413 (1048576)\n"
             "  --http-queue N           HTTP generations that may wait beyond --max-sequences\n"
-            "                           running ones; more get 429 (64)\n");
+            "                           running ones; more get 429 (64)\n"
+            "SIGHUP reads the --config file and the --allow-keys list again; settings that\n"
+            "cannot change while running are kept, and the log names them.\n");
 }
 
 static int opt_index(const char *name)
@@ -127,6 +135,7 @@ static void set_defaults(struct daemon_config *c)
     c->prefill_chunk = 64;
     c->heartbeat_timeout_ms = 1500;
     c->worker_timeout_s = 30;
+    c->drain_timeout_s = 30;
     c->foreground = true;
     c->http_max_body = 1 << 20;
     c->http_queue = 64;
@@ -301,6 +310,7 @@ int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf 
     /* pass 1 finds --config, so that flags in pass 2 override the file wherever they
      * stand on the command line */
     int c, idx, i_config = opt_index("config"), i_help = opt_index("help");
+    int i_version = opt_index("version");
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lopts, &idx)) != -1) {
@@ -310,6 +320,8 @@ int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf 
             config_usage(stdout);
             return 1;
         }
+        if (c == 1000 + i_version)
+            return 2;
     }
     if (cfg->config_file && load_ini(cfg, cfg->config_file, e) < 0)
         return -1;
@@ -347,4 +359,37 @@ void config_free(struct daemon_config *cfg)
             free(*p);
             *p = NULL;
         }
+}
+
+size_t config_changed(const struct daemon_config *a, const struct daemon_config *b,
+                      const char **names, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt *o = &opts[i];
+        if (o->flag_only)
+            continue;
+        const void *fa = (const char *)a + o->off, *fb = (const char *)b + o->off;
+        bool differ;
+        switch (o->kind) {
+        case OPT_STR: {
+            const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+            differ = (sa == NULL) != (sb == NULL) || (sa && strcmp(sa, sb) != 0);
+            break;
+        }
+        case OPT_KV_TYPE:
+            differ = *(const enum kv_type *)fa != *(const enum kv_type *)fb;
+            break;
+        case OPT_LM_HEAD:
+        case OPT_BOOL:
+            differ = *(const bool *)fa != *(const bool *)fb;
+            break;
+        default:
+            differ = *(const int *)fa != *(const int *)fb;
+            break;
+        }
+        if (differ && n++ < cap)
+            names[n - 1] = o->name;
+    }
+    return n;
 }

@@ -37,6 +37,7 @@ struct daemon_config {
     char *allow_keys;         /* worker public keys admitted: a file, or a directory of .pub */
     char *remote_workers;     /* "w1,w2": stages started by hand elsewhere, not by bitnetd */
     int worker_timeout_s;     /* a remote worker gone this long fails the jobs */
+    int drain_timeout_s;      /* SIGTERM waits this long for running jobs; 0: none */
     bool foreground;          /* accepted for systemd-style unit files; always true */
     /* the OpenAI-compatible HTTP API (docs/http-api.md) */
     char *http;               /* NULL: off; "PORT" (loopback) or "ADDR:PORT" */
@@ -46,7 +47,7 @@ struct daemon_config {
 };
 
 /* Fills cfg from argv (and the file named by --config). Returns 0, 1 when --help was
- * asked (usage printed to stdout), or -1 with e filled ("--ctx: ..." or
+ * asked (usage printed to stdout), 2 when --version was (the caller prints it), or -1 with e filled ("--ctx: ..." or
  * "file:line: key: ..."). cfg must be released with config_free in every case. Settings
  * that only make sense together (--listen with its keys, --remote-workers with --listen)
  * are checked here; the stage ids of --remote-workers once the plan is known. */
@@ -54,5 +55,10 @@ int config_load(struct daemon_config *cfg, int argc, char **argv, struct errbuf 
 void config_free(struct daemon_config *cfg);
 
 void config_usage(FILE *f);
+
+/* The names of the settings ("max-jobs-per-client") whose values differ between a and b,
+ * at most cap of them; returns how many differ. */
+size_t config_changed(const struct daemon_config *a, const struct daemon_config *b,
+                      const char **names, size_t cap);
 
 #endif

@@ -150,6 +150,7 @@ static void daemon_pipeline_changed(struct daemon *d, bool ready)
     if (!ready) {
         ws->lost_at_ms = clock_ms();
         scheduler_pipeline_lost(d);
+        notify_update(d); /* degraded */
         return;
     }
     if (!ws->ever_ready) {
@@ -166,6 +167,7 @@ static void daemon_pipeline_changed(struct daemon *d, bool ready)
     } else {
         dlog("pipeline ready again, %.0f ms after it broke", clock_ms() - ws->lost_at_ms);
     }
+    notify_update(d); /* READY=1 the first time */
     scheduler_kick(d);
 }
 
@@ -179,6 +181,7 @@ void daemon_connect_parts(struct daemon *d)
 }
 static double scheduler_timer(void *ctx, double now) { return scheduler_cron(ctx, now); }
 static double clients_timer(void *ctx, double now) { return clients_cron(ctx, now); }
+static double notify_timer(void *ctx, double now) { return notify_cron(ctx, now); }
 
 /* Worker news first: a step must not go to a pipeline that just broke. The tcp sockets
  * exist with --listen only (remote workers). */
@@ -195,7 +198,8 @@ static int register_events(struct daemon *d, struct errbuf *e)
         return -1;
     /* the HTTP API serves from threads of its own, as a client of the ctl socket */
     return el_add_timer(l, workers_timer, d, e) < 0 || el_add_timer(l, scheduler_timer, d, e) < 0 ||
-                   el_add_timer(l, clients_timer, d, e) < 0 || daemon_http_start(d, e) < 0
+                   el_add_timer(l, clients_timer, d, e) < 0 || el_add_timer(l, notify_timer, d, e) < 0 ||
+                   daemon_http_start(d, e) < 0
                ? -1
                : 0;
 }
@@ -208,6 +212,7 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
     d->ipc.lock_fd = -1;
     d->t_start_ms = clock_ms();
     d->phase = PHASE_STARTING;
+    notify_open(&d->notify, d->t_start_ms);
     /* first: ZeroMQ's threads must inherit the blocked signals */
     el_init(&d->el);
     if (signals_open(&d->sig_fd, e) < 0)
@@ -248,7 +253,10 @@ int daemon_open(struct daemon *d, const struct daemon_config *cfg, struct errbuf
              d->sched.depth, d->sched.depth);
     if (hash_for_remote_workers(d, e) < 0 || register_events(d, e) < 0)
         return -1;
-    return workers_start_all(d, e);
+    if (workers_start_all(d, e) < 0)
+        return -1;
+    notify_update(d); /* "loading: 0 of N workers ready" */
+    return 0;
 }
 
 int daemon_run(struct daemon *d)
@@ -263,6 +271,7 @@ int daemon_run(struct daemon *d)
 
 void daemon_close(struct daemon *d)
 {
+    notify_stopping(d, "closing");
     d->phase = PHASE_STOPPING;
     daemon_http_stop(d); /* first: its threads wait on the loop, which runs no more */
     if (d->ipc.ctl)
@@ -293,10 +302,25 @@ void daemon_stop(struct daemon *d, const char *why)
     if (d->phase == PHASE_STOPPING)
         return;
     dlog("stopping: %s", why);
+    notify_stopping(d, why);
     d->phase = PHASE_STOPPING;
     el_stop(&d->el);
 }
 
+void daemon_stop_drained(struct daemon *d, const char *why)
+{
+    if (d->phase == PHASE_STOPPING)
+        return;
+    int jobs = scheduler_n_running(d) + scheduler_n_queued(d);
+    if (clients_stop_pending(d) || d->cfg.drain_timeout_s == 0 || jobs == 0) {
+        daemon_stop(d, why);
+        return;
+    }
+    dlog("%s: draining: %d job%s may run for up to %d s (--drain-timeout), then bitnetd stops; "
+         "no new jobs meanwhile", why, jobs, jobs == 1 ? "" : "s", d->cfg.drain_timeout_s);
+    notify_stopping(d, why);
+    clients_drain_then_stop(d, (uint32_t)d->cfg.drain_timeout_s * 1000u);
+}
 
 void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r)
 {

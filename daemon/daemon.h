@@ -7,12 +7,14 @@
  *   plan.c        layer sizes -> placement
  *   ipc.c         run directory, sockets, their files
  *   event_loop.c  the poll loop the parts register their sockets and timers with
- *   signals.c     SIGCHLD, SIGTERM, SIGINT through a signalfd
+ *   signals.c     SIGCHLD, SIGTERM (drain, stop), SIGINT, SIGHUP (reload) through a signalfd
  *   supervisor.c  fork/exec, kill, reap the local worker processes
  *   workers.c     worker registry: Hello, LoadShard, heartbeats, faults, status
  *   scheduler.c   jobs on KV slots, one Forward per step, sampling, replay
  *   jobs.c        a job's tokens, text and stop strings
- *   clients.c     client requests and replies */
+ *   clients.c     client requests and replies
+ *   notify.c      sd_notify: readiness, status, watchdog for a service manager
+ *   reload.c      SIGHUP: the config file and the worker key allow-list read again */
 #ifndef BITNET_DAEMON_DAEMON_H
 #define BITNET_DAEMON_DAEMON_H
 
@@ -23,6 +25,7 @@
 #include "daemon/config.h"
 #include "daemon/event_loop.h"
 #include "daemon/ipc.h"
+#include "daemon/notify.h"
 #include "daemon/placement.h"
 #include "daemon/scheduler.h"
 #include "daemon/topology.h"
@@ -46,6 +49,10 @@ enum daemon_phase {
 
 struct daemon {
     struct daemon_config cfg;
+    /* the command line cfg came from, parsed again with the config file on SIGHUP; NULL
+     * when the daemon was not started from one (tests) */
+    int argc;
+    char **argv;
     char model_path[4096];          /* absolute, as workers are told */
     struct bitnet_model model;
     bool have_model;
@@ -68,6 +75,7 @@ struct daemon {
     struct workers workers;
     struct scheduler sched;
     struct clients clients;
+    struct notifier notify;
 
     enum daemon_phase phase;
     double t_start_ms;
@@ -90,6 +98,9 @@ int daemon_run(struct daemon *d);
 void daemon_close(struct daemon *d);
 
 void daemon_stop(struct daemon *d, const char *why);
+/* SIGTERM: stop taking jobs, let the running ones end within --drain-timeout, then stop.
+ * A second SIGTERM (or SIGINT) stops at once. */
+void daemon_stop_drained(struct daemon *d, const char *why);
 
 /* Fills r (its strings point into d). */
 void daemon_status(const struct daemon *d, Bitnet__DaemonStatusReply *r);

@@ -1,5 +1,6 @@
 /* bitnetd: the coordinator. Reads its settings, starts the workers of the placement and
- * serves clients until Shutdown, SIGTERM or SIGINT; see docs/runtime.md. */
+ * serves clients until Shutdown, SIGTERM (after a drain) or SIGINT; see docs/runtime.md
+ * and docs/operations.md. */
 #include <malloc.h>
 #include <stdio.h>
 
@@ -23,15 +24,20 @@ int main(int argc, char **argv)
     if (rc != 0) {
         if (rc < 0)
             fprintf(stderr, "bitnetd: %s\n", e.msg);
+        else if (rc == 2)
+            puts(BITNETD_VERSION);
         config_free(&cfg);
         return rc < 0 ? 2 : 0;
     }
     struct daemon d;
     rc = daemon_open(&d, &cfg, &e);
-    if (rc < 0)
+    if (rc < 0) {
         fprintf(stderr, "bitnetd: %s\n", e.msg);
-    else
+    } else {
+        d.argc = argc;
+        d.argv = argv;
         rc = daemon_run(&d);
+    }
     daemon_close(&d);
     config_free(&cfg);
     if (rc == 0)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/reload.h"
 #include "daemon/supervisor.h"
 
 int signals_open(int *sig_fd, struct errbuf *e)
@@ -40,10 +41,14 @@ void signals_on_ready(void *ctx, void *unused)
             child = true; /* several exits may share one SIGCHLD: reap them all below */
             break;
         case SIGTERM:
-            daemon_stop(d, "SIGTERM");
+            /* a service manager's stop: the jobs running get --drain-timeout to end */
+            daemon_stop_drained(d, "SIGTERM");
             break;
         case SIGINT:
             daemon_stop(d, "SIGINT");
+            break;
+        case SIGHUP:
+            reload_config(d);
             break;
         default:
             dlog("signal %u (%s) ignored", si.ssi_signo, strsignal((int)si.ssi_signo));

@@ -1,5 +1,5 @@
 /* The signals bitnetd acts on, read from a signalfd the event loop watches: SIGCHLD
- * (reap workers), SIGTERM and SIGINT (stop), SIGHUP (logged). */
+ * (reap workers), SIGTERM (drain, then stop), SIGINT (stop), SIGHUP (reload.h). */
 #ifndef BITNET_DAEMON_SIGNALS_H
 #define BITNET_DAEMON_SIGNALS_H
 

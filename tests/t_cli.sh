@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 CTL=build/bitnetctl
 T=build/test-tmp/cli
 rm -rf "$T"; mkdir -p "$T"
+# bench records every run in the benchmark history: here, not in the user's
+export XDG_STATE_HOME=$PWD/$T/state
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # expect_error DESCRIPTION PATTERN CMD...: CMD must exit non-zero with PATTERN on stderr
@@ -72,7 +74,8 @@ node -e 'const j=JSON.parse(require("fs").readFileSync(0)), b=j.breakdown;
   <<<"$json" || fail "bench --breakdown content: $json"
 text=$($CTL bench --model $M --threads 1 --repeat 1 --prompt-tokens 4 --gen-tokens 2 --breakdown 2>/dev/null)
 grep -q "^  gate/up .* GB/s of" <<<"$text" || fail "bench --breakdown table: $text"
-expect_error "bench without a model" "usage" $CTL bench
+expect_error "bench without a model or a daemon" "no daemon at $T/none" $CTL bench --run-dir $T/none
+expect_error "bench, stray argument" "usage" $CTL bench --model $M extra
 expect_error "bench, negative depth" "depth" $CTL bench --model $M --depth -1
 
 # tokenize / detokenize through the GGUF's own tokenizer

@@ -17,48 +17,23 @@ WT=3    # --worker-timeout, seconds
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
-tag=$(printf '%08x' $(( ($$ << 12 ^ RANDOM) & 0xffffffff )))
-NS=bnt-$tag VH=bnh-$tag VN=bnn-$tag
+. tests/netns.sh
 T=$(mktemp -d "$PWD/build/test-tmp/remote.XXXXXX")
 R=$(mktemp -d /tmp/bitnetd-r.XXXXXX)   # short: ipc paths must fit a unix socket name
-dpid= wpid= ns_made= link_made=
+dpid= wpid=
 cleanup() {
     [ -n "$wpid" ] && kill -9 "$wpid" 2>/dev/null
     [ -n "$dpid" ] && kill -9 -- -"$dpid" 2>/dev/null
-    # anything else still in our namespace was started by this script
-    if [ -n "$ns_made" ]; then
-        for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    fi
-    [ -n "$link_made" ] && ip link del "$VH" 2>/dev/null
-    [ -n "$ns_made" ] && ip netns del "$NS" 2>/dev/null
+    netns_down
     rm -rf "$R"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# ---- network: a /30 of 198.18.0.0/15 that this host does not use yet
-HOST= NSADDR=
-for _ in $(seq 1 20); do
-    n=$(( (RANDOM << 2 & 0x1fffc) ))   # a /30 boundary within the /15
-    a=$(( n >> 16 )) b=$(( n >> 8 & 255 )) c=$(( n & 255 ))
-    h="198.$((18 + a)).$b.$((c + 1))" g="198.$((18 + a)).$b.$((c + 2))"
-    ip -o -4 addr show | grep -qE " (${h//./\\.}|${g//./\\.})/" && continue
-    HOST=$h NSADDR=$g
-    break
-done
-[ -n "$HOST" ] || { echo "FAIL: no free /30 in 198.18.0.0/15"; exit 1; }
-if ! err=$(ip netns add "$NS" 2>&1); then
-    echo "FAIL: cannot create network namespace $NS ($err): this test needs root and ip netns"
-    exit 1
-fi
-ns_made=1
-# a group, not a subshell: link_made must survive for cleanup
-if ! { ip link add "$VH" type veth peer name "$VN" && link_made=1 &&
-       ip link set "$VN" netns "$NS" && ip addr add "$HOST/30" dev "$VH" &&
-       ip link set "$VH" up && ip netns exec "$NS" ip addr add "$NSADDR/30" dev "$VN" &&
-       ip netns exec "$NS" ip link set "$VN" up && ip netns exec "$NS" ip link set lo up; } \
-       2>"$T/net.err"; then
-    echo "FAIL: cannot set up veth $VH <-> $NS/$VN: $(cat "$T/net.err")"
+# ---- network: the worker's "host" is a namespace behind a veth pair
+# (not in a subshell: it sets the names and addresses)
+if ! netns_up "$T" >"$T/netns.msg"; then
+    echo "FAIL: $(cat "$T/netns.msg")"
     exit 1
 fi
 echo "namespace $NS, host side $HOST, worker side $NSADDR"
@@ -212,8 +187,11 @@ grep -q "worker w1 (host .*) lost: no heartbeat for" "$T/gen2.err" ||
     fail "new job while w1 is gone said: $(cat "$T/gen2.err")"
 awk -v d="$dt2" 'BEGIN{exit !(d < 1)}' || fail "a new job took $dt2 s to be refused"
 kill -0 "$dpid" 2>/dev/null || fail "bitnetd died with its remote worker"
-st=$($CTL status --run-dir "$R") || fail "status while w1 is gone"
+# a stage down after the daemon was ready: status says degraded and exits 3
+st=$($CTL status --run-dir "$R"); rc=$?
+[ $rc -eq 3 ] || fail "status while w1 is gone exited $rc (want 3, degraded)"
 grep -q "^workers  *1 ready of 2" <<<"$st" || fail "status while w1 is gone: $st"
+grep -q "degraded" <<<"$st" || fail "status while w1 is gone does not say degraded: $st"
 
 # ---- it comes back: the same key and endpoint join again and serve
 start_w1

@@ -56,6 +56,11 @@ if start tp2 --workers 2 --tensor-parallel 2 --split-cpus; then
     [ "$a" = "$ref1" ] || fail "tp2: tokens differ from the in-process engine's: $a / $ref1"
     $CTL eval --run-dir "$R" --ids 128000,9906,1917,374,264 --logits-out $T/tp2.f32 2>/dev/null || fail "tp2: eval"
     cmp -s $T/ref.f32 $T/tp2.f32 || fail "tp2: logits differ from the in-process engine's"
+    # a benchmark of this placement is recorded as one (not as a lone worker's)
+    $CTL bench --run-dir "$R" --streams 1 --prompt-tokens 4 --gen-tokens 4 --repeat 1 --probe-mib 16 \
+        --db $T/bench.db >/dev/null 2>&1 || fail "tp2: bench"
+    $CTL bench show 1 --db $T/bench.db --json 2>/dev/null | grep -q '"tensor_parallel":2' ||
+        fail "tp2: the bench receipt does not record 2 ranks"
     # rank 1 killed mid-generation: the stage restarts, the job replays, same tokens
     # (1500 tokens take seconds; the kill lands a few hundred tokens in)
     victim=$(rank1_of w0 | head -1)
@@ -96,6 +101,14 @@ if start pipe-tp --workers 4 --tensor-parallel 2 --topology "synthetic:pack:4 [n
     [ "$a" = "$ref1" ] || fail "pipe-tp: tokens differ from the in-process engine's"
     $CTL eval --run-dir "$R" --ids 128000,9906,1917,374,264 --logits-out $T/pipe.f32 2>/dev/null || fail "pipe-tp: eval"
     cmp -s $T/ref.f32 $T/pipe.f32 || fail "pipe-tp: logits differ"
+    # the second stage's rank 1 killed mid-generation: same tokens
+    victim=$(rank1_of w1 | head -1)
+    $CTL generate --run-dir "$R" --prompt "$P2" -n 1500 --temp 0 --ids >$T/pipe-killed.txt 2>$T/pipe-killed.err & g=$!
+    sleep 0.4
+    [ -n "$victim" ] && kill -9 "$victim" || fail "pipe-tp: no rank 1 of w1 to kill"
+    wait $g || fail "pipe-tp: generation with a rank killed failed: $(cat $T/pipe-killed.err)"
+    [ "$(cat $T/pipe-killed.txt)" = "$ref2" ] || fail "pipe-tp: tokens after killing w1's rank 1 differ"
+    grep -q "1 running job will replay" $T/bitnetd-pipe-tp.log || fail "pipe-tp: the kill did not land mid-generation"
     stop pipe-tp
 fi
 

@@ -61,6 +61,7 @@ struct samples {
     Bitnet__Cancel cancel;
     Bitnet__Drain drain;
     Bitnet__Shutdown shutdown;
+    Bitnet__Resume resume;
     Bitnet__WorkersRequest workers_request;
     Bitnet__WorkersReply workers_reply;
     Bitnet__WorkerInfo wi[2];
@@ -335,6 +336,9 @@ static void make_samples(struct samples *s)
     s->shutdown.timeout_ms = 5000;
     add(s, BITNET__ENVELOPE__BODY_SHUTDOWN, &s->shutdown);
 
+    bitnet__resume__init(&s->resume);
+    add(s, BITNET__ENVELOPE__BODY_RESUME, &s->resume);
+
     bitnet__workers_request__init(&s->workers_request);
     add(s, BITNET__ENVELOPE__BODY_WORKERS_REQUEST, &s->workers_request);
 
@@ -443,7 +447,7 @@ static void test_every_body_covered(const struct samples *s)
             found |= s->env[j].body_case == (Bitnet__Envelope__BodyCase)d->fields[i].id;
         CHECK(found, "body %s has no sample", d->fields[i].name);
     }
-    CHECK(bodies == 24, "%d bodies", bodies);
+    CHECK(bodies == 25, "%d bodies", bodies);
     CHECK(!strcmp(wire_body_name(BITNET__ENVELOPE__BODY_FORWARD), "forward"), "name");
     CHECK(!strcmp(wire_body_name(BITNET__ENVELOPE__BODY__NOT_SET), "none"), "name");
     CHECK(!strcmp(wire_body_name((Bitnet__Envelope__BodyCase)1), "none"), "version is no body");

@@ -245,6 +245,7 @@ static void on_status(struct worker *w, uint64_t request_id)
         r.layer_end = s->layer_end;
         r.numa_node = s->numa_node;
         r.threads = (uint32_t)s->threads;
+        r.tensor_parallel = (uint32_t)s->tp_size;
         r.bytes_loaded = s->bytes_loaded;
         r.model_sha256 = (char *)s->sha256;
         if (s->n_cpus && (cpus = malloc((size_t)s->n_cpus * sizeof *cpus))) {

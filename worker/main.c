@@ -41,6 +41,7 @@ static void usage(FILE *out)
             "  --heartbeat-ms MS  heartbeat interval (default 200)\n"
             "  --hello-retry-ms MS  how long a Hello waits for the daemon's answer before it\n"
             "                     is sent again (default %d)\n"
+            "  --version          print the version and exit\n"
             "\n"
             "Exit status 1 when the daemon refuses this worker (its Hello, or on tcp its key).\n",
             WIRE_DEFAULT_MAX_BYTES, WORKER_HELLO_RETRY_MS);
@@ -102,6 +103,7 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         {"help", no_argument, NULL, 'h'},
         /* internal: a tensor-parallel rank started by a worker (worker/tp_follower.c) */
         {"tp-follower", required_argument, NULL, 'F'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     unsigned long long v;
@@ -171,6 +173,9 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         case 'F':
             o->tp_follower = optarg;
             break;
+        case 'V':
+            puts(WORKER_SOFTWARE_VERSION);
+            return -1;
         default:
             if (optopt)
                 fprintf(stderr, "bitnet-worker: option --%s needs a value\n",

@@ -27,7 +27,8 @@ FUZZ_BINS    := $(FUZZ_NAMES:%=$(FZ)/fuzz_%)
 # or libFuzzer would not count them as crashes.
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(filter-out -O% -MMD -MP,$(CFLAGS)) -O1 -g -MMD -MP $(FUZZ_SAN)
-FUZZ_LDLIBS  := $(LDLIBS)
+# fuzz_daemon runs bitnetd's code, which reports to a service manager (daemon/notify.c)
+FUZZ_LDLIBS  := $(LDLIBS) $(SYSTEMD_LIBS)
 
 # The same per-file CPU features as the Makefile gives the gcc kernels (kept in step by hand).
 $(FZ)/obj/kernels/%_avx2.o:   FUZZ_ARCH := -mavx2 -mfma -mf16c

@@ -32,12 +32,13 @@ SAN_TSAN_TESTS := test_threadpool test_gemm test_forward_rows test_forward_tp te
 # slow end-to-end ones, which make sanitize runs; under TSan the pool, the ZAP thread and
 # the worker.
 SAN_CI_ASAN_SKIP  := test_xval test_reference t_cli t_daemon_ctl t_liveness t_remote t_tensor_parallel \
-                     t_http
+                     t_bench_history t_service t_http
 SAN_CI_TSAN_TESTS := test_threadpool test_zap test_wire test_worker
 
 # Scripts the sanitizer runs leave out: they run make themselves (t_sanitize would start
-# sanitize-ci again; t_fuzz builds and runs clang's own sanitizer build of the fuzz targets).
-SAN_EXCLUDE := t_sanitize t_fuzz
+# sanitize-ci again; t_fuzz builds and runs clang's own sanitizer build of the fuzz targets;
+# t_install runs make install, which would take the sanitizer's programs for the plain ones).
+SAN_EXCLUDE := t_sanitize t_fuzz t_install
 
 # every test by name, in tests/run.sh's order
 SAN_ALL_TESTS := $(notdir $(TEST_BIN)) $(patsubst tests/%.sh,%,$(wildcard tests/t_*.sh))
