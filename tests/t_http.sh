@@ -193,6 +193,8 @@ c400=$(metric 'bitnetd_http_requests_total{endpoint="/v1/completions",status="40
 lap "errors"
 
 # ---- a client that disconnects mid-stream frees its sequence at once ----
+# (cancelled, not run to its end: a finished job would add its tokens to the HTTP count)
+gen0=$(metric bitnetd_http_generated_tokens_total)
 curl -sN $B/v1/completions -d '{"prompt":"Once","max_tokens":1900,"temperature":0.7,"seed":11,"stream":true}' >$T/cut.sse & cpid=$!
 for _ in $(seq 1 100); do [ "$(grep -c '^data:' $T/cut.sse)" -ge 5 ] && break; sleep 0.02; done
 [ "$(metric bitnetd_running_sequences)" = 1 ] || fail "the long stream is not running: $(metric bitnetd_running_sequences)"
@@ -217,6 +219,7 @@ freed=
 for _ in $(seq 1 40); do [ "$(metric bitnetd_running_sequences)" = 0 ] && { freed=1; break; }; sleep 0.025; done
 [ -n "$freed" ] || fail "the sequence of a disconnected non-streaming request was not freed within 1 s"
 [ "$(metric bitnetd_http_disconnects_total)" = 2 ] || fail "disconnects: $(metric bitnetd_http_disconnects_total)"
+[ "$(metric bitnetd_http_generated_tokens_total)" = "$gen0" ] || fail "a disconnected job ran to its end"
 lap "disconnects"
 
 # ---- 50 concurrent streaming clients all complete ----
