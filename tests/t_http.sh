@@ -265,7 +265,8 @@ lap "restart, drain, shutdown"
 # ---- API keys, the bounded queue, and the openai client ----
 printf '# keys of the test\n\n  key-one-abc  \nkey-two\n' >$T/keys
 chmod 600 $T/keys
-start_daemon keys --api-keys $T/keys --max-sequences 1 --http-queue 1 || exit 1
+# one prompt row a step: a long prompt is read for seconds before its first token
+start_daemon keys --api-keys $T/keys --max-sequences 1 --http-queue 1 --prefill-chunk 1 || exit 1
 [ "$(curl -s -o /dev/null -w '%{http_code}' $B/health)" = 200 ] || fail "health needs no key"
 check_error 401 "API key" /v1/models '' -X GET
 check_error 401 "API key" /v1/models '' -X GET -H 'Authorization: Bearer key-three'
@@ -301,6 +302,19 @@ for _ in $(seq 1 40); do
 done
 [ -n "$freed" ] || fail "running or queued jobs left 1 s after their clients left"
 grep -q "went away; cancelled after" $LOG && fail "a job was freed by the daemon's probe, not a Cancel: $(grep 'went away' $LOG)"
+# a client that leaves while its prompt is read (no token yet, so no job id known): the
+# job is cancelled by its request's id at once, not a second later by the daemon's probe
+node -e 'process.stdout.write(JSON.stringify({prompt:"hello ".repeat(1000),max_tokens:5,stream:true}))' >$T/prefill.json
+curl -sN "${AUTH[@]}" $B/v1/completions --data-binary @$T/prefill.json >/dev/null & q5=$!
+for _ in $(seq 1 100); do [ "$(metric bitnetd_running_sequences "${AUTH[@]}")" = 1 ] && break; sleep 0.02; done
+[ "$(metric bitnetd_running_sequences "${AUTH[@]}")" = 1 ] || fail "the long prompt is not being read"
+sleep 0.2
+kill $q5; wait $q5 2>/dev/null
+freed=
+for _ in $(seq 1 20); do [ "$(metric bitnetd_running_sequences "${AUTH[@]}")" = 0 ] && { freed=1; break; }; sleep 0.025; done
+[ -n "$freed" ] || fail "a job left during its prompt was not freed within 0.5 s"
+sleep 1.2 # the probe's period: had the job been left to it, it would have logged by now
+grep -q "went away; cancelled after" $LOG && fail "a job left during its prompt was freed by the daemon's probe, not a Cancel"
 lap "keys and queue"
 
 node tests/http_openai_client.js "$B/v1" key-one-abc $T/ctl-comp.txt $T/ctl-chat.txt || fail "the openai client"
