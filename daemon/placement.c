@@ -248,16 +248,19 @@ static uint64_t stage_weights(const struct stage_model *m, int i, int a, int b)
 
 /* The bytes a decode step streams through stage i: its layers, one row of the embedding
  * (not the table: a token reads its own row), the whole head, and the KV cache as far as
- * the sequences have filled it, counted at a quarter of its capacity (a cache is read up
- * to its current length; full caches of every slot at once are the exception). Stages
- * with the same streamed bytes per core take the same time per token, which is what a
- * pipeline's throughput waits for. */
+ * the sequences have filled it, counted at an eighth of its capacity: a cache is read up
+ * to its current length, on average half of where the sequence ends, and most requests
+ * end well before the context does. (A quarter, as counted before, put 27 of 2B-4T's 30
+ * layers beside the F16 head's 656 MB at --ctx 1024 x 8 sequences, making the head's
+ * stage the slower one by 30%: bench/scaling.sh, 8 streams, 64 vs 83 tok/s with the
+ * split an eighth gives.) Stages with the same streamed bytes per core take the same
+ * time per token, which is what a pipeline's throughput waits for. */
 static double streamed_bytes(const struct stage_model *m, int i, int a, int b)
 {
     uint64_t w = stage_weights(m, i, a, b);
     if (i == 0 && m->embd_row && m->embd_row < m->embd)
         w -= m->embd - m->embd_row;
-    return (double)w + (double)m->kv * (double)(b - a) / 4.0;
+    return (double)w + (double)m->kv * (double)(b - a) / 8.0;
 }
 
 static double stage_cost(const struct stage_model *m, int i, int a, int b)

@@ -72,7 +72,7 @@ void placement_free(struct placement *p);
 int placement_group_tensor_parallel(struct placement *p, int k, struct errbuf *e);
 
 /* The balance objective of worker i: the bytes a decode step streams through it (its
- * layers, one embedding row, the head, a quarter of its KV cache) per core. */
+ * layers, one embedding row, the head, an eighth of its KV cache) per core. */
 double placement_stage_cost(const struct placement_worker *w);
 
 /* A table: worker, node, cpus, threads, layers, MiB of weights and KV, embedding/output. */

@@ -137,7 +137,7 @@ static double brute_cost(const struct placement_request *r, const struct placeme
 {
     double bytes = 0;
     for (int l = a; l < b; l++)
-        bytes += (double)r->layer_bytes[l] + (double)r->kv_bytes_per_layer / 4;
+        bytes += (double)r->layer_bytes[l] + (double)r->kv_bytes_per_layer / 8;
     if (i == 0)
         bytes += (double)(r->embd_row_bytes ? r->embd_row_bytes : r->embd_bytes);
     if (i == p->n_workers - 1 && !(p->n_workers == 1 && r->output_tied))
