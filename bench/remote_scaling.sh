@@ -14,7 +14,7 @@ T=$(mktemp -d /tmp/bitnetd-remote-bench.XXXXXX)
 pid= wpid=
 . tests/netns.sh
 cleanup() {
-    [ -n "$wpid" ] && kill -9 "$wpid" 2>/dev/null
+    [ -n "$wpid" ] && { kill -9 "$wpid"; wait "$wpid"; } 2>/dev/null
     [ -n "$pid" ] && kill -9 -- -"$pid" 2>/dev/null
     netns_down
     rm -rf "$T"
