@@ -11,6 +11,7 @@
 
 #include "bench/read_bandwidth.h"
 #include "bench/timing.h"
+#include "proto/sampling_wire.h"
 #include "ctl/bench_receipt.h"
 #include "ctl/bench_run.h"
 #include "ctl/daemon_client.h"
@@ -129,9 +130,10 @@ static int one_round(const struct bench_opts *o, const char *prompt, int n_strea
         }
     Bitnet__GenerateRequest req = BITNET__GENERATE_REQUEST__INIT;
     Bitnet__SamplingParams sp = BITNET__SAMPLING_PARAMS__INIT;
-    sp.temp = 0.0f; /* greedy: the same work every run */
-    sp.top_p = 1.0f;
-    sp.repeat_penalty = 1.0f;
+    struct sampler_params greedy;
+    sampler_params_default(&greedy);
+    greedy.temp = 0.0f; /* greedy: the same work every run */
+    sampling_to_wire(&greedy, &sp);
     req.input_case = BITNET__GENERATE_REQUEST__INPUT_PROMPT;
     req.prompt = (char *)prompt;
     req.add_bos = true;

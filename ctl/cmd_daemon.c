@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/sampling_wire.h"
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/daemon_client.h"
@@ -400,13 +401,7 @@ int daemon_generate(const struct daemon_generate_args *a)
         req.add_bos = true;
     }
     req.n_predict = a->n_predict;
-    sp.temp = a->sp.temp;
-    sp.top_k = a->sp.top_k;
-    sp.top_p = a->sp.top_p;
-    sp.min_p = a->sp.min_p;
-    sp.repeat_penalty = a->sp.repeat_penalty;
-    sp.repeat_last_n = a->sp.repeat_last_n;
-    sp.seed = a->sp.seed;
+    sampling_to_wire(&a->sp, &sp);
     req.sampling = &sp;
     req.stream = true;
     req.return_ids = a->ids_out;

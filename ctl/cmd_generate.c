@@ -8,7 +8,7 @@
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/session.h"
-#include "model/chat.h"
+#include "model/generation.h"
 #include "model/clock.h"
 #include "model/sample.h"
 
@@ -75,31 +75,18 @@ static int parse_generate(int argc, char **argv, struct generate_opts *o)
     return 0;
 }
 
+/* The request's text, as bitnetd's jobs encode it (model/generation.h). */
 static int encode_prompt(const struct session *s, const struct generate_opts *o, int32_t **ids,
                          size_t *n)
 {
     struct errbuf e = {{0}};
-    int rc;
-    if (o->chat) {
-        char *text = chat_prompt(o->system, o->chat);
-        if (!text) {
-            fprintf(stderr, "bitnetctl generate: out of memory\n");
-            return -1;
-        }
-        rc = tokenizer_encode(s->tok, text, strlen(text), false, true, ids, n, &e);
-        free(text);
-    } else {
-        rc = tokenizer_encode(s->tok, o->prompt, strlen(o->prompt), tokenizer_add_bos(s->tok),
-                              true, ids, n, &e);
+    struct gen_input in = o->chat ? (struct gen_input){GEN_INPUT_CHAT, o->chat, o->system}
+                                  : (struct gen_input){GEN_INPUT_PROMPT, o->prompt, NULL};
+    if (gen_encode(s->tok, &in, ids, n, &e) < 0) {
+        fprintf(stderr, "bitnetctl generate: %s\n", e.msg);
+        return -1;
     }
-    if (rc < 0)
-        fprintf(stderr, "bitnetctl generate: prompt: %s\n", e.msg);
-    else if (*n == 0) {
-        fprintf(stderr, "bitnetctl generate: the prompt is empty\n");
-        free(*ids);
-        rc = -1;
-    }
-    return rc;
+    return 0;
 }
 
 int cmd_generate(int argc, char **argv)
@@ -123,16 +110,17 @@ int cmd_generate(int argc, char **argv)
         session_close(&s);
         return 1;
     }
-    /* by default just enough for this prompt and reply, capped at the trained context */
+    /* by default just enough for this prompt and reply (-n 0: to the end of the context),
+     * capped at the trained context */
     long n_ctx = o.n_ctx;
     if (n_ctx == 0) {
-        n_ctx = (long)n_prompt + o.n_predict;
+        n_ctx = o.n_predict > 0 ? (long)n_prompt + o.n_predict : (long)s.model.hp.n_ctx_train;
         if (n_ctx > (long)s.model.hp.n_ctx_train)
             n_ctx = s.model.hp.n_ctx_train;
     }
-    if ((long)n_prompt >= n_ctx) {
-        fprintf(stderr, "bitnetctl generate: prompt of %zu tokens does not fit the context of %ld\n",
-                n_prompt, n_ctx);
+    struct errbuf fit = {{0}};
+    if (gen_check_context(n_prompt, (int)n_ctx, &fit) < 0) {
+        fprintf(stderr, "bitnetctl generate: %s\n", fit.msg);
         free(prompt);
         session_close(&s);
         return 1;
@@ -162,9 +150,12 @@ int cmd_generate(int argc, char **argv)
     char buf[512];
     int pos = (int)n_prompt;
     t0 = clock_seconds();
-    while (rc == 0 && n_gen < o.n_predict && pos < n_ctx) {
+    while (rc == 0) {
         int32_t id = sampler_sample(&smp, logits);
-        if (tokenizer_is_eog(s.tok, id))
+        /* the rules bitnetd's jobs follow too (model/generation.h) */
+        enum gen_end end = gen_after_token(s.tok, id, (size_t)n_gen + 1, o.n_predict,
+                                           n_prompt + (size_t)n_gen + 1, (int)n_ctx);
+        if (end == GEN_END_EOG)
             break;
         sampler_accept(&smp, id);
         n_gen++;
@@ -175,7 +166,7 @@ int cmd_generate(int argc, char **argv)
             fwrite(buf, 1, nb, stdout);
         }
         fflush(stdout);
-        if (n_gen == o.n_predict || pos + 1 >= n_ctx)
+        if (end != GEN_GOES_ON)
             break;
         logits = session_feed(&s, &id, 1, pos++);
         if (!logits)

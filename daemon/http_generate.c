@@ -1,3 +1,4 @@
+#include "proto/sampling_wire.h"
 #include "daemon/http_generate.h"
 
 #include <poll.h>
@@ -427,13 +428,7 @@ static uint64_t send_job(struct http_generation *g, struct errbuf *e)
     gr.prompt = r->prompt;
     gr.add_bos = r->add_bos;
     gr.n_predict = r->max_tokens;
-    sp.temp = r->sp.temp;
-    sp.top_k = r->sp.top_k;
-    sp.top_p = r->sp.top_p;
-    sp.min_p = r->sp.min_p;
-    sp.repeat_penalty = r->sp.repeat_penalty;
-    sp.repeat_last_n = r->sp.repeat_last_n;
-    sp.seed = r->sp.seed;
+    sampling_to_wire(&r->sp, &sp);
     gr.sampling = &sp;
     /* always a stream from the daemon: the job's id comes with its first token, so that
      * a client leaving a non-streaming request can be cancelled too */

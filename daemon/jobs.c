@@ -2,10 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
-#include "model/chat.h"
+#include "model/generation.h"
+#include "proto/sampling_wire.h"
 
 #define MAX_STOP_STRINGS 16
 #define MAX_STOP_LEN 256
@@ -56,43 +55,18 @@ static int copy_stops(struct job *j, const Bitnet__GenerateRequest *r, struct er
     return 0;
 }
 
-static void sampling_from_request(const Bitnet__GenerateRequest *r, struct sampler_params *p)
-{
-    sampler_params_default(p);
-    if (!r->sampling) {
-        /* no settings at all: the defaults, with a fresh seed as bitnetctl would pick */
-        if (getrandom(&p->seed, sizeof p->seed, 0) != sizeof p->seed)
-            p->seed = (uint64_t)time(NULL);
-        return;
-    }
-    const Bitnet__SamplingParams *s = r->sampling;
-    p->temp = s->temp;
-    p->top_k = s->top_k;
-    p->top_p = s->top_p;
-    p->min_p = s->min_p;
-    p->repeat_penalty = s->repeat_penalty;
-    p->repeat_last_n = s->repeat_last_n;
-    p->seed = s->seed;
-}
-
+/* The request's text as model/generation.h takes it. */
 static int encode_prompt(const Bitnet__GenerateRequest *r, const struct tokenizer *tok,
                          struct job *j, struct errbuf *e)
 {
+    struct gen_input in = {GEN_INPUT_PROMPT, r->prompt, NULL};
+    if (r->input_case == BITNET__GENERATE_REQUEST__INPUT_CHAT)
+        in = (struct gen_input){GEN_INPUT_CHAT, r->chat, r->system};
+    else if (!r->add_bos)
+        in.kind = GEN_INPUT_TEMPLATED;
     size_t n = 0;
-    int rc;
-    if (r->input_case == BITNET__GENERATE_REQUEST__INPUT_CHAT) {
-        char *text = chat_prompt(r->system && *r->system ? r->system : NULL,
-                                 r->chat ? r->chat : "");
-        if (!text)
-            return err_set(e, "out of memory");
-        rc = tokenizer_encode(tok, text, strlen(text), false, true, &j->tokens, &n, e);
-        free(text);
-    } else {
-        const char *p = r->prompt ? r->prompt : "";
-        rc = tokenizer_encode(tok, p, strlen(p), r->add_bos, true, &j->tokens, &n, e);
-    }
-    if (rc < 0)
-        return err_prefix(e, "prompt");
+    if (gen_encode(tok, &in, &j->tokens, &n, e) < 0)
+        return -1;
     j->n_tokens = j->cap_tokens = j->n_prompt = n;
     return 0;
 }
@@ -106,19 +80,11 @@ struct job *job_new_generate(const Bitnet__GenerateRequest *r, const struct job_
         return NULL;
     }
     struct sampler_params sp;
-    sampling_from_request(r, &sp);
+    sampling_from_wire(r->sampling, &sp);
     if (encode_prompt(r, lim->tok, j, e) < 0 || copy_stops(j, r, e) < 0 ||
-        sampler_init(&j->smp, &sp, lim->n_vocab, e) < 0)
+        sampler_init(&j->smp, &sp, lim->n_vocab, e) < 0 ||
+        gen_check_context(j->n_prompt, lim->n_ctx, e) < 0)
         goto fail;
-    if (j->n_prompt == 0) {
-        err_set(e, "the prompt is empty");
-        goto fail;
-    }
-    if (j->n_prompt >= (size_t)lim->n_ctx) {
-        err_set(e, "prompt of %zu tokens does not fit the context of %d", j->n_prompt,
-                lim->n_ctx);
-        goto fail;
-    }
     for (size_t i = 0; i < j->n_prompt; i++)
         sampler_accept(&j->smp, j->tokens[i]);
     j->n_predict = r->n_predict;

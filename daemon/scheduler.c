@@ -1,3 +1,4 @@
+#include "model/generation.h"
 #include "daemon/scheduler.h"
 
 #include <stdlib.h>
@@ -437,7 +438,10 @@ static void on_token(struct daemon *d, struct job *j, int32_t id)
     double now = clock_ms();
     if (j->t_first_token == 0)
         j->t_first_token = now;
-    if (tokenizer_is_eog(d->tok, id)) {
+    /* the rules bitnetctl generate follows too (model/generation.h) */
+    enum gen_end end = gen_after_token(d->tok, id, job_n_generated(j) + 1, j->n_predict,
+                                       j->n_tokens + 1, d->n_ctx);
+    if (end == GEN_END_EOG) {
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_EOS, NULL);
         return;
     }
@@ -449,10 +453,9 @@ static void on_token(struct daemon *d, struct job *j, int32_t id)
     d->sched.tokens_generated++;
     if (rc == 1)
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_STOP_STRING, NULL);
-    else if (j->n_predict > 0 && job_n_generated(j) >= (size_t)j->n_predict)
+    else if (end == GEN_END_LENGTH)
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_LENGTH, NULL);
-    else if (j->n_tokens >= (size_t)d->n_ctx)
-        /* as bitnetctl generate: the token that fills the context is the last */
+    else if (end == GEN_END_CONTEXT)
         scheduler_finish(d, j, BITNET__STOP_REASON__STOP_REASON_CONTEXT_FULL, NULL);
     else if (j->stream && d->sched.ev.job_chunk(d->sched.ev.ctx, j,
                                                  BITNET__STOP_REASON__STOP_REASON_NONE, NULL) < 0) {
