@@ -22,7 +22,8 @@ static const struct usage_entry in_process_usage[] = {
     {"eval", "eval --model FILE --ids 1,2,3 --logits-out OUT\n"
              "eval --ids 1,2,3 --logits-out OUT [--run-dir DIR]   (through bitnetd)\n"},
     {"perplexity", "perplexity --model FILE --text-file F --ctx N [--chunks K]\n"},
-    {"generate", "generate --model FILE (--prompt S | --chat S) [-n N] [--temp T] [--seed S]\n"
+    {"generate", "generate --model FILE (--prompt S | --chat S) [-n N (0: to the context's end)]\n"
+                 "         [--temp T] [--seed S]\n"
                  "         [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ids] [--ctx N]\n"
                  "generate (--prompt S | --chat S) [...] [--run-dir DIR]   (through bitnetd)\n"},
     {"bench", "bench --model FILE [--prompt-tokens 512] [--gen-tokens 128] [--repeat R]\n"
