@@ -149,6 +149,22 @@ static void render_workers(FILE *out, const Bitnet__WorkersReply *wr)
         fprintf(out, "bitnetd_worker_restarts_total{worker=\"w%zu\"} %u\n", i,
                 starts > 0 ? starts - 1 : 0);
     }
+    /* the stage timings every step carries (bitnetctl workers --timing), averaged since the
+     * worker became ready */
+    fprintf(out, "# HELP bitnetd_worker_steps_total Steps a worker computed since it became "
+                 "ready.\n# TYPE bitnetd_worker_steps_total counter\n");
+    for (size_t i = 0; i < wr->n_workers; i++) {
+        const Bitnet__StageTimingStats *t = wr->workers[i]->timing;
+        fprintf(out, "bitnetd_worker_steps_total{worker=\"w%zu\"} %llu\n", i,
+                t ? (unsigned long long)t->steps : 0ull);
+    }
+    fprintf(out, "# HELP bitnetd_worker_step_compute_seconds Mean compute time of a worker's "
+                 "step since it became ready.\n# TYPE bitnetd_worker_step_compute_seconds gauge\n");
+    for (size_t i = 0; i < wr->n_workers; i++) {
+        const Bitnet__StageTimingStats *t = wr->workers[i]->timing;
+        fprintf(out, "bitnetd_worker_step_compute_seconds{worker=\"w%zu\"} %.6f\n", i,
+                t && t->steps ? t->compute_us / 1e6 : 0.0);
+    }
 }
 
 void http_metrics_render(struct http_metrics *m, const Bitnet__DaemonStatusReply *status,

@@ -131,6 +131,13 @@ for m in 'bitnetd_http_requests_total{endpoint="/v1/completions",status="200"}' 
     grep -qF "$m " $T/metrics.txt || fail "metrics lack $m"
 done
 [ "$(metric 'bitnetd_worker_state{worker="w0",state="ready"}')" = 1 ] || fail "w0 not ready in metrics"
+# per worker: the steps it computed and their mean compute time (the generations above ran)
+for w in w0 w1; do
+    node -e 'const [s,c]=process.argv.slice(1).map(Number); if (!(s>0&&c>0&&c<60)) process.exit(1)' \
+        "$(metric "bitnetd_worker_steps_total{worker=\"$w\"}")" \
+        "$(metric "bitnetd_worker_step_compute_seconds{worker=\"$w\"}")" ||
+        fail "metrics: $w's steps or step compute time missing or zero"
+done
 gen=$(metric bitnetd_http_generated_tokens_total)
 # 12+16+6+6+12+6+2+stop's 1..12 tokens; the counter counts HTTP generations only
 [ "${gen:-0}" -ge 60 ] || fail "generated tokens $gen"
