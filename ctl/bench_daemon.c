@@ -11,13 +11,13 @@
 
 #include "bench/read_bandwidth.h"
 #include "bench/timing.h"
-#include "proto/sampling_wire.h"
 #include "ctl/bench_receipt.h"
 #include "ctl/bench_run.h"
 #include "ctl/daemon_client.h"
 #include "kernels/kernels.h"
 #include "kernels/threadpool.h"
 #include "model/clock.h"
+#include "proto/sampling_wire.h"
 
 /* A generation on a random model may end early at an end-of-text token; the figures use
  * the counts the daemon reports, so that only costs tokens. Long enough for a big model's

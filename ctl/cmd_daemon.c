@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/sampling_wire.h"
 #include "ctl/args.h"
 #include "ctl/commands.h"
 #include "ctl/daemon_client.h"
+#include "proto/sampling_wire.h"
 
 /* Options every daemon command takes. */
 struct daemon_opts {
@@ -90,18 +90,6 @@ static const char *daemon_state_name(Bitnet__DaemonState s)
     }
 }
 
-static const char *worker_state_name(Bitnet__WorkerState s)
-{
-    switch (s) {
-    case BITNET__WORKER_STATE__WORKER_STATE_CONNECTING: return "connecting";
-    case BITNET__WORKER_STATE__WORKER_STATE_LOADING: return "loading";
-    case BITNET__WORKER_STATE__WORKER_STATE_READY: return "ready";
-    case BITNET__WORKER_STATE__WORKER_STATE_DRAINING: return "draining";
-    case BITNET__WORKER_STATE__WORKER_STATE_DEAD: return "dead";
-    case BITNET__WORKER_STATE__WORKER_STATE_WAITING: return "waiting";
-    default: return "unknown";
-    }
-}
 
 /* A daemon that has been ready but has a stage down now: it cannot serve until that
  * stage is back (or, for a remote one, fails jobs after --worker-timeout). Exit status
@@ -256,7 +244,7 @@ int cmd_workers(int argc, char **argv)
         if (o.json) {
             json_object *j = json_object_new_object();
             json_object_object_add(j, "id", json_object_new_string(st ? st->worker_id : ""));
-            json_object_object_add(j, "state", json_object_new_string(worker_state_name(wi->state)));
+            json_object_object_add(j, "state", json_object_new_string(wire_worker_state_name(wi->state)));
             json_object_object_add(j, "endpoint", json_object_new_string(wi->endpoint));
             json_object_object_add(j, "host", json_object_new_string(wi->host));
             json_object_object_add(j, "heartbeat_ms_ago", json_object_new_int64((int64_t)wi->last_heartbeat_ms_ago));
@@ -278,7 +266,7 @@ int cmd_workers(int argc, char **argv)
                 snprintf(layers, sizeof layers, "%u-%u", st->layer_begin,
                          st->layer_end ? st->layer_end - 1 : 0);
             printf("%-10s %-10s %-8s %-7d %-6u %7llums %-10llu %-8llu %s\n",
-                   st ? st->worker_id : "?", worker_state_name(wi->state), layers,
+                   st ? st->worker_id : "?", wire_worker_state_name(wi->state), layers,
                    st ? st->numa_node : -1, st ? st->threads : 0,
                    (unsigned long long)wi->last_heartbeat_ms_ago,
                    st ? (unsigned long long)st->requests_served : 0ull,

@@ -1,4 +1,3 @@
-#include "proto/sampling_wire.h"
 #include "daemon/http_generate.h"
 
 #include <poll.h>
@@ -10,6 +9,7 @@
 
 #include "daemon/http_link.h"
 #include "model/clock.h"
+#include "proto/sampling_wire.h"
 
 /* How long an idle keep-alive connection may hold its thread, restored after a generation
  * (which has no such limit: a queued job may wait long for its first token). */

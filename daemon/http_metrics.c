@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "proto/wire.h"
+
 /* Seconds. Time to first token spans a queued job's wait; a token of a tiny model takes
  * a millisecond, of 2B-4T tens of them. */
 static const double ttft_bounds[HTTP_METRICS_TTFT_BUCKETS] = {
@@ -100,18 +102,6 @@ static void render_histogram(FILE *out, const char *name, const char *help,
             (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->n);
 }
 
-static const char *worker_state_label(Bitnet__WorkerState s)
-{
-    switch (s) {
-    case BITNET__WORKER_STATE__WORKER_STATE_CONNECTING: return "connecting";
-    case BITNET__WORKER_STATE__WORKER_STATE_LOADING: return "loading";
-    case BITNET__WORKER_STATE__WORKER_STATE_READY: return "ready";
-    case BITNET__WORKER_STATE__WORKER_STATE_DRAINING: return "draining";
-    case BITNET__WORKER_STATE__WORKER_STATE_DEAD: return "dead";
-    case BITNET__WORKER_STATE__WORKER_STATE_WAITING: return "waiting";
-    default: return "unknown";
-    }
-}
 
 static void render_daemon(FILE *out, const Bitnet__DaemonStatusReply *st)
 {
@@ -141,7 +131,7 @@ static void render_workers(FILE *out, const Bitnet__WorkersReply *wr)
     for (size_t i = 0; i < wr->n_workers; i++)
         for (size_t s = 0; s < sizeof states / sizeof states[0]; s++)
             fprintf(out, "bitnetd_worker_state{worker=\"w%zu\",state=\"%s\"} %d\n", i,
-                    worker_state_label(states[s]), wr->workers[i]->state == states[s]);
+                    wire_worker_state_name(states[s]), wr->workers[i]->state == states[s]);
     fprintf(out, "# HELP bitnetd_worker_restarts_total Times a worker's process was started "
                  "again.\n# TYPE bitnetd_worker_restarts_total counter\n");
     for (size_t i = 0; i < wr->n_workers; i++) {

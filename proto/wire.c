@@ -729,6 +729,19 @@ size_t wire_elem_size(Bitnet__ElemType t)
     }
 }
 
+const char *wire_worker_state_name(Bitnet__WorkerState s)
+{
+    switch (s) {
+    case BITNET__WORKER_STATE__WORKER_STATE_CONNECTING: return "connecting";
+    case BITNET__WORKER_STATE__WORKER_STATE_LOADING: return "loading";
+    case BITNET__WORKER_STATE__WORKER_STATE_READY: return "ready";
+    case BITNET__WORKER_STATE__WORKER_STATE_DRAINING: return "draining";
+    case BITNET__WORKER_STATE__WORKER_STATE_DEAD: return "dead";
+    case BITNET__WORKER_STATE__WORKER_STATE_WAITING: return "waiting";
+    default: return "unknown";
+    }
+}
+
 const char *wire_elem_name(Bitnet__ElemType t)
 {
     switch (t) {

@@ -132,6 +132,8 @@ int wire_send_error(void *sock, const struct wire_identity *id, uint64_t request
 /* Bytes per element; 0 for UNSPECIFIED or an unknown value. */
 size_t wire_elem_size(Bitnet__ElemType t);
 const char *wire_elem_name(Bitnet__ElemType t);
+/* A WorkerInfo state as bitnetctl and /metrics name it ("ready", ...). */
+const char *wire_worker_state_name(Bitnet__WorkerState s);
 /* n_rows x n_cols x element size, refusing unknown types and overflow. */
 int wire_rows_bytes(Bitnet__ElemType t, size_t n_rows, size_t n_cols, size_t *out,
                     struct errbuf *e);
