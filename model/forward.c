@@ -92,6 +92,11 @@ int forward_tp_split(const struct bitnet_hparams *hp, int rank, int size, struct
     tp->rank = rank;
     tp->size = size;
     split_part((int)hp->n_head_kv, 1, rank, size, &tp->kvh0, &tp->kvh1);
+    int hd = (int)hp->head_dim, group = (int)(hp->n_head / hp->n_head_kv);
+    tp->q0 = tp->kvh0 * group * hd;
+    tp->q1 = tp->kvh1 * group * hd;
+    tp->k0 = tp->kvh0 * hd;
+    tp->k1 = tp->kvh1 * hd;
     split_part((int)hp->n_embd, 64, rank, size, &tp->e0, &tp->e1);
     split_part((int)hp->n_ff, 64, rank, size, &tp->f0, &tp->f1);
     split_part((int)hp->n_vocab, 64, rank, size, &tp->v0, &tp->v1);
@@ -524,21 +529,20 @@ static void forward_layer_part(const struct bitnet_model *m, struct forward_stat
     const struct bitnet_hparams *hp = &m->hp;
     const struct bitnet_layer *L = &m->layers[il];
     const struct forward_tp *tp = &s->tp;
-    int embd = (int)hp->n_embd, ff = (int)hp->n_ff, hd = (int)hp->head_dim;
-    int q0 = tp->kvh0 * s->group * hd, q1 = tp->kvh1 * s->group * hd;
+    int embd = (int)hp->n_embd, ff = (int)hp->n_ff;
     float eps = hp->norm_eps;
 
     double t = timing_start(s);
     norm_and_quantize(s, s->x, PREP_NONE, NULL, L->attn_norm, embd, n, eps);
     timing_lap(s, FP_NORMS, &t);
-    struct mat_rows qkv[3] = {{&L->wq, s->q, q0, q1},
-                              {&L->wk, s->k, tp->kvh0 * hd, tp->kvh1 * hd},
-                              {&L->wv, s->v, tp->kvh0 * hd, tp->kvh1 * hd}};
+    struct mat_rows qkv[3] = {{&L->wq, s->q, tp->q0, tp->q1},
+                              {&L->wk, s->k, tp->k0, tp->k1},
+                              {&L->wv, s->v, tp->k0, tp->k1}};
     bitlinear_parts(s, n, qkv, 3);
     timing_lap(s, FP_QKV, &t);
     rope_store(hp, s, il);
     forward_attention(hp, s, il);
-    gather(s, s->attn_out, embd, q0, q1);
+    gather(s, s->attn_out, embd, tp->q0, tp->q1);
     timing_lap(s, FP_ATTENTION, &t);
     norm_and_quantize(s, s->attn_out, PREP_NONE, NULL, L->attn_sub_norm, embd, n, eps);
     timing_lap(s, FP_NORMS, &t);

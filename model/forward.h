@@ -46,6 +46,8 @@ typedef void (*forward_gather_fn)(void *ctx, float *buf, int n_rows, int width, 
 struct forward_tp {
     int rank, size;
     int kvh0, kvh1;
+    int q0, q1;       /* the rows of wq those KV heads' query heads take */
+    int k0, k1;       /* the rows of wk and wv they take */
     int e0, e1;
     int f0, f1;
     int v0, v1;

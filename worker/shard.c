@@ -157,17 +157,16 @@ static size_t part_spans(const struct shard *s, struct span *sp, uint64_t *bytes
 {
     const struct bitnet_model *m = &s->model;
     const struct forward_tp *tp = &s->tp_part;
-    size_t n = 0, embd = m->hp.n_embd, hd = m->hp.head_dim;
-    int group = (int)(m->hp.n_head / m->hp.n_head_kv);
+    size_t n = 0, embd = m->hp.n_embd;
     for (uint32_t il = s->layer_begin; il < s->layer_end; il++) {
         const struct bitnet_layer *L = &m->layers[il];
         const struct {
             const struct ternary_matrix *w;
             size_t r0, r1;
         } mats[] = {
-            {&L->wq, (size_t)tp->kvh0 * group * hd, (size_t)tp->kvh1 * group * hd},
-            {&L->wk, (size_t)tp->kvh0 * hd, (size_t)tp->kvh1 * hd},
-            {&L->wv, (size_t)tp->kvh0 * hd, (size_t)tp->kvh1 * hd},
+            {&L->wq, (size_t)tp->q0, (size_t)tp->q1},
+            {&L->wk, (size_t)tp->k0, (size_t)tp->k1},
+            {&L->wv, (size_t)tp->k0, (size_t)tp->k1},
             {&L->wo, (size_t)tp->e0, (size_t)tp->e1},
             {&L->wgate, (size_t)tp->f0, (size_t)tp->f1},
             {&L->wup, (size_t)tp->f0, (size_t)tp->f1},
