@@ -143,9 +143,11 @@ static void job_failed(void *ctx, struct job *j, Bitnet__ErrorCode code, const c
     clients_send_error(ctx, &j->client, j->request_id, code, msg);
 }
 static void jobs_idle(void *ctx) { clients_on_idle(ctx); }
-/* The pipeline became ready (every stage READY) or stopped being so. */
-static void daemon_pipeline_changed(struct daemon *d, bool ready)
+
+/* The pipeline became ready (every stage READY) or stopped being so (ctx: the daemon). */
+static void pipeline_changed(void *ctx, bool ready)
 {
+    struct daemon *d = ctx;
     struct workers *ws = &d->workers;
     if (!ready) {
         ws->lost_at_ms = clock_ms();
@@ -170,8 +172,6 @@ static void daemon_pipeline_changed(struct daemon *d, bool ready)
     notify_update(d); /* READY=1 the first time */
     scheduler_kick(d);
 }
-
-static void pipeline_changed(void *ctx, bool ready) { daemon_pipeline_changed(ctx, ready); }
 
 void daemon_connect_parts(struct daemon *d)
 {
